@@ -1,0 +1,204 @@
+// Package config is aerogate's typed configuration: defaults < YAML file < environment
+// (AEROGATE_*) < flags, with Validate naming the key that is wrong.
+package config
+
+import "time"
+
+// Config is every setting of every role. The koanf tags are the YAML paths; the
+// environment variable of a key is AEROGATE_ + the path in upper snake case
+// (http.addr → AEROGATE_HTTP_ADDR). These names are a contract: add keys, rename none.
+type Config struct {
+	HTTP          HTTP     `koanf:"http"`
+	Database      Database `koanf:"database"`
+	Kafka         Kafka    `koanf:"kafka"`
+	Dev           Dev      `koanf:"dev"`
+	Graph         Graph    `koanf:"graph"`
+	JWT           JWT      `koanf:"jwt"`
+	Meta          Meta     `koanf:"meta"`
+	PublicBaseURL string   `koanf:"public_base_url"`
+	Proxy         Proxy    `koanf:"proxy"`
+	Frontend      Frontend `koanf:"frontend"`
+	Secrets       Secrets  `koanf:"secrets"`
+	Accounts      Accounts `koanf:"accounts"`
+	Sender        Sender   `koanf:"sender"`
+	Log           Log      `koanf:"log"`
+
+	// DevMode is set by `aerogate dev`, not by configuration: it relaxes the rules
+	// for keys that dev generates itself (jwt.secret, secrets.token_keys).
+	DevMode bool `koanf:"-"`
+}
+
+// HTTP configures the gateway's listener.
+type HTTP struct {
+	Addr             string        `koanf:"addr"`
+	MaxSendBodyBytes int           `koanf:"max_send_body_bytes"` // limit for send requests (413 above)
+	MaxBodyBytes     int           `koanf:"max_body_bytes"`      // limit for every other request
+	ReadTimeout      time.Duration `koanf:"read_timeout"`
+	WriteTimeout     time.Duration `koanf:"write_timeout"`
+	IdleTimeout      time.Duration `koanf:"idle_timeout"`
+	Concurrency      int           `koanf:"concurrency"`
+}
+
+// Database configures the Postgres pool.
+type Database struct {
+	URL      string `koanf:"url"`
+	MaxConns int    `koanf:"max_conns"`
+}
+
+// Kafka configures the brokers and topics.
+type Kafka struct {
+	Brokers []string `koanf:"brokers"` // empty in dev: the embedded broker
+	// Partitions is the partition count used when aerogate creates its topics.
+	Partitions int `koanf:"partitions"`
+	// ReplicationFactor is used when aerogate creates its topics.
+	ReplicationFactor int `koanf:"replication_factor"`
+	// BatchTimeout bounds how long the producer waits to fill a batch.
+	BatchTimeout time.Duration `koanf:"batch_timeout"`
+	// WriteTimeout bounds a produce call; past it the gateway answers 503.
+	WriteTimeout time.Duration `koanf:"write_timeout"`
+	// ClientID names this process to the brokers.
+	ClientID string `koanf:"client_id"`
+}
+
+// Dev configures `aerogate dev`.
+type Dev struct {
+	DataDir       string `koanf:"data_dir"`
+	KafkaAddr     string `koanf:"kafka_addr"`
+	FakeGraphAddr string `koanf:"fake_graph_addr"`
+}
+
+// Graph configures the Meta Graph API client.
+type Graph struct {
+	BaseURL         string        `koanf:"base_url"`
+	Version         string        `koanf:"version"`
+	Timeout         time.Duration `koanf:"timeout"`
+	MaxConnsPerHost int           `koanf:"max_conns_per_host"`
+}
+
+// JWT configures tenant token verification.
+type JWT struct {
+	Secret         string        `koanf:"secret"` // HS256/384/512 key, ≥ 32 bytes
+	TenantClaim    string        `koanf:"tenant_claim"`
+	Algorithms     []string      `koanf:"algorithms"`       // allow-list; default HS256
+	PublicKeyFiles []string      `koanf:"public_key_files"` // kid=path.pem list for RS256/ES256/EdDSA
+	JWKSFile       string        `koanf:"jwks_file"`
+	Issuer         string        `koanf:"issuer"`
+	Audience       string        `koanf:"audience"`
+	Leeway         time.Duration `koanf:"leeway"`
+	CacheSize      int           `koanf:"cache_size"` // verified-token cache entries
+}
+
+// Meta is the Meta app.
+type Meta struct {
+	AppID       string `koanf:"app_id"`
+	AppSecret   string `koanf:"app_secret"`
+	ConfigID    string `koanf:"config_id"`
+	VerifyToken string `koanf:"verify_token"`
+}
+
+// Proxy configures the backend proxy for /api/*.
+type Proxy struct {
+	Upstreams []string `koanf:"upstreams"`
+}
+
+// Frontend is where the OAuth callback sends the browser.
+type Frontend struct {
+	RedirectURL string `koanf:"redirect_url"`
+}
+
+// Secrets holds the keys that encrypt tokens at rest.
+type Secrets struct {
+	TokenKeys []string `koanf:"token_keys"` // kid:base64key, first encrypts
+}
+
+// Accounts configures the account cache.
+type Accounts struct {
+	CacheTTL         time.Duration `koanf:"cache_ttl"`
+	NegativeCacheTTL time.Duration `koanf:"negative_cache_ttl"`
+	CacheMaxEntries  int           `koanf:"cache_max_entries"`
+}
+
+// Sender configures the send pipeline.
+type Sender struct {
+	GroupID string `koanf:"group_id"`
+	// MaxInFlight bounds sends in flight per partition (back-pressure past it).
+	MaxInFlight int `koanf:"max_in_flight"`
+	// MaxAttempts bounds Graph calls per message; the last failure goes to the DLQ.
+	MaxAttempts int `koanf:"max_attempts"`
+	// RetryBaseDelay and RetryMaxDelay shape the exponential backoff with jitter.
+	RetryBaseDelay time.Duration `koanf:"retry_base_delay"`
+	RetryMaxDelay  time.Duration `koanf:"retry_max_delay"`
+	// InProcessRetryMax is the longest backoff waited out in process; longer ones go
+	// to wa.sends.retry with a not_before time.
+	InProcessRetryMax time.Duration `koanf:"in_process_retry_max"`
+	// PausedRetryDelay is how long sends of a stopped account wait before another try.
+	PausedRetryDelay time.Duration `koanf:"paused_retry_delay"`
+	// DefaultThroughputMPS is used for an account that has none.
+	DefaultThroughputMPS int `koanf:"default_throughput_mps"`
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string `koanf:"level"`  // debug, info, warn, error
+	Format string `koanf:"format"` // text or json
+}
+
+// Default returns the configuration every other source overrides.
+func Default() Config {
+	return Config{
+		HTTP: HTTP{
+			Addr:             "127.0.0.1:8080",
+			MaxSendBodyBytes: 64 << 10,
+			MaxBodyBytes:     1 << 20,
+			ReadTimeout:      10 * time.Second,
+			WriteTimeout:     10 * time.Second,
+			IdleTimeout:      60 * time.Second,
+			Concurrency:      256 * 1024,
+		},
+		Database: Database{
+			URL:      "postgres://postgres@127.0.0.1:5432/aerogate?sslmode=disable",
+			MaxConns: 16,
+		},
+		Kafka: Kafka{
+			Partitions:        12,
+			ReplicationFactor: 1,
+			BatchTimeout:      2 * time.Millisecond,
+			WriteTimeout:      5 * time.Second,
+			ClientID:          "aerogate",
+		},
+		Dev: Dev{
+			DataDir:       ".aerogate",
+			KafkaAddr:     "127.0.0.1:9092",
+			FakeGraphAddr: "127.0.0.1:9090",
+		},
+		Graph: Graph{
+			BaseURL:         "https://graph.facebook.com",
+			Version:         "v22.0",
+			Timeout:         15 * time.Second,
+			MaxConnsPerHost: 512,
+		},
+		JWT: JWT{
+			TenantClaim: "tenantId",
+			Algorithms:  []string{"HS256"},
+			Leeway:      30 * time.Second,
+			CacheSize:   100_000,
+		},
+		PublicBaseURL: "https://api.aerostic.com",
+		Accounts: Accounts{
+			CacheTTL:         5 * time.Minute,
+			NegativeCacheTTL: 10 * time.Second,
+			CacheMaxEntries:  100_000,
+		},
+		Sender: Sender{
+			GroupID:              "aerogate-sender",
+			MaxInFlight:          1024,
+			MaxAttempts:          8,
+			RetryBaseDelay:       200 * time.Millisecond,
+			RetryMaxDelay:        10 * time.Minute,
+			InProcessRetryMax:    5 * time.Second,
+			PausedRetryDelay:     time.Minute,
+			DefaultThroughputMPS: 80,
+		},
+		Log: Log{Level: "info", Format: "text"},
+	}
+}
