@@ -43,11 +43,14 @@ type Message struct {
 	UpdatedAt      time.Time
 }
 
-// Repository reads and writes messages, batching writes.
-type Repository struct{}
+// Repository reads and writes messages, batching writes. The gateway's side (Get,
+// InsertAccepted) lives in this file; the sender's side (claims and outcomes) in claim.go.
+type Repository struct {
+	pool *pgxpool.Pool
+}
 
 // NewRepository returns a repository over pool.
-func NewRepository(pool *pgxpool.Pool) *Repository { panic("unimplemented") }
+func NewRepository(pool *pgxpool.Pool) *Repository { return &Repository{pool: pool} }
 
 // Get returns the tenant's message; another tenant's message is ErrNotFound.
 func (r *Repository) Get(ctx context.Context, tenantID, id string) (*Message, error) {
