@@ -5,8 +5,11 @@ package message
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -52,13 +55,73 @@ type Repository struct {
 // NewRepository returns a repository over pool.
 func NewRepository(pool *pgxpool.Pool) *Repository { return &Repository{pool: pool} }
 
+const getSQL = `
+SELECT id::text, tenant_id, account_id::text, phone_number_id, recipient,
+       coalesce(idempotency_key, ''), status, coalesce(wamid, ''), attempts,
+       coalesce(error_code, 0), coalesce(error_title, ''), accepted_at, sent_at, updated_at
+  FROM messages
+ WHERE id = $1 AND tenant_id = $2`
+
 // Get returns the tenant's message; another tenant's message is ErrNotFound.
 func (r *Repository) Get(ctx context.Context, tenantID, id string) (*Message, error) {
-	panic("unimplemented")
+	// A malformed id names no message; checking here keeps a cast error out of Postgres.
+	uid, err := uuid.Parse(id)
+	if err != nil {
+		return nil, ErrNotFound
+	}
+	var m Message
+	var status string
+	err = r.pool.QueryRow(ctx, getSQL, uid.String(), tenantID).Scan(
+		&m.ID, &m.TenantID, &m.AccountID, &m.PhoneNumberID, &m.Recipient,
+		&m.IdempotencyKey, &status, &m.WAMID, &m.Attempts,
+		&m.ErrorCode, &m.ErrorTitle, &m.AcceptedAt, &m.SentAt, &m.UpdatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("loading message %s: %w", uid, err)
+	}
+	m.Status = Status(status)
+	return &m, nil
 }
+
+// insertAcceptedSQL takes one array per column, so a batch of any size is one statement
+// with one cached plan (a multi-row VALUES list would be new SQL for every batch size).
+const insertAcceptedSQL = `
+INSERT INTO messages (id, tenant_id, account_id, phone_number_id, recipient, idempotency_key,
+                      status, accepted_at, updated_at)
+SELECT t.id::uuid, t.tenant_id, t.account_id::uuid, t.phone_number_id, t.recipient,
+       NULLIF(t.idempotency_key, ''), 'accepted', t.accepted_at, t.accepted_at
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[])
+       AS t(id, tenant_id, account_id, phone_number_id, recipient, idempotency_key, accepted_at)
+ON CONFLICT (id) DO NOTHING`
 
 // InsertAccepted records accepted messages in one round trip; rows that exist already
 // are left as they are (status never moves back).
 func (r *Repository) InsertAccepted(ctx context.Context, msgs []Message) error {
-	panic("unimplemented")
+	if len(msgs) == 0 {
+		return nil
+	}
+	n := len(msgs)
+	ids := make([]string, n)
+	tenants := make([]string, n)
+	accounts := make([]string, n)
+	phones := make([]string, n)
+	recipients := make([]string, n)
+	keys := make([]string, n)
+	accepted := make([]time.Time, n)
+	for i := range msgs {
+		m := &msgs[i]
+		ids[i], tenants[i], accounts[i] = m.ID, m.TenantID, m.AccountID
+		phones[i], recipients[i], keys[i] = m.PhoneNumberID, m.Recipient, m.IdempotencyKey
+		accepted[i] = m.AcceptedAt
+		if accepted[i].IsZero() {
+			accepted[i] = time.Now()
+		}
+	}
+	if _, err := r.pool.Exec(ctx, insertAcceptedSQL,
+		ids, tenants, accounts, phones, recipients, keys, accepted); err != nil {
+		return fmt.Errorf("inserting %d accepted messages: %w", n, err)
+	}
+	return nil
 }
