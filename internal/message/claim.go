@@ -1,0 +1,524 @@
+package message
+
+// The sender's side of the messages table: claiming a message before its Graph call and
+// recording the outcome after it, in batches.
+//
+// Exactly one Graph call per message rests on the claim: a message moves to sending (with
+// attempts+1) only while it is accepted or sending, so a redelivered message that is
+// already sent, delivered, read or failed is skipped. The one window left: a message claimed
+// sending whose Graph call was in flight, or answered but not yet recorded as sent, when
+// the process died, is claimed and sent again on redelivery. That window holds at most
+// the requests in flight at the moment of the crash.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+)
+
+var (
+	// ErrBatcherClosed is returned by a Batcher after Close.
+	ErrBatcherClosed = errors.New("message batcher closed")
+	// ErrInvalidID means a message id is not a UUID (so no row can have it).
+	ErrInvalidID = errors.New("message id is not a uuid")
+)
+
+// Claim is a message the sender is about to send. The row is created if the gateway has
+// not inserted it yet, so every field of the envelope is needed.
+type Claim struct {
+	ID             string
+	TenantID       string
+	AccountID      string
+	PhoneNumberID  string
+	Recipient      string
+	IdempotencyKey string
+	AcceptedAt     time.Time
+}
+
+// ClaimResult says whether the caller may call Graph.
+type ClaimResult struct {
+	// Claimed is true when the message is now sending and the caller should send it;
+	// false when it is final already (sent, delivered, read or failed) and must be skipped.
+	Claimed bool
+	// Attempts is the number of claims of the message so far, this one included.
+	Attempts int
+}
+
+// Sent is a successful Graph call.
+type Sent struct {
+	ID     string
+	WAMID  string
+	SentAt time.Time
+}
+
+// Failure is a message that failed for good. The row is created if it does not exist
+// (a message can fail before it was ever claimed, e.g. for an unknown account).
+type Failure struct {
+	Claim
+	ErrorCode  int
+	ErrorTitle string
+}
+
+// claimSQL moves each message to sending, creating the row when the gateway has not
+// inserted it yet. ON CONFLICT ... WHERE keeps a final row as it is; such rows are not
+// returned, which is how the caller learns to skip them.
+const claimSQL = `
+INSERT INTO messages AS m (id, tenant_id, account_id, phone_number_id, recipient, idempotency_key,
+                           status, attempts, accepted_at, updated_at)
+SELECT t.id::uuid, t.tenant_id, t.account_id::uuid, t.phone_number_id, t.recipient,
+       NULLIF(t.idempotency_key, ''), 'sending', 1, t.accepted_at, now()
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[])
+       AS t(id, tenant_id, account_id, phone_number_id, recipient, idempotency_key, accepted_at)
+ON CONFLICT (id) DO UPDATE
+   SET status = 'sending', attempts = m.attempts + 1, updated_at = now()
+ WHERE m.status IN ('accepted', 'sending')
+RETURNING m.id::text, m.attempts`
+
+// markSentSQL records wamid and sent. Status only moves forward: a row that a webhook
+// already moved to delivered or read keeps its status; a failed row stays failed.
+const markSentSQL = `
+UPDATE messages AS m
+   SET status = CASE WHEN m.status IN ('accepted', 'sending') THEN 'sent' ELSE m.status END,
+       wamid = coalesce(m.wamid, t.wamid),
+       sent_at = coalesce(m.sent_at, t.sent_at),
+       updated_at = now()
+  FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS t(id, wamid, sent_at)
+ WHERE m.id = t.id::uuid AND m.status <> 'failed'`
+
+const markFailedSQL = `
+INSERT INTO messages AS m (id, tenant_id, account_id, phone_number_id, recipient, idempotency_key,
+                           status, error_code, error_title, accepted_at, updated_at)
+SELECT t.id::uuid, t.tenant_id, t.account_id::uuid, t.phone_number_id, t.recipient,
+       NULLIF(t.idempotency_key, ''), 'failed', t.error_code, t.error_title, t.accepted_at, now()
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[],
+              $8::int[], $9::text[])
+       AS t(id, tenant_id, account_id, phone_number_id, recipient, idempotency_key, accepted_at,
+            error_code, error_title)
+ON CONFLICT (id) DO UPDATE
+   SET status = 'failed', error_code = excluded.error_code, error_title = excluded.error_title,
+       updated_at = now()
+ WHERE m.status IN ('accepted', 'sending')`
+
+// ClaimMany claims msgs in one statement and returns one result per message, in order.
+// An id may appear once per call.
+func (r *Repository) ClaimMany(ctx context.Context, msgs []Claim) ([]ClaimResult, error) {
+	b := &pgx.Batch{}
+	res := make([]ClaimResult, len(msgs))
+	queueClaims(b, msgs, res)
+	if b.Len() == 0 {
+		return res, nil
+	}
+	if err := r.pool.SendBatch(ctx, b).Close(); err != nil {
+		return nil, fmt.Errorf("claiming %d messages: %w", len(msgs), err)
+	}
+	return res, nil
+}
+
+// MarkSentMany records successful sends in one statement.
+func (r *Repository) MarkSentMany(ctx context.Context, sent []Sent) error {
+	if len(sent) == 0 {
+		return nil
+	}
+	ids, wamids, ats := sentColumns(sent)
+	if _, err := r.pool.Exec(ctx, markSentSQL, ids, wamids, ats); err != nil {
+		return fmt.Errorf("recording %d sent messages: %w", len(sent), err)
+	}
+	return nil
+}
+
+// MarkFailedMany records messages that failed for good in one statement.
+func (r *Repository) MarkFailedMany(ctx context.Context, failed []Failure) error {
+	if len(failed) == 0 {
+		return nil
+	}
+	if _, err := r.pool.Exec(ctx, markFailedSQL, failedColumns(failed)...); err != nil {
+		return fmt.Errorf("recording %d failed messages: %w", len(failed), err)
+	}
+	return nil
+}
+
+// queueClaims adds the claim statement for msgs to b, filling res when it runs.
+func queueClaims(b *pgx.Batch, msgs []Claim, res []ClaimResult) {
+	if len(msgs) == 0 {
+		return
+	}
+	n := len(msgs)
+	ids := make([]string, n)
+	tenants := make([]string, n)
+	accounts := make([]string, n)
+	phones := make([]string, n)
+	recipients := make([]string, n)
+	keys := make([]string, n)
+	accepted := make([]time.Time, n)
+	index := make(map[string]int, n)
+	for i := range msgs {
+		m := &msgs[i]
+		ids[i], tenants[i], accounts[i] = canonicalID(m.ID), m.TenantID, accountOrNil(m.AccountID)
+		phones[i], recipients[i], keys[i] = m.PhoneNumberID, m.Recipient, m.IdempotencyKey
+		accepted[i] = m.AcceptedAt
+		if accepted[i].IsZero() {
+			accepted[i] = time.Now()
+		}
+		index[ids[i]] = i
+	}
+	b.Queue(claimSQL, ids, tenants, accounts, phones, recipients, keys, accepted).Query(func(rows pgx.Rows) error {
+		var id string
+		var attempts int
+		_, err := pgx.ForEachRow(rows, []any{&id, &attempts}, func() error {
+			if i, ok := index[id]; ok {
+				res[i] = ClaimResult{Claimed: true, Attempts: attempts}
+			}
+			return nil
+		})
+		return err
+	})
+}
+
+func sentColumns(sent []Sent) (ids, wamids []string, ats []time.Time) {
+	ids = make([]string, len(sent))
+	wamids = make([]string, len(sent))
+	ats = make([]time.Time, len(sent))
+	for i, s := range sent {
+		ids[i], wamids[i], ats[i] = canonicalID(s.ID), s.WAMID, s.SentAt
+		if ats[i].IsZero() {
+			ats[i] = time.Now()
+		}
+	}
+	return ids, wamids, ats
+}
+
+func failedColumns(failed []Failure) []any {
+	n := len(failed)
+	ids := make([]string, n)
+	tenants := make([]string, n)
+	accounts := make([]string, n)
+	phones := make([]string, n)
+	recipients := make([]string, n)
+	keys := make([]string, n)
+	accepted := make([]time.Time, n)
+	codes := make([]int32, n)
+	titles := make([]string, n)
+	for i := range failed {
+		f := &failed[i]
+		ids[i], tenants[i], accounts[i] = canonicalID(f.ID), f.TenantID, accountOrNil(f.AccountID)
+		phones[i], recipients[i], keys[i] = f.PhoneNumberID, f.Recipient, f.IdempotencyKey
+		accepted[i] = f.AcceptedAt
+		if accepted[i].IsZero() {
+			accepted[i] = time.Now()
+		}
+		codes[i], titles[i] = int32(f.ErrorCode), f.ErrorTitle
+	}
+	return []any{ids, tenants, accounts, phones, recipients, keys, accepted, codes, titles}
+}
+
+// canonicalID returns the UUID in its canonical text form (what RETURNING id::text gives
+// back), or id unchanged when it is not a UUID (callers validate first).
+func canonicalID(id string) string {
+	u, err := uuid.Parse(id)
+	if err != nil {
+		return id
+	}
+	return u.String()
+}
+
+// accountOrNil keeps a row insertable when the account id is unknown (a message that
+// failed because its account does not exist).
+func accountOrNil(id string) string {
+	if u, err := uuid.Parse(id); err == nil {
+		return u.String()
+	}
+	return uuid.Nil.String()
+}
+
+func validID(id string) error {
+	if _, err := uuid.Parse(id); err != nil {
+		return fmt.Errorf("%w: %q", ErrInvalidID, truncate(id, 64))
+	}
+	return nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// BatcherOptions tune a Batcher.
+type BatcherOptions struct {
+	// MaxBatch is the most rows of one kind in one round trip (default 500).
+	MaxBatch int
+	// MaxDelay is how long the first request of a batch waits for company (default 2ms).
+	MaxDelay time.Duration
+	// Flushers is how many batches may be in flight to Postgres at once (default 4).
+	Flushers int
+	// Logger; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Batcher gathers the claims and outcomes of many concurrent sends into few round trips
+// (up to MaxBatch rows or MaxDelay, whichever comes first), so Postgres is not the
+// bottleneck at thousands of messages a second. Each call still returns its own result.
+type Batcher struct {
+	repo *Repository
+	opts BatcherOptions
+	log  *slog.Logger
+
+	reqs    chan request
+	batches chan []request
+
+	mu     sync.RWMutex
+	closed bool
+	wg     sync.WaitGroup
+}
+
+type requestKind int
+
+const (
+	kindClaim requestKind = iota
+	kindSent
+	kindFailed
+)
+
+type request struct {
+	kind    requestKind
+	id      string // canonical
+	claim   Claim
+	sent    Sent
+	failure Failure
+	result  chan response // buffered, 1
+}
+
+type response struct {
+	claim ClaimResult
+	err   error
+}
+
+// NewBatcher starts a batcher over r. Close stops it.
+func (r *Repository) NewBatcher(opts BatcherOptions) *Batcher {
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = 500
+	}
+	if opts.MaxDelay <= 0 {
+		opts.MaxDelay = 2 * time.Millisecond
+	}
+	if opts.Flushers <= 0 {
+		opts.Flushers = 4
+	}
+	b := &Batcher{
+		repo:    r,
+		opts:    opts,
+		log:     opts.Logger,
+		reqs:    make(chan request, opts.MaxBatch*opts.Flushers),
+		batches: make(chan []request, opts.Flushers),
+	}
+	if b.log == nil {
+		b.log = slog.Default()
+	}
+	b.wg.Add(1 + opts.Flushers)
+	go b.collect()
+	for range opts.Flushers {
+		go b.flushLoop()
+	}
+	return b
+}
+
+// Claim claims one message (see Repository.ClaimMany).
+func (b *Batcher) Claim(ctx context.Context, c Claim) (ClaimResult, error) {
+	if err := validID(c.ID); err != nil {
+		return ClaimResult{}, err
+	}
+	resp, err := b.do(ctx, request{kind: kindClaim, id: canonicalID(c.ID), claim: c})
+	return resp.claim, err
+}
+
+// MarkSent records a successful send (see Repository.MarkSentMany).
+func (b *Batcher) MarkSent(ctx context.Context, s Sent) error {
+	if err := validID(s.ID); err != nil {
+		return err
+	}
+	_, err := b.do(ctx, request{kind: kindSent, id: canonicalID(s.ID), sent: s})
+	return err
+}
+
+// MarkFailed records a message that failed for good (see Repository.MarkFailedMany).
+func (b *Batcher) MarkFailed(ctx context.Context, f Failure) error {
+	if err := validID(f.ID); err != nil {
+		return err
+	}
+	_, err := b.do(ctx, request{kind: kindFailed, id: canonicalID(f.ID), failure: f})
+	return err
+}
+
+func (b *Batcher) do(ctx context.Context, req request) (response, error) {
+	req.result = make(chan response, 1)
+	b.mu.RLock()
+	if b.closed {
+		b.mu.RUnlock()
+		return response{}, ErrBatcherClosed
+	}
+	select {
+	case b.reqs <- req:
+		b.mu.RUnlock()
+	case <-ctx.Done():
+		b.mu.RUnlock()
+		return response{}, ctx.Err()
+	}
+	select {
+	case resp := <-req.result:
+		return resp, resp.err
+	case <-ctx.Done():
+		// The write may still happen; the caller treats the outcome as unknown.
+		return response{}, ctx.Err()
+	}
+}
+
+// Close flushes what is queued and stops the batcher. Calls after Close fail with
+// ErrBatcherClosed.
+func (b *Batcher) Close() {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return
+	}
+	b.closed = true
+	close(b.reqs)
+	b.mu.Unlock()
+	b.wg.Wait()
+}
+
+// collect forms batches: it takes the first request, then whatever arrives within
+// MaxDelay, up to MaxBatch. The same id twice in one batch is deferred to the next one
+// (one statement cannot update a row twice).
+func (b *Batcher) collect() {
+	defer b.wg.Done()
+	defer close(b.batches)
+	var carry []request
+	open := true
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	for open || len(carry) > 0 {
+		batch, dup := splitDistinct(carry)
+		if len(batch) == 0 {
+			req, ok := <-b.reqs
+			if !ok {
+				return
+			}
+			batch = append(batch, req)
+		}
+		seen := make(map[string]struct{}, len(batch))
+		for _, r := range batch {
+			seen[r.id] = struct{}{}
+		}
+		if open {
+			timer.Reset(b.opts.MaxDelay)
+		fill:
+			for len(batch) < b.opts.MaxBatch {
+				select {
+				case req, ok := <-b.reqs:
+					if !ok {
+						open = false
+						break fill
+					}
+					if _, twice := seen[req.id]; twice {
+						dup = append(dup, req)
+						continue
+					}
+					seen[req.id] = struct{}{}
+					batch = append(batch, req)
+				case <-timer.C:
+					break fill
+				}
+			}
+			timer.Stop()
+		}
+		b.batches <- batch
+		carry = dup
+	}
+}
+
+func splitDistinct(reqs []request) (distinct, rest []request) {
+	seen := make(map[string]struct{}, len(reqs))
+	for _, r := range reqs {
+		if _, ok := seen[r.id]; ok {
+			rest = append(rest, r)
+			continue
+		}
+		seen[r.id] = struct{}{}
+		distinct = append(distinct, r)
+	}
+	return distinct, rest
+}
+
+func (b *Batcher) flushLoop() {
+	defer b.wg.Done()
+	for batch := range b.batches {
+		b.flush(batch)
+	}
+}
+
+// flush writes a batch in one round trip. If it fails (a row Postgres refuses would
+// otherwise fail every message that shared its batch), each request is retried on its
+// own so that only the bad one gets the error.
+func (b *Batcher) flush(batch []request) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := b.write(ctx, batch); err == nil || len(batch) == 1 {
+		if err != nil {
+			batch[0].result <- response{err: err}
+		}
+		return
+	}
+	for _, req := range batch {
+		if err := b.write(ctx, []request{req}); err != nil {
+			req.result <- response{err: err}
+		}
+	}
+}
+
+// write runs batch's statements in one pipeline and answers every request on success.
+func (b *Batcher) write(ctx context.Context, batch []request) error {
+	var claims []Claim
+	var claimReqs []request
+	var sent []Sent
+	var failed []Failure
+	for _, r := range batch {
+		switch r.kind {
+		case kindClaim:
+			claims = append(claims, r.claim)
+			claimReqs = append(claimReqs, r)
+		case kindSent:
+			sent = append(sent, r.sent)
+		case kindFailed:
+			failed = append(failed, r.failure)
+		}
+	}
+	pb := &pgx.Batch{}
+	claimRes := make([]ClaimResult, len(claims))
+	queueClaims(pb, claims, claimRes)
+	if len(sent) > 0 {
+		ids, wamids, ats := sentColumns(sent)
+		pb.Queue(markSentSQL, ids, wamids, ats)
+	}
+	if len(failed) > 0 {
+		pb.Queue(markFailedSQL, failedColumns(failed)...)
+	}
+	if err := b.repo.pool.SendBatch(ctx, pb).Close(); err != nil {
+		return fmt.Errorf("writing %d claims, %d sent, %d failed: %w", len(claims), len(sent), len(failed), err)
+	}
+	for i, r := range claimReqs {
+		r.result <- response{claim: claimRes[i]}
+	}
+	for _, r := range batch {
+		if r.kind != kindClaim {
+			r.result <- response{}
+		}
+	}
+	return nil
+}

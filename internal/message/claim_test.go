@@ -1,0 +1,328 @@
+package message_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/aerostic/aerogate/internal/message"
+	"github.com/aerostic/aerogate/internal/store/storetest"
+)
+
+func newClaim(tenant string) message.Claim {
+	return message.Claim{
+		ID:             uuid.NewString(),
+		TenantID:       tenant,
+		AccountID:      uuid.NewString(),
+		PhoneNumberID:  "pn-" + tenant,
+		Recipient:      "15550001111",
+		IdempotencyKey: "",
+		AcceptedAt:     time.Now().UTC().Truncate(time.Microsecond),
+	}
+}
+
+// seedRow inserts the row as the gateway (and later the webhooks) would have left it.
+func seedRow(t *testing.T, pool *pgxpool.Pool, c message.Claim, status message.Status, attempts int) {
+	t.Helper()
+	_, err := pool.Exec(context.Background(), `
+		INSERT INTO messages (id, tenant_id, account_id, phone_number_id, recipient, status, attempts, accepted_at, wamid)
+		VALUES ($1::uuid, $2, $3, $4, $5, $6::text, $7, $8, CASE WHEN $6::text IN ('sent','delivered','read') THEN 'wamid.seed.' || $9 END)`,
+		c.ID, c.TenantID, c.AccountID, c.PhoneNumberID, c.Recipient, string(status), attempts, c.AcceptedAt, c.ID)
+	if err != nil {
+		t.Fatalf("seeding %s row: %v", status, err)
+	}
+}
+
+type row struct {
+	status     message.Status
+	attempts   int
+	wamid      string
+	errorCode  int
+	errorTitle string
+	sentAt     *time.Time
+	tenant     string
+	account    string
+}
+
+func loadRow(t *testing.T, pool *pgxpool.Pool, id string) (row, bool) {
+	t.Helper()
+	var r row
+	var status string
+	err := pool.QueryRow(context.Background(), `
+		SELECT status, attempts, coalesce(wamid, ''), coalesce(error_code, 0), coalesce(error_title, ''),
+		       sent_at, tenant_id, account_id::text
+		  FROM messages WHERE id = $1`, id).Scan(&status, &r.attempts, &r.wamid, &r.errorCode, &r.errorTitle, &r.sentAt, &r.tenant, &r.account)
+	if err != nil {
+		return row{}, false
+	}
+	r.status = message.Status(status)
+	return r, true
+}
+
+func TestClaimManyMovesOnlyAcceptedAndSending(t *testing.T) {
+	_, pool := storetest.New(t)
+	repo := message.NewRepository(pool)
+	ctx := context.Background()
+
+	tests := []struct {
+		name         string
+		seed         message.Status // "" = no row yet (the gateway has not inserted it)
+		seedAttempts int
+		wantClaimed  bool
+		wantStatus   message.Status
+		wantAttempts int
+	}{
+		{"row not inserted yet", "", 0, true, message.StatusSending, 1},
+		{"accepted", message.StatusAccepted, 0, true, message.StatusSending, 1},
+		{"sending (redelivered)", message.StatusSending, 2, true, message.StatusSending, 3},
+		{"sent is skipped", message.StatusSent, 1, false, message.StatusSent, 1},
+		{"delivered is skipped", message.StatusDelivered, 1, false, message.StatusDelivered, 1},
+		{"read is skipped", message.StatusRead, 1, false, message.StatusRead, 1},
+		{"failed is skipped", message.StatusFailed, 4, false, message.StatusFailed, 4},
+	}
+	claims := make([]message.Claim, len(tests))
+	for i, tt := range tests {
+		claims[i] = newClaim(fmt.Sprintf("tenant-%d", i))
+		if tt.seed != "" {
+			seedRow(t, pool, claims[i], tt.seed, tt.seedAttempts)
+		}
+	}
+	res, err := repo.ClaimMany(ctx, claims)
+	if err != nil {
+		t.Fatalf("ClaimMany: %v", err)
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if res[i].Claimed != tt.wantClaimed {
+				t.Fatalf("Claimed = %v, want %v", res[i].Claimed, tt.wantClaimed)
+			}
+			if tt.wantClaimed && res[i].Attempts != tt.wantAttempts {
+				t.Fatalf("Attempts = %d, want %d", res[i].Attempts, tt.wantAttempts)
+			}
+			got, ok := loadRow(t, pool, claims[i].ID)
+			if !ok || got.status != tt.wantStatus || got.attempts != tt.wantAttempts {
+				t.Fatalf("row = %+v (found %v), want status %s attempts %d", got, ok, tt.wantStatus, tt.wantAttempts)
+			}
+			if tt.seed == "" && (got.tenant != claims[i].TenantID || got.account != claims[i].AccountID) {
+				t.Fatalf("created row %+v does not carry the envelope's tenant and account", got)
+			}
+		})
+	}
+}
+
+func TestMarkSentAndMarkFailedOnlyMoveForward(t *testing.T) {
+	_, pool := storetest.New(t)
+	repo := message.NewRepository(pool)
+	ctx := context.Background()
+	at := time.Now().UTC().Truncate(time.Microsecond)
+
+	t.Run("sent", func(t *testing.T) {
+		tests := []struct {
+			name      string
+			seed      message.Status
+			want      message.Status
+			wantWAMID bool // the new wamid is stored
+		}{
+			{"sending becomes sent", message.StatusSending, message.StatusSent, true},
+			{"delivered stays delivered", message.StatusDelivered, message.StatusDelivered, false},
+			{"read stays read", message.StatusRead, message.StatusRead, false},
+			{"failed stays failed", message.StatusFailed, message.StatusFailed, false},
+		}
+		var sent []message.Sent
+		claims := make([]message.Claim, len(tests))
+		for i, tt := range tests {
+			claims[i] = newClaim("t")
+			seedRow(t, pool, claims[i], tt.seed, 1)
+			sent = append(sent, message.Sent{ID: claims[i].ID, WAMID: "wamid.new." + claims[i].ID, SentAt: at})
+		}
+		if err := repo.MarkSentMany(ctx, sent); err != nil {
+			t.Fatalf("MarkSentMany: %v", err)
+		}
+		for i, tt := range tests {
+			got, _ := loadRow(t, pool, claims[i].ID)
+			if got.status != tt.want {
+				t.Errorf("%s: status %s, want %s", tt.name, got.status, tt.want)
+			}
+			if tt.wantWAMID && (got.wamid != sent[i].WAMID || got.sentAt == nil || !got.sentAt.Equal(at)) {
+				t.Errorf("%s: wamid %q sent_at %v, want %q %v", tt.name, got.wamid, got.sentAt, sent[i].WAMID, at)
+			}
+			if !tt.wantWAMID && got.wamid == sent[i].WAMID {
+				t.Errorf("%s: wamid overwritten", tt.name)
+			}
+		}
+	})
+
+	t.Run("failed", func(t *testing.T) {
+		tests := []struct {
+			name string
+			seed message.Status // "" = no row
+			want message.Status
+		}{
+			{"no row yet", "", message.StatusFailed},
+			{"accepted", message.StatusAccepted, message.StatusFailed},
+			{"sending", message.StatusSending, message.StatusFailed},
+			{"sent stays sent", message.StatusSent, message.StatusSent},
+			{"delivered stays delivered", message.StatusDelivered, message.StatusDelivered},
+		}
+		var failed []message.Failure
+		for _, tt := range tests {
+			c := newClaim("t")
+			if tt.seed != "" {
+				seedRow(t, pool, c, tt.seed, 1)
+			}
+			failed = append(failed, message.Failure{Claim: c, ErrorCode: 131026, ErrorTitle: "Message undeliverable"})
+		}
+		// A failure whose account is unknown still gets a row.
+		noAccount := newClaim("t")
+		noAccount.AccountID = ""
+		failed = append(failed, message.Failure{Claim: noAccount, ErrorTitle: "account not found"})
+		if err := repo.MarkFailedMany(ctx, failed); err != nil {
+			t.Fatalf("MarkFailedMany: %v", err)
+		}
+		for i, tt := range tests {
+			got, _ := loadRow(t, pool, failed[i].ID)
+			if got.status != tt.want {
+				t.Errorf("%s: status %s, want %s", tt.name, got.status, tt.want)
+			}
+			if tt.want == message.StatusFailed && (got.errorCode != 131026 || got.errorTitle != "Message undeliverable") {
+				t.Errorf("%s: error %d %q", tt.name, got.errorCode, got.errorTitle)
+			}
+			if tt.want != message.StatusFailed && got.errorCode != 0 {
+				t.Errorf("%s: error recorded on a %s row", tt.name, got.status)
+			}
+		}
+		if got, ok := loadRow(t, pool, noAccount.ID); !ok || got.status != message.StatusFailed || got.account != uuid.Nil.String() {
+			t.Errorf("failure without account: %+v found=%v", got, ok)
+		}
+	})
+}
+
+func TestBatcherAnswersEveryCallerUnderConcurrency(t *testing.T) {
+	_, pool := storetest.New(t)
+	repo := message.NewRepository(pool)
+	b := repo.NewBatcher(message.BatcherOptions{MaxBatch: 64, MaxDelay: time.Millisecond})
+	defer b.Close()
+	ctx := context.Background()
+
+	const n = 600
+	claims := make([]message.Claim, n)
+	for i := range claims {
+		claims[i] = newClaim(fmt.Sprintf("t%d", i%7))
+		switch {
+		case i%10 == 5:
+			seedRow(t, pool, claims[i], message.StatusSent, 1)
+		case i%3 == 0:
+			seedRow(t, pool, claims[i], message.StatusAccepted, 0)
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range claims {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := claims[i]
+			res, err := b.Claim(ctx, c)
+			if err != nil {
+				errs <- fmt.Errorf("claim %d: %w", i, err)
+				return
+			}
+			wantClaimed := i%10 != 5
+			if res.Claimed != wantClaimed {
+				errs <- fmt.Errorf("claim %d: claimed %v, want %v", i, res.Claimed, wantClaimed)
+				return
+			}
+			if !res.Claimed {
+				return
+			}
+			if i%2 == 0 {
+				err = b.MarkSent(ctx, message.Sent{ID: c.ID, WAMID: "wamid." + c.ID, SentAt: time.Now()})
+			} else {
+				err = b.MarkFailed(ctx, message.Failure{Claim: c, ErrorCode: 100, ErrorTitle: "Invalid parameter"})
+			}
+			if err != nil {
+				errs <- fmt.Errorf("outcome %d: %w", i, err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	for i, c := range claims {
+		got, _ := loadRow(t, pool, c.ID)
+		want := message.StatusFailed
+		switch {
+		case i%10 == 5:
+			want = message.StatusSent // was sent before: untouched
+		case i%2 == 0:
+			want = message.StatusSent
+		}
+		if got.status != want {
+			t.Fatalf("message %d: status %s, want %s", i, got.status, want)
+		}
+	}
+}
+
+func TestBatcherSameIDTwiceAndBadRows(t *testing.T) {
+	_, pool := storetest.New(t)
+	repo := message.NewRepository(pool)
+	b := repo.NewBatcher(message.BatcherOptions{MaxBatch: 100, MaxDelay: 20 * time.Millisecond})
+	ctx := context.Background()
+
+	// The same id claimed twice at once lands in two statements: both answered, in some order.
+	c := newClaim("t")
+	var wg sync.WaitGroup
+	attempts := make(chan int, 2)
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := b.Claim(ctx, c)
+			if err != nil || !res.Claimed {
+				t.Errorf("claim: %+v, %v", res, err)
+			}
+			attempts <- res.Attempts
+		}()
+	}
+	wg.Wait()
+	close(attempts)
+	sum := 0
+	for a := range attempts {
+		sum += a
+	}
+	if sum != 3 {
+		t.Errorf("attempts of the two claims sum to %d, want 1+2", sum)
+	}
+
+	// A row Postgres refuses fails alone; the rest of its batch goes through.
+	good := newClaim("t")
+	bad := newClaim("t")
+	bad.TenantID = "bad\x00tenant"
+	var badErr, goodErr error
+	wg.Add(2)
+	go func() { defer wg.Done(); _, badErr = b.Claim(ctx, bad) }()
+	go func() { defer wg.Done(); _, goodErr = b.Claim(ctx, good) }()
+	wg.Wait()
+	if badErr == nil || goodErr != nil {
+		t.Fatalf("bad row error %v, good row error %v", badErr, goodErr)
+	}
+	if got, _ := loadRow(t, pool, good.ID); got.status != message.StatusSending {
+		t.Fatalf("good row status %s", got.status)
+	}
+
+	if _, err := b.Claim(ctx, message.Claim{ID: "not-a-uuid"}); !errors.Is(err, message.ErrInvalidID) {
+		t.Fatalf("invalid id: %v", err)
+	}
+	b.Close()
+	if _, err := b.Claim(ctx, newClaim("t")); !errors.Is(err, message.ErrBatcherClosed) {
+		t.Fatalf("after Close: %v", err)
+	}
+}
