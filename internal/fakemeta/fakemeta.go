@@ -3,7 +3,25 @@
 // add latency, per-number throughput limits and chosen error codes.
 package fakemeta
 
-import "time"
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fasthttp/router"
+	"github.com/valyala/fasthttp"
+	"golang.org/x/time/rate"
+)
 
 // Options configure a fake.
 type Options struct {
@@ -12,6 +30,11 @@ type Options struct {
 	// AcceptAnyToken accepts any non-empty bearer token for a phone number that was not
 	// given one with SetToken (dev mode).
 	AcceptAnyToken bool
+	// MaxReceived bounds the list Received keeps (0: unbounded); past it the oldest
+	// entries are dropped. Count is not affected. Long dev or bench runs set it.
+	MaxReceived int
+	// Logger; nil means slog.Default().
+	Logger *slog.Logger
 }
 
 // Received is one send the fake accepted or refused, as GET /_fake/messages lists it.
@@ -33,50 +56,541 @@ type ErrorSpec struct {
 	Title      string `json:"title"`
 }
 
+// Meta error codes the fake produces by itself.
+const (
+	CodeInvalidParameter = 100
+	CodeAccessToken      = 190
+	CodeThroughput       = 130429
+)
+
+type injected struct {
+	n    int // remaining; < 0 means until ClearErrors
+	spec ErrorSpec
+}
+
 // Server is the fake. HTTP routes:
 //
 //	POST /{version}/{phone_number_id}/messages   a send, answered like Meta
 //	GET  /_fake/messages[?phone_number_id=]      what was received (JSON array of Received)
 //	POST /_fake/reset                            forget received messages and injected errors
-type Server struct{}
+//	POST /_fake/tokens                           {"phone_number_id","token"}: SetToken
+//	POST /_fake/errors                           {"phone_number_id" or "to","n","error":ErrorSpec}: FailNext / FailRecipient
+//	POST /_fake/throughput                       {"phone_number_id","mps"}: SetThroughput
+//	POST /_fake/latency                          {"latency_ms"}: SetLatency
+//	GET  /_fake/stats                            {"accepted","received"}
+type Server struct {
+	opts    Options
+	log     *slog.Logger
+	latency atomic.Int64 // nanoseconds
+
+	mu         sync.RWMutex
+	tokens     map[string]string
+	limits     map[string]*rate.Limiter
+	numberErrs map[string]*injected
+	rcptErrs   map[string]*injected
+	hasErrs    atomic.Bool // fast path: no injected errors at all
+
+	recMu    sync.Mutex
+	received []Received
+	total    atomic.Int64 // sends seen, including refused ones
+	accepted atomic.Int64
+
+	idPrefix string
+	idSeq    atomic.Uint64
+
+	srv  *fasthttp.Server
+	ln   net.Listener
+	done chan struct{}
+}
 
 // New returns a fake that is not listening yet.
-func New(opts Options) *Server { panic("unimplemented") }
+func New(opts Options) *Server {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	s := &Server{
+		opts:       opts,
+		log:        opts.Logger,
+		tokens:     map[string]string{},
+		limits:     map[string]*rate.Limiter{},
+		numberErrs: map[string]*injected{},
+		rcptErrs:   map[string]*injected{},
+		idPrefix:   "wamid.HBgL" + hex.EncodeToString(b[:]),
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	s.latency.Store(int64(opts.Latency))
+	return s
+}
+
+// Handler returns the fake's HTTP handler, for serving it on a listener of one's own.
+func (s *Server) Handler() fasthttp.RequestHandler {
+	r := router.New()
+	r.POST("/{version}/{phone_number_id}/messages", s.handleSend)
+	r.GET("/_fake/messages", s.handleList)
+	r.POST("/_fake/reset", s.handleReset)
+	r.POST("/_fake/tokens", s.handleTokens)
+	r.POST("/_fake/errors", s.handleErrors)
+	r.POST("/_fake/throughput", s.handleThroughput)
+	r.POST("/_fake/latency", s.handleLatency)
+	r.GET("/_fake/stats", s.handleStats)
+	r.NotFound = func(ctx *fasthttp.RequestCtx) {
+		writeError(ctx, ErrorSpec{HTTPStatus: fasthttp.StatusBadRequest, Code: CodeInvalidParameter,
+			Title: "Unknown path components"}, "")
+	}
+	return r.Handler
+}
 
 // Start listens on addr ("127.0.0.1:0" picks a port) and serves until Close.
-func (s *Server) Start(addr string) error { panic("unimplemented") }
+func (s *Server) Start(addr string) error {
+	if s.ln != nil {
+		return errors.New("fakemeta: already started")
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("fakemeta: listening on %s: %w", addr, err)
+	}
+	s.ln = ln
+	s.srv = &fasthttp.Server{
+		Handler:                      s.Handler(),
+		Name:                         "fakemeta",
+		ReadTimeout:                  60 * time.Second,
+		IdleTimeout:                  60 * time.Second,
+		MaxRequestBodySize:           1 << 20,
+		NoDefaultDate:                true,
+		NoDefaultContentType:         true,
+		CloseOnShutdown:              true,
+		Concurrency:                  256 * 1024,
+		ReduceMemoryUsage:            false,
+		DisablePreParseMultipartForm: true,
+	}
+	s.done = make(chan struct{})
+	go func() {
+		defer close(s.done)
+		if err := s.srv.Serve(ln); err != nil {
+			s.log.Error("fakemeta: serving", "err", err)
+		}
+	}()
+	return nil
+}
 
 // URL is the base URL to give graph.Config.BaseURL, e.g. http://127.0.0.1:9090.
-func (s *Server) URL() string { panic("unimplemented") }
+func (s *Server) URL() string {
+	if s.ln == nil {
+		return ""
+	}
+	return "http://" + s.ln.Addr().String()
+}
 
-// Close stops the server.
-func (s *Server) Close() error { panic("unimplemented") }
+// Close stops the server. Requests in flight get up to 5 seconds to finish.
+func (s *Server) Close() error {
+	if s.srv == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := s.srv.ShutdownWithContext(ctx)
+	<-s.done
+	if err != nil {
+		return fmt.Errorf("fakemeta: shutting down: %w", err)
+	}
+	return nil
+}
 
 // SetToken makes token the only one accepted for phoneNumberID; any other gets error 190.
-func (s *Server) SetToken(phoneNumberID, token string) { panic("unimplemented") }
+func (s *Server) SetToken(phoneNumberID, token string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.tokens[phoneNumberID] = token
+}
 
 // SetLatency changes the added latency.
-func (s *Server) SetLatency(d time.Duration) { panic("unimplemented") }
+func (s *Server) SetLatency(d time.Duration) { s.latency.Store(int64(d)) }
 
 // SetThroughput limits phoneNumberID to mps sends a second (a token bucket with a burst
 // of mps/10, at least 1); sends over it get error 130429. 0 removes the limit.
-func (s *Server) SetThroughput(phoneNumberID string, mps int) { panic("unimplemented") }
+func (s *Server) SetThroughput(phoneNumberID string, mps int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if mps <= 0 {
+		delete(s.limits, phoneNumberID)
+		return
+	}
+	s.limits[phoneNumberID] = rate.NewLimiter(rate.Limit(mps), max(1, mps/10))
+}
 
 // FailNext makes the next n sends to phoneNumberID answer with spec (n < 0: all of them
 // until ClearErrors).
-func (s *Server) FailNext(phoneNumberID string, n int, spec ErrorSpec) { panic("unimplemented") }
+func (s *Server) FailNext(phoneNumberID string, n int, spec ErrorSpec) {
+	s.inject(s.numberErrs, phoneNumberID, n, spec)
+}
 
-// FailRecipient makes the next n sends to that recipient answer with spec.
-func (s *Server) FailRecipient(to string, n int, spec ErrorSpec) { panic("unimplemented") }
+// FailRecipient makes the next n sends to that recipient answer with spec
+// (n < 0: all of them until ClearErrors).
+func (s *Server) FailRecipient(to string, n int, spec ErrorSpec) {
+	s.inject(s.rcptErrs, to, n, spec)
+}
+
+func (s *Server) inject(m map[string]*injected, key string, n int, spec ErrorSpec) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if n == 0 {
+		delete(m, key)
+	} else {
+		m[key] = &injected{n: n, spec: spec}
+	}
+	s.hasErrs.Store(len(s.numberErrs)+len(s.rcptErrs) > 0)
+}
 
 // ClearErrors removes injected errors.
-func (s *Server) ClearErrors() { panic("unimplemented") }
+func (s *Server) ClearErrors() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	clear(s.numberErrs)
+	clear(s.rcptErrs)
+	s.hasErrs.Store(false)
+}
 
 // Received lists what was received, in arrival order.
-func (s *Server) Received() []Received { panic("unimplemented") }
+func (s *Server) Received() []Received {
+	s.recMu.Lock()
+	defer s.recMu.Unlock()
+	return append([]Received(nil), s.received...)
+}
 
 // Count returns how many sends were accepted (given a wamid).
-func (s *Server) Count() int { panic("unimplemented") }
+func (s *Server) Count() int { return int(s.accepted.Load()) }
 
-// Reset forgets received messages and injected errors.
-func (s *Server) Reset() { panic("unimplemented") }
+// Reset forgets received messages and injected errors. Tokens, throughput limits and
+// latency stay.
+func (s *Server) Reset() {
+	s.ClearErrors()
+	s.recMu.Lock()
+	s.received = nil
+	s.recMu.Unlock()
+	s.accepted.Store(0)
+	s.total.Store(0)
+}
+
+func (s *Server) record(r Received) {
+	s.recMu.Lock()
+	s.received = append(s.received, r)
+	if m := s.opts.MaxReceived; m > 0 && len(s.received) > m {
+		// Drop the oldest half at once so that trimming is amortized.
+		keep := m / 2
+		s.received = append(s.received[:0:0], s.received[len(s.received)-keep:]...)
+	}
+	s.recMu.Unlock()
+}
+
+// sendBody is the part of a Cloud API message body the fake checks.
+type sendBody struct {
+	MessagingProduct string `json:"messaging_product"`
+	To               string `json:"to"`
+}
+
+var bearer = []byte("Bearer ")
+
+func (s *Server) handleSend(ctx *fasthttp.RequestCtx) {
+	// Checks and the throughput bucket run on arrival; the latency delays only the answer.
+	if d := time.Duration(s.latency.Load()); d > 0 {
+		defer time.Sleep(d)
+	}
+	s.total.Add(1)
+	phone, _ := ctx.UserValue("phone_number_id").(string)
+	rec := Received{
+		PhoneNumberID: phone,
+		Body:          append([]byte(nil), ctx.PostBody()...),
+		At:            time.Now(),
+	}
+	auth := ctx.Request.Header.Peek(fasthttp.HeaderAuthorization)
+	hasBearer := len(auth) > len(bearer) && string(auth[:len(bearer)]) == string(bearer)
+	if hasBearer {
+		rec.Token = string(auth[len(bearer):])
+	}
+
+	var body sendBody
+	if err := json.Unmarshal(rec.Body, &body); err == nil {
+		rec.To = body.To
+	}
+
+	spec, ok := s.check(hasBearer, phone, rec.Token, rec.Body, &body)
+	if !ok {
+		rec.ErrorCode = spec.Code
+		s.record(rec)
+		writeError(ctx, spec, "")
+		return
+	}
+	rec.WAMID = s.idPrefix + strconv.FormatUint(s.idSeq.Add(1), 36)
+	s.accepted.Add(1)
+	s.record(rec)
+
+	ctx.SetStatusCode(fasthttp.StatusOK)
+	ctx.SetContentType("application/json")
+	waID := digits(body.To)
+	// Hand-built: both strings are JSON-quoted, and this is the hot path of the bench.
+	b := ctx.Response.BodyWriter()
+	fmt.Fprintf(b, `{"messaging_product":"whatsapp","contacts":[{"input":%s,"wa_id":%s}],"messages":[{"id":%s}]}`,
+		quote(body.To), quote(waID), quote(rec.WAMID))
+}
+
+// check runs Meta's checks in Meta's order: token, body, then (the fake's own) injected
+// errors and throughput.
+func (s *Server) check(hasBearer bool, phone, token string, raw []byte, body *sendBody) (ErrorSpec, bool) {
+	if !hasBearer || token == "" {
+		return ErrorSpec{HTTPStatus: fasthttp.StatusUnauthorized, Code: CodeAccessToken,
+			Title: "An active access token must be used to query information about the current user."}, false
+	}
+	s.mu.RLock()
+	want, known := s.tokens[phone]
+	s.mu.RUnlock()
+	switch {
+	case known && subtle.ConstantTimeCompare([]byte(want), []byte(token)) == 1:
+	case !known && s.opts.AcceptAnyToken:
+	default:
+		return ErrorSpec{HTTPStatus: fasthttp.StatusUnauthorized, Code: CodeAccessToken, Subcode: 463,
+			Title: "Error validating access token: Session has expired or the token is invalid."}, false
+	}
+	if !json.Valid(raw) {
+		return ErrorSpec{HTTPStatus: fasthttp.StatusBadRequest, Code: CodeInvalidParameter,
+			Title: "(#100) The parameter messaging_product is required."}, false
+	}
+	if body.MessagingProduct != "whatsapp" {
+		return ErrorSpec{HTTPStatus: fasthttp.StatusBadRequest, Code: CodeInvalidParameter,
+			Title: "(#100) The parameter messaging_product is required."}, false
+	}
+	if body.To == "" {
+		return ErrorSpec{HTTPStatus: fasthttp.StatusBadRequest, Code: CodeInvalidParameter,
+			Title: "(#100) The parameter to is required."}, false
+	}
+	if s.hasErrs.Load() {
+		if spec, ok := s.takeInjected(phone, body.To); ok {
+			return spec, false
+		}
+	}
+	s.mu.RLock()
+	lim := s.limits[phone]
+	s.mu.RUnlock()
+	if lim != nil && !lim.Allow() {
+		return ErrorSpec{HTTPStatus: fasthttp.StatusTooManyRequests, Code: CodeThroughput,
+			Title: "(#130429) Rate limit hit"}, false
+	}
+	return ErrorSpec{}, true
+}
+
+func (s *Server) takeInjected(phone, to string) (ErrorSpec, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, e := range []struct {
+		m   map[string]*injected
+		key string
+	}{{s.numberErrs, phone}, {s.rcptErrs, to}} {
+		inj := e.m[e.key]
+		if inj == nil {
+			continue
+		}
+		if inj.n > 0 {
+			inj.n--
+			if inj.n == 0 {
+				delete(e.m, e.key)
+			}
+		}
+		s.hasErrs.Store(len(s.numberErrs)+len(s.rcptErrs) > 0)
+		return inj.spec, true
+	}
+	return ErrorSpec{}, false
+}
+
+// metaError is Meta's error body.
+type metaError struct {
+	Error metaErrorBody `json:"error"`
+}
+
+type metaErrorBody struct {
+	Message      string         `json:"message"`
+	Type         string         `json:"type"`
+	Code         int            `json:"code"`
+	ErrorSubcode int            `json:"error_subcode,omitempty"`
+	ErrorData    *metaErrorData `json:"error_data,omitempty"`
+	FBTraceID    string         `json:"fbtrace_id"`
+}
+
+type metaErrorData struct {
+	MessagingProduct string `json:"messaging_product"`
+	Details          string `json:"details"`
+}
+
+// statusFor picks the HTTP status Meta uses for a code when the spec names none.
+func statusFor(code int) int {
+	switch code {
+	case CodeAccessToken:
+		return fasthttp.StatusUnauthorized
+	case CodeThroughput, 131056, 4, 80007:
+		return fasthttp.StatusTooManyRequests
+	case 1, 2, 131000:
+		return fasthttp.StatusInternalServerError
+	default:
+		return fasthttp.StatusBadRequest
+	}
+}
+
+func writeError(ctx *fasthttp.RequestCtx, spec ErrorSpec, details string) {
+	status := spec.HTTPStatus
+	if status == 0 {
+		status = statusFor(spec.Code)
+	}
+	title := spec.Title
+	if title == "" {
+		title = "(#" + strconv.Itoa(spec.Code) + ") Error"
+	}
+	if details == "" {
+		details = title
+	}
+	var tr [9]byte
+	_, _ = rand.Read(tr[:])
+	b, _ := json.Marshal(metaError{Error: metaErrorBody{
+		Message:      title,
+		Type:         "OAuthException",
+		Code:         spec.Code,
+		ErrorSubcode: spec.Subcode,
+		ErrorData:    &metaErrorData{MessagingProduct: "whatsapp", Details: details},
+		FBTraceID:    "A" + hex.EncodeToString(tr[:]),
+	}})
+	ctx.SetStatusCode(status)
+	ctx.SetContentType("application/json")
+	if status == fasthttp.StatusUnauthorized {
+		ctx.Response.Header.Set("WWW-Authenticate", `OAuth "Facebook Platform" "invalid_token" "`+title+`"`)
+	}
+	ctx.SetBody(b)
+}
+
+func (s *Server) handleList(ctx *fasthttp.RequestCtx) {
+	phone := string(ctx.QueryArgs().Peek("phone_number_id"))
+	all := s.Received()
+	out := all[:0]
+	for _, r := range all {
+		if phone == "" || r.PhoneNumberID == phone {
+			out = append(out, r)
+		}
+	}
+	if out == nil {
+		out = []Received{}
+	}
+	writeJSON(ctx, fasthttp.StatusOK, out)
+}
+
+func (s *Server) handleStats(ctx *fasthttp.RequestCtx) {
+	writeJSON(ctx, fasthttp.StatusOK, map[string]int64{"accepted": s.accepted.Load(), "received": s.total.Load()})
+}
+
+func (s *Server) handleReset(ctx *fasthttp.RequestCtx) {
+	s.Reset()
+	ctx.SetStatusCode(fasthttp.StatusNoContent)
+}
+
+func (s *Server) handleTokens(ctx *fasthttp.RequestCtx) {
+	var req struct {
+		PhoneNumberID string `json:"phone_number_id"`
+		Token         string `json:"token"`
+	}
+	if !decodeControl(ctx, &req) {
+		return
+	}
+	if req.PhoneNumberID == "" || req.Token == "" {
+		controlError(ctx, "phone_number_id and token are required")
+		return
+	}
+	s.SetToken(req.PhoneNumberID, req.Token)
+	ctx.SetStatusCode(fasthttp.StatusNoContent)
+}
+
+func (s *Server) handleErrors(ctx *fasthttp.RequestCtx) {
+	var req struct {
+		PhoneNumberID string    `json:"phone_number_id"`
+		To            string    `json:"to"`
+		N             int       `json:"n"`
+		Error         ErrorSpec `json:"error"`
+	}
+	if !decodeControl(ctx, &req) {
+		return
+	}
+	if (req.PhoneNumberID == "") == (req.To == "") || req.Error.Code == 0 {
+		controlError(ctx, "exactly one of phone_number_id and to, and error.code, are required")
+		return
+	}
+	if req.PhoneNumberID != "" {
+		s.FailNext(req.PhoneNumberID, req.N, req.Error)
+	} else {
+		s.FailRecipient(req.To, req.N, req.Error)
+	}
+	ctx.SetStatusCode(fasthttp.StatusNoContent)
+}
+
+func (s *Server) handleThroughput(ctx *fasthttp.RequestCtx) {
+	var req struct {
+		PhoneNumberID string `json:"phone_number_id"`
+		MPS           int    `json:"mps"`
+	}
+	if !decodeControl(ctx, &req) {
+		return
+	}
+	if req.PhoneNumberID == "" || req.MPS < 0 {
+		controlError(ctx, "phone_number_id and a non-negative mps are required")
+		return
+	}
+	s.SetThroughput(req.PhoneNumberID, req.MPS)
+	ctx.SetStatusCode(fasthttp.StatusNoContent)
+}
+
+func (s *Server) handleLatency(ctx *fasthttp.RequestCtx) {
+	var req struct {
+		LatencyMS int `json:"latency_ms"`
+	}
+	if !decodeControl(ctx, &req) {
+		return
+	}
+	if req.LatencyMS < 0 {
+		controlError(ctx, "latency_ms must not be negative")
+		return
+	}
+	s.SetLatency(time.Duration(req.LatencyMS) * time.Millisecond)
+	ctx.SetStatusCode(fasthttp.StatusNoContent)
+}
+
+func decodeControl(ctx *fasthttp.RequestCtx, v any) bool {
+	if err := json.Unmarshal(ctx.PostBody(), v); err != nil {
+		controlError(ctx, "body is not valid JSON: "+err.Error())
+		return false
+	}
+	return true
+}
+
+func controlError(ctx *fasthttp.RequestCtx, msg string) {
+	writeJSON(ctx, fasthttp.StatusBadRequest, map[string]string{"error": msg})
+}
+
+func writeJSON(ctx *fasthttp.RequestCtx, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		ctx.Error("encoding: "+err.Error(), fasthttp.StatusInternalServerError)
+		return
+	}
+	ctx.SetStatusCode(status)
+	ctx.SetContentType("application/json")
+	ctx.SetBody(b)
+}
+
+func quote(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+func digits(s string) string {
+	out := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		if s[i] >= '0' && s[i] <= '9' {
+			out = append(out, s[i])
+		}
+	}
+	return string(out)
+}
