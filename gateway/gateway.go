@@ -1,0 +1,263 @@
+// Package gateway is aerogate's fasthttp edge: tenant JWT authentication, the send API
+// (POST /v1/messages and the Cloud-API-compatible POST /{version}/{phone_number_id}/messages),
+// message status (GET /v1/messages/{id}), health and readiness. A send is answered only
+// after Kafka acknowledged it; Postgres is never waited on in the hot path.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fasthttp/router"
+	"github.com/segmentio/kafka-go"
+	"github.com/valyala/fasthttp"
+
+	"github.com/aerostic/aerogate/internal/account"
+	"github.com/aerostic/aerogate/internal/auth"
+	"github.com/aerostic/aerogate/internal/message"
+)
+
+// Publisher writes messages to wa.sends and returns once they are acknowledged;
+// *kafka.Writer (from queue.NewWriter, acks=all) satisfies it. The writer may keep the
+// messages' bytes after a failed or cancelled call, so the gateway never reuses them then.
+type Publisher interface {
+	WriteMessages(ctx context.Context, msgs ...kafka.Message) error
+}
+
+// AccountResolver finds the tenant's account; *account.Resolver satisfies it.
+type AccountResolver interface {
+	Resolve(ctx context.Context, tenantID, phoneNumberID string) (*account.Account, error)
+}
+
+// ReadyCheck is one dependency /readyz checks.
+type ReadyCheck struct {
+	Name  string
+	Check func(ctx context.Context) error
+}
+
+// Options configures a Server. Verifier, Resolver and Sends are required.
+type Options struct {
+	Verifier *auth.Verifier
+	Resolver AccountResolver
+	// Messages records accepted sends and answers GET /v1/messages/{id}. Nil disables
+	// both (GET answers 503).
+	Messages *message.Repository
+	Sends    Publisher
+
+	ReadyChecks  []ReadyCheck
+	ReadyTimeout time.Duration // default 2s
+
+	MaxSendBodyBytes int // default 64 KiB; 413 above
+	MaxBodyBytes     int // every other route; default 1 MiB
+	// TenantClaim is the JWT claim holding the tenant; a query parameter or body field of
+	// that name (or "tenantId") must equal the token's tenant.
+	TenantClaim string
+	// PublishTimeout bounds the wait for Kafka's acknowledgement; past it, 503.
+	// Default 5s.
+	PublishTimeout time.Duration
+
+	// RecordBuffer is how many accepted messages may wait to be recorded in Postgres
+	// (default 65,536); past it a record is dropped and counted: the sender creates the
+	// row anyway. RecordBatch caps one INSERT (default 1,000).
+	RecordBuffer int
+	RecordBatch  int
+
+	ReadTimeout  time.Duration // default 10s
+	WriteTimeout time.Duration // default 10s
+	IdleTimeout  time.Duration // default 60s
+	Concurrency  int           // fasthttp's connection limit; default 256 Ki
+
+	// AccessLogLevel is the level of the per-request access log line (default Info);
+	// 5xx answers are logged at Error whatever it is.
+	AccessLogLevel slog.Level
+
+	Logger *slog.Logger
+	Now    func() time.Time
+}
+
+// Metrics are counters since start.
+type Metrics struct {
+	Accepted        uint64 // sends answered 202/200
+	PublishErrors   uint64 // sends answered 503 because Kafka did not acknowledge
+	RecordDropped   uint64 // accepted records dropped because the buffer was full
+	RecordErrors    uint64 // accepted records lost to a failed INSERT
+	Recorded        uint64 // accepted records written
+	PanicsRecovered uint64
+}
+
+// Server is the gateway's HTTP server.
+type Server struct {
+	opts        Options
+	log         *slog.Logger
+	now         func() time.Time
+	tenantField []string
+	handler     fasthttp.RequestHandler
+	srv         *fasthttp.Server
+	rec         *recorder
+	ridPrefix   [9]byte
+	ridCounter  atomic.Uint64
+
+	accepted      atomic.Uint64
+	publishErrors atomic.Uint64
+	panics        atomic.Uint64
+
+	closeOnce sync.Once
+}
+
+// New validates opts and builds the server; it starts the accepted-message recorder.
+func New(opts Options) (*Server, error) {
+	if opts.Verifier == nil {
+		return nil, errors.New("gateway: Verifier is required")
+	}
+	if opts.Resolver == nil {
+		return nil, errors.New("gateway: Resolver is required")
+	}
+	if opts.Sends == nil {
+		return nil, errors.New("gateway: Sends is required")
+	}
+	if opts.MaxSendBodyBytes < 0 || opts.MaxBodyBytes < 0 {
+		return nil, errors.New("gateway: body limits must not be negative")
+	}
+	if opts.MaxSendBodyBytes == 0 {
+		opts.MaxSendBodyBytes = 64 << 10
+	}
+	if opts.MaxBodyBytes == 0 {
+		opts.MaxBodyBytes = 1 << 20
+	}
+	if opts.TenantClaim == "" {
+		opts.TenantClaim = "tenantId"
+	}
+	if opts.PublishTimeout <= 0 {
+		opts.PublishTimeout = 5 * time.Second
+	}
+	if opts.ReadyTimeout <= 0 {
+		opts.ReadyTimeout = 2 * time.Second
+	}
+	if opts.RecordBuffer <= 0 {
+		opts.RecordBuffer = 1 << 16
+	}
+	if opts.RecordBatch <= 0 {
+		opts.RecordBatch = 1000
+	}
+	if opts.ReadTimeout <= 0 {
+		opts.ReadTimeout = 10 * time.Second
+	}
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = 10 * time.Second
+	}
+	if opts.IdleTimeout <= 0 {
+		opts.IdleTimeout = 60 * time.Second
+	}
+	if opts.Concurrency <= 0 {
+		opts.Concurrency = 256 * 1024
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	s := &Server{
+		opts: opts,
+		log:  opts.Logger,
+		now:  opts.Now,
+	}
+	s.tenantField = []string{"tenantId"}
+	if opts.TenantClaim != "tenantId" {
+		s.tenantField = append(s.tenantField, opts.TenantClaim)
+	}
+	copy(s.ridPrefix[:8], randomID().String()[:8])
+	s.ridPrefix[8] = '-'
+
+	if opts.Messages != nil {
+		s.rec = newRecorder(opts.Messages, opts.RecordBuffer, opts.RecordBatch, s.log)
+	}
+
+	r := router.New()
+	r.RedirectTrailingSlash = false
+	r.RedirectFixedPath = false
+	r.HandleMethodNotAllowed = true
+	r.NotFound = func(ctx *fasthttp.RequestCtx) { writeError(ctx, errNotFound) }
+	r.MethodNotAllowed = func(ctx *fasthttp.RequestCtx) { writeError(ctx, errMethodNotAllowed) }
+	r.GET("/healthz", s.healthz)
+	r.HEAD("/healthz", s.healthz)
+	r.GET("/readyz", s.readyz)
+	r.POST("/v1/messages", s.authed(s.sendV1))
+	r.GET("/v1/messages/{id}", s.authed(s.getMessage))
+	r.POST("/{version}/{phone_number_id}/messages", s.authed(s.sendGraph))
+	s.handler = s.middleware(r.Handler)
+
+	s.srv = &fasthttp.Server{
+		Handler:                      s.handler,
+		ErrorHandler:                 s.readError,
+		Name:                         "aerogate",
+		ReadTimeout:                  opts.ReadTimeout,
+		WriteTimeout:                 opts.WriteTimeout,
+		IdleTimeout:                  opts.IdleTimeout,
+		Concurrency:                  opts.Concurrency,
+		MaxRequestBodySize:           max(opts.MaxSendBodyBytes, opts.MaxBodyBytes),
+		DisablePreParseMultipartForm: true,
+		NoDefaultContentType:         true,
+		CloseOnShutdown:              true,
+		SecureErrorLogMessage:        true,
+		Logger:                       fasthttpLogger{s.log},
+	}
+	return s, nil
+}
+
+// Handler returns the full request handler (middleware and routes), for tests and
+// benchmarks that drive it without a listener.
+func (s *Server) Handler() fasthttp.RequestHandler { return s.handler }
+
+// Serve answers requests on ln until Shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	if err := s.srv.Serve(ln); err != nil {
+		return fmt.Errorf("serving http: %w", err)
+	}
+	return nil
+}
+
+// Shutdown stops accepting connections, waits for requests in flight (until ctx ends),
+// then flushes the accepted-message recorder.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.srv.ShutdownWithContext(ctx)
+	if err != nil {
+		err = fmt.Errorf("shutting down http server: %w", err)
+	}
+	s.closeOnce.Do(func() {
+		if s.rec != nil {
+			if rerr := s.rec.close(ctx); rerr != nil && err == nil {
+				err = rerr
+			}
+		}
+	})
+	return err
+}
+
+// Metrics returns the counters.
+func (s *Server) Metrics() Metrics {
+	m := Metrics{
+		Accepted:        s.accepted.Load(),
+		PublishErrors:   s.publishErrors.Load(),
+		PanicsRecovered: s.panics.Load(),
+	}
+	if s.rec != nil {
+		m.RecordDropped = s.rec.dropped.Load()
+		m.RecordErrors = s.rec.failed.Load()
+		m.Recorded = s.rec.written.Load()
+	}
+	return m
+}
+
+// fasthttpLogger sends fasthttp's own messages to slog.
+type fasthttpLogger struct{ log *slog.Logger }
+
+func (l fasthttpLogger) Printf(format string, args ...any) {
+	l.log.Warn("http server", "detail", fmt.Sprintf(format, args...))
+}

@@ -1,0 +1,160 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"runtime/debug"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/aerostic/aerogate/internal/auth"
+)
+
+// middleware wraps next with, in order: a request id (a sane incoming X-Request-Id, or a
+// new one) echoed on the answer, panic recovery (500 JSON, the process lives on) and the
+// access log. The log never holds the Authorization header or the body.
+func (s *Server) middleware(next fasthttp.RequestHandler) fasthttp.RequestHandler {
+	return func(ctx *fasthttp.RequestCtx) {
+		start := time.Now()
+		s.setRequestID(ctx)
+		defer func() {
+			if p := recover(); p != nil {
+				s.panics.Add(1)
+				s.log.Error("panic serving request",
+					"request_id", string(ctx.Response.Header.Peek(headerRequestID)),
+					"method", string(ctx.Method()), "path", string(ctx.Path()),
+					"panic", p, "stack", string(debug.Stack()))
+				writeError(ctx, errInternal)
+			}
+			s.accessLog(ctx, start)
+		}()
+		next(ctx)
+	}
+}
+
+func (s *Server) setRequestID(ctx *fasthttp.RequestCtx) {
+	if in := ctx.Request.Header.Peek(headerRequestID); validRequestID(in) {
+		ctx.Response.Header.SetBytesV(headerRequestID, in)
+		return
+	}
+	// A per-process random prefix and a counter: unique, cheap, and no allocation.
+	var buf [9 + 16]byte
+	copy(buf[:], s.ridPrefix[:])
+	n := s.ridCounter.Add(1)
+	for i := len(buf) - 1; i >= 9; i-- {
+		buf[i] = hexDigits[n&0xf]
+		n >>= 4
+	}
+	ctx.Response.Header.SetBytesV(headerRequestID, buf[:])
+}
+
+func (s *Server) accessLog(ctx *fasthttp.RequestCtx, start time.Time) {
+	status := ctx.Response.StatusCode()
+	level := s.opts.AccessLogLevel
+	if status >= 500 {
+		level = slog.LevelError
+	}
+	if !s.log.Enabled(ctx, level) {
+		return
+	}
+	s.log.LogAttrs(context.Background(), level, "http request",
+		slog.String("request_id", string(ctx.Response.Header.Peek(headerRequestID))),
+		slog.String("method", string(ctx.Method())),
+		slog.String("path", string(ctx.Path())),
+		slog.Int("status", status),
+		slog.Int("bytes_in", len(ctx.Request.Body())),
+		slog.Duration("duration", time.Since(start)),
+		slog.String("remote", ctx.RemoteIP().String()),
+	)
+}
+
+// authed verifies the bearer token and hands the tenant's claims to h. The tenant is
+// what the verified token says and nothing else.
+func (s *Server) authed(h func(ctx *fasthttp.RequestCtx, claims auth.Claims)) fasthttp.RequestHandler {
+	return func(ctx *fasthttp.RequestCtx) {
+		tok, ok := parseBearer(ctx.Request.Header.Peek(fasthttp.HeaderAuthorization))
+		if !ok {
+			ctx.Response.Header.Set(fasthttp.HeaderWWWAuthenticate, `Bearer realm="aerogate"`)
+			writeError(ctx, errMissingToken)
+			return
+		}
+		claims, err := s.opts.Verifier.Verify(tok)
+		if err != nil {
+			ctx.Response.Header.Set(fasthttp.HeaderWWWAuthenticate, `Bearer realm="aerogate", error="invalid_token"`)
+			writeError(ctx, errInvalidToken)
+			return
+		}
+		// Any tenantId in the query string must be the token's.
+		args := ctx.QueryArgs()
+		for _, name := range s.tenantField {
+			if v := args.Peek(name); v != nil || args.Has(name) {
+				if string(v) != claims.TenantID {
+					writeError(ctx, errTenantMismatch)
+					return
+				}
+			}
+		}
+		h(ctx, claims)
+	}
+}
+
+// readError answers requests fasthttp could not read (it closes the connection after).
+func (s *Server) readError(ctx *fasthttp.RequestCtx, err error) {
+	s.setRequestID(ctx)
+	var small *fasthttp.ErrSmallBuffer
+	var netErr net.Error
+	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		// Read what the client is still sending before answering: closing a socket with
+		// unread data resets it, and the client would see a reset instead of the 413.
+		drainBody(ctx.Conn(), ctx.Request.Header.ContentLength())
+		writeError(ctx, errBodyTooLarge)
+	case errors.As(err, &small):
+		writeError(ctx, errHeaderTooLarge)
+	case errors.As(err, &netErr) && netErr.Timeout():
+		writeError(ctx, errRequestTimeout)
+	default:
+		writeError(ctx, errBadRequest)
+	}
+	s.log.Info("unreadable request", "request_id", string(ctx.Response.Header.Peek(headerRequestID)),
+		"status", ctx.Response.StatusCode(), "error", err.Error())
+}
+
+const (
+	maxDrainBytes = 16 << 20
+	maxDrainTime  = 2 * time.Second
+)
+
+// drainBody reads and discards the rest of an oversized body, bounded in bytes and time.
+// contentLength is -1 for chunked bodies.
+func drainBody(c net.Conn, contentLength int) {
+	if c == nil || contentLength > maxDrainBytes {
+		return
+	}
+	end := time.Now().Add(maxDrainTime)
+	var buf [16 << 10]byte
+	total := 0
+	for total < maxDrainBytes {
+		// fasthttp's reader buffered part of the body already (4 KiB by default), so
+		// near the end wait only briefly for more.
+		deadline := end
+		if contentLength < 0 || total >= contentLength-defaultReadBufferSize {
+			if soon := time.Now().Add(50 * time.Millisecond); soon.Before(end) {
+				deadline = soon
+			}
+		}
+		if err := c.SetReadDeadline(deadline); err != nil {
+			return
+		}
+		n, err := c.Read(buf[:])
+		total += n
+		if err != nil || (contentLength >= 0 && total >= contentLength) {
+			return
+		}
+	}
+}
+
+const defaultReadBufferSize = 4096

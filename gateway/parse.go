@@ -1,0 +1,311 @@
+package gateway
+
+import (
+	"bytes"
+	"unicode/utf8"
+	"unsafe"
+
+	"github.com/valyala/fastjson"
+)
+
+// sendRequest is a validated Cloud API message body. Its byte slices point into the
+// request body or into the parser's memory and are valid until either is reused.
+type sendRequest struct {
+	to            []byte // as sent, e.g. "+15551234567"
+	phoneNumberID []byte // from the body; nil when absent
+	msgType       string
+	// payload is the Cloud API body to forward: the body itself, or, when it held
+	// aerogate-only fields, the body re-marshalled once without them.
+	payload []byte
+}
+
+// recipient is to without its leading '+': the wa_id Meta answers with.
+func (r *sendRequest) recipient() []byte {
+	if len(r.to) > 0 && r.to[0] == '+' {
+		return r.to[1:]
+	}
+	return r.to
+}
+
+// messageType returns the Cloud API message type named by b (as a static string, so
+// the request keeps no pointer into the parser for it) and whether its object is an array.
+func messageType(b []byte) (name string, isArray, ok bool) {
+	switch string(b) {
+	case "text":
+		return "text", false, true
+	case "image":
+		return "image", false, true
+	case "audio":
+		return "audio", false, true
+	case "video":
+		return "video", false, true
+	case "document":
+		return "document", false, true
+	case "sticker":
+		return "sticker", false, true
+	case "location":
+		return "location", false, true
+	case "contacts":
+		return "contacts", true, true
+	case "interactive":
+		return "interactive", false, true
+	case "template":
+		return "template", false, true
+	case "reaction":
+		return "reaction", false, true
+	}
+	return "", false, false
+}
+
+// hasDuplicateKey reports whether obj names a key twice, ignoring case. Decoders differ
+// on duplicates (first or last wins; encoding/json matches struct fields ignoring case),
+// so a duplicate could slip an unvalidated value past this check to the sender or Meta.
+// Visit unescapes keys first, so "t\u006f" counts as "to".
+func hasDuplicateKey(obj *fastjson.Object) bool {
+	n := obj.Len()
+	if n < 2 {
+		return false
+	}
+	if n > 32 {
+		// Not a Cloud API body, but it must not cost quadratic time either.
+		seen := make(map[string]struct{}, n)
+		dup := false
+		obj.Visit(func(key []byte, _ *fastjson.Value) {
+			k := string(bytes.ToLower(key))
+			if _, ok := seen[k]; ok {
+				dup = true
+			}
+			seen[k] = struct{}{}
+		})
+		return dup
+	}
+	var small [32][]byte
+	keys := small[:0]
+	obj.Visit(func(key []byte, _ *fastjson.Value) { keys = append(keys, key) })
+	for i := range keys {
+		for j := i + 1; j < len(keys); j++ {
+			if len(keys[i]) == len(keys[j]) && bytes.EqualFold(keys[i], keys[j]) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+const maxToDigits = 20
+
+// parseSendRequest validates body as a Cloud API message. tenant is the verified tenant
+// and tenantFields the names under which a body may repeat it (an equal value is
+// dropped, another is errTenantMismatch). payloadBuf is reused for the payload when
+// fields have to be removed. The parser's memory backs the result until its next use.
+func parseSendRequest(p *fastjson.Parser, body []byte, tenant string, tenantFields []string, payloadBuf []byte) (sendRequest, []byte, *apiError) {
+	var req sendRequest
+	// The fastjson parser is lenient (NaN, bare control characters, bad escapes); the
+	// validator is strict, so only RFC 8259 JSON passes on to the sender and to Meta.
+	if !utf8.Valid(body) || fastjson.ValidateBytes(body) != nil {
+		return req, payloadBuf, errInvalidJSON
+	}
+	v, err := p.ParseBytes(body)
+	if err != nil {
+		return req, payloadBuf, errInvalidJSON
+	}
+	obj, err := v.Object()
+	if err != nil {
+		return req, payloadBuf, errInvalidJSON
+	}
+
+	var (
+		product, to, typ, pnid *fastjson.Value
+		strip                  bool
+	)
+	if hasDuplicateKey(obj) {
+		return req, payloadBuf, errDuplicateField
+	}
+
+	product = obj.Get("messaging_product")
+	if product == nil || product.Type() != fastjson.TypeString || string(product.GetStringBytes()) != "whatsapp" {
+		return req, payloadBuf, errInvalidProduct
+	}
+
+	to = obj.Get("to")
+	if to == nil || to.Type() != fastjson.TypeString {
+		return req, payloadBuf, errInvalidTo
+	}
+	req.to = to.GetStringBytes()
+	if !validTo(req.to) {
+		return req, payloadBuf, errInvalidTo
+	}
+
+	typ = obj.Get("type")
+	if typ == nil || typ.Type() != fastjson.TypeString {
+		return req, payloadBuf, errInvalidType
+	}
+	var isArray, ok bool
+	req.msgType, isArray, ok = messageType(typ.GetStringBytes())
+	if !ok {
+		return req, payloadBuf, errInvalidType
+	}
+	inner := obj.Get(req.msgType)
+	if inner == nil {
+		return req, payloadBuf, errInvalidMessageObject
+	}
+	if want := fastjson.TypeObject; isArray {
+		if inner.Type() != fastjson.TypeArray || len(inner.GetArray()) == 0 {
+			return req, payloadBuf, errInvalidMessageObject
+		}
+	} else if inner.Type() != want {
+		return req, payloadBuf, errInvalidMessageObject
+	}
+
+	pnid = obj.Get("phone_number_id")
+	if pnid != nil {
+		if pnid.Type() != fastjson.TypeString {
+			return req, payloadBuf, errInvalidPhoneNumberID
+		}
+		req.phoneNumberID = pnid.GetStringBytes()
+		if !validPhoneNumberID(req.phoneNumberID) {
+			return req, payloadBuf, errInvalidPhoneNumberID
+		}
+		strip = true
+	}
+
+	for _, name := range tenantFields {
+		tv := obj.Get(name)
+		if tv == nil {
+			continue
+		}
+		if tv.Type() != fastjson.TypeString || string(tv.GetStringBytes()) != tenant {
+			return req, payloadBuf, errTenantMismatch
+		}
+		strip = true
+	}
+
+	if !strip {
+		// Without surrounding whitespace, the payload starts with '{' as consumers expect.
+		req.payload = trimJSONSpace(body)
+		return req, payloadBuf, nil
+	}
+	obj.Del("phone_number_id")
+	for _, name := range tenantFields {
+		obj.Del(name)
+	}
+	payloadBuf = v.MarshalTo(payloadBuf[:0])
+	req.payload = payloadBuf
+	return req, payloadBuf, nil
+}
+
+// validTo accepts digits with an optional leading '+'.
+func validTo(b []byte) bool {
+	if len(b) > 0 && b[0] == '+' {
+		b = b[1:]
+	}
+	if len(b) == 0 || len(b) > maxToDigits {
+		return false
+	}
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// validPhoneNumberID accepts Meta's numeric ids and the letters, '-', '_' and '.' that
+// test and dev ids use; anything else could never name an account.
+func validPhoneNumberID(b []byte) bool {
+	if len(b) == 0 || len(b) > 64 {
+		return false
+	}
+	for _, c := range b {
+		switch {
+		case c >= '0' && c <= '9', c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c == '-', c == '_', c == '.':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// validGraphVersion accepts "v" + digits + optional "." + digits, e.g. v22.0.
+func validGraphVersion(s string) bool {
+	if len(s) < 2 || len(s) > 8 || s[0] != 'v' {
+		return false
+	}
+	dot := false
+	prevDigit := false
+	for i := 1; i < len(s); i++ {
+		switch c := s[i]; {
+		case c >= '0' && c <= '9':
+			prevDigit = true
+		case c == '.' && !dot && prevDigit:
+			dot = true
+			prevDigit = false
+		default:
+			return false
+		}
+	}
+	return prevDigit
+}
+
+// validIdempotencyKey accepts 1 to 255 printable ASCII characters.
+func validIdempotencyKey(b []byte) bool {
+	if len(b) == 0 || len(b) > 255 {
+		return false
+	}
+	for _, c := range b {
+		if c < 0x20 || c > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// validRequestID accepts an incoming X-Request-Id worth echoing into logs and answers.
+func validRequestID(b []byte) bool {
+	if len(b) == 0 || len(b) > 128 {
+		return false
+	}
+	for _, c := range b {
+		switch {
+		case c >= '0' && c <= '9', c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c == '-', c == '_', c == '.', c == ':':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// parseBearer returns the token of an "Authorization: Bearer <token>" header value. The
+// scheme is case-insensitive; the token must be one run of visible ASCII.
+func parseBearer(h []byte) ([]byte, bool) {
+	h = bytes.TrimSpace(h)
+	const scheme = "bearer"
+	if len(h) <= len(scheme) || !bytes.EqualFold(h[:len(scheme)], []byte(scheme)) || (h[len(scheme)] != ' ' && h[len(scheme)] != '\t') {
+		return nil, false
+	}
+	tok := bytes.TrimLeft(h[len(scheme):], " \t")
+	if len(tok) == 0 || len(tok) > 16<<10 {
+		return nil, false
+	}
+	for _, c := range tok {
+		if c <= 0x20 || c >= 0x7f {
+			return nil, false
+		}
+	}
+	return tok, true
+}
+
+// b2s views b as a string without copying; b must not change while the string is used.
+func b2s(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
+
+// trimJSONSpace drops JSON whitespace around b.
+func trimJSONSpace(b []byte) []byte {
+	isSpace := func(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+	for len(b) > 0 && isSpace(b[0]) {
+		b = b[1:]
+	}
+	for len(b) > 0 && isSpace(b[len(b)-1]) {
+		b = b[:len(b)-1]
+	}
+	return b
+}

@@ -1,0 +1,175 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/aerostic/aerogate/internal/message"
+)
+
+// digits holds a recipient inline so handing a record over allocates nothing.
+type digits struct {
+	n int8
+	b [maxToDigits]byte
+}
+
+func newDigits(b []byte) digits {
+	var d digits
+	d.n = int8(copy(d.b[:], b))
+	return d
+}
+
+func (d *digits) String() string { return string(d.b[:d.n]) }
+
+// acceptedRecord is an accepted send waiting to be written to messages.
+type acceptedRecord struct {
+	id        uuid.UUID
+	tenantID  string
+	accountID string
+	phone     string
+	recipient digits
+	key       string
+	at        time.Time
+}
+
+// recorder writes accepted messages to Postgres in batches, off the request path: a
+// send is already durable in Kafka when it is recorded here, and the sender creates the
+// row if this record is lost, so a full buffer drops the record instead of waiting.
+type recorder struct {
+	repo   *message.Repository
+	log    *slog.Logger
+	ch     chan acceptedRecord
+	batch  int
+	stop   chan struct{}
+	done   sync.WaitGroup
+	closed atomic.Bool
+
+	dropped atomic.Uint64
+	failed  atomic.Uint64
+	written atomic.Uint64
+
+	lastDropLog atomic.Int64
+}
+
+// recordWorkers insert concurrently, so one slow INSERT does not stall the others.
+const recordWorkers = 2
+
+func newRecorder(repo *message.Repository, buffer, batch int, log *slog.Logger) *recorder {
+	r := &recorder{
+		repo:  repo,
+		log:   log,
+		ch:    make(chan acceptedRecord, buffer),
+		batch: batch,
+		stop:  make(chan struct{}),
+	}
+	for range recordWorkers {
+		r.done.Add(1)
+		go r.run()
+	}
+	return r
+}
+
+// add hands a record over without blocking; a full buffer drops it.
+func (r *recorder) add(rec acceptedRecord) {
+	if r.closed.Load() {
+		r.drop()
+		return
+	}
+	select {
+	case r.ch <- rec:
+	default:
+		r.drop()
+	}
+}
+
+func (r *recorder) drop() {
+	n := r.dropped.Add(1)
+	// At most one line a second: a full buffer means thousands of drops a second.
+	now := time.Now().Unix()
+	if last := r.lastDropLog.Load(); now > last && r.lastDropLog.CompareAndSwap(last, now) {
+		r.log.Warn("accepted-message buffer full: record dropped (the sender still creates the row)",
+			"dropped_total", n)
+	}
+}
+
+func (r *recorder) run() {
+	defer r.done.Done()
+	msgs := make([]message.Message, 0, r.batch)
+	for {
+		var first acceptedRecord
+		select {
+		case first = <-r.ch:
+		case <-r.stop:
+			// Flush what is left, then end.
+			for {
+				msgs = r.collect(msgs[:0])
+				if len(msgs) == 0 {
+					return
+				}
+				r.write(msgs)
+			}
+		}
+		msgs = append(msgs[:0], first.message())
+		// Take whatever else is waiting: batches grow with load, and an idle
+		// gateway records each send at once.
+		msgs = r.collect(msgs)
+		r.write(msgs)
+	}
+}
+
+func (r *recorder) collect(msgs []message.Message) []message.Message {
+	for len(msgs) < r.batch {
+		select {
+		case rec := <-r.ch:
+			msgs = append(msgs, rec.message())
+		default:
+			return msgs
+		}
+	}
+	return msgs
+}
+
+func (r *recorder) write(msgs []message.Message) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := r.repo.InsertAccepted(ctx, msgs); err != nil {
+		r.failed.Add(uint64(len(msgs)))
+		r.log.Warn("recording accepted messages failed (the sender still creates the rows)",
+			"count", len(msgs), "error", err.Error())
+		return
+	}
+	r.written.Add(uint64(len(msgs)))
+}
+
+// close stops the workers after they flushed the buffer, or when ctx ends.
+func (r *recorder) close(ctx context.Context) error {
+	r.closed.Store(true)
+	close(r.stop)
+	done := make(chan struct{})
+	go func() { r.done.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("flushing accepted messages: %w", ctx.Err())
+	}
+}
+
+func (rec *acceptedRecord) message() message.Message {
+	return message.Message{
+		ID:             rec.id.String(),
+		TenantID:       rec.tenantID,
+		AccountID:      rec.accountID,
+		PhoneNumberID:  rec.phone,
+		Recipient:      rec.recipient.String(),
+		IdempotencyKey: rec.key,
+		Status:         message.StatusAccepted,
+		AcceptedAt:     rec.at,
+	}
+}

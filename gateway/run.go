@@ -1,0 +1,149 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/aerostic/aerogate/config"
+	"github.com/aerostic/aerogate/internal/account"
+	"github.com/aerostic/aerogate/internal/auth"
+	"github.com/aerostic/aerogate/internal/message"
+	"github.com/aerostic/aerogate/internal/queue"
+	"github.com/aerostic/aerogate/internal/secret"
+	"github.com/aerostic/aerogate/internal/store"
+)
+
+// shutdownTimeout bounds the graceful shutdown after ctx is cancelled.
+const shutdownTimeout = 15 * time.Second
+
+// Run builds every dependency from cfg, serves on cfg.HTTP.Addr, and returns after a
+// graceful shutdown once ctx is cancelled (or with the error that stopped it). It is how
+// `aerogate gateway` and `aerogate dev` start the gateway; dev sets cfg.Kafka.Brokers to
+// its embedded broker first. It logs through slog.Default().
+func Run(ctx context.Context, cfg config.Config) error {
+	log := slog.Default().With("role", "gateway")
+	if len(cfg.Kafka.Brokers) == 0 {
+		return errors.New("gateway: kafka.brokers is empty")
+	}
+
+	pool, err := store.Open(ctx, cfg.Database.URL, cfg.Database.MaxConns)
+	if err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
+	defer pool.Close()
+
+	keys, err := secret.ParseKeyRing(cfg.Secrets.TokenKeys)
+	if err != nil {
+		return fmt.Errorf("gateway: parsing secrets.token_keys: %w", err)
+	}
+	resolver, err := account.NewResolver(account.NewRepository(pool, keys), account.ResolverOptions{
+		TTL:         cfg.Accounts.CacheTTL,
+		NegativeTTL: cfg.Accounts.NegativeCacheTTL,
+		MaxEntries:  cfg.Accounts.CacheMaxEntries,
+	})
+	if err != nil {
+		return fmt.Errorf("gateway: building account resolver: %w", err)
+	}
+	defer resolver.Close()
+	listenCtx, stopListen := context.WithCancel(context.WithoutCancel(ctx))
+	listenDone := make(chan struct{})
+	go func() {
+		defer close(listenDone)
+		if err := resolver.Listen(listenCtx, cfg.Database.URL); err != nil {
+			log.Error("account invalidation listener stopped", "error", err.Error())
+		}
+	}()
+	defer func() { stopListen(); <-listenDone }()
+
+	verifier, err := auth.NewVerifier(auth.Config{
+		Algorithms:     cfg.JWT.Algorithms,
+		HMACSecret:     []byte(cfg.JWT.Secret),
+		PublicKeyFiles: cfg.JWT.PublicKeyFiles,
+		JWKSFile:       cfg.JWT.JWKSFile,
+		Issuer:         cfg.JWT.Issuer,
+		Audience:       cfg.JWT.Audience,
+		TenantClaim:    cfg.JWT.TenantClaim,
+		Leeway:         cfg.JWT.Leeway,
+		CacheSize:      cfg.JWT.CacheSize,
+	})
+	if err != nil {
+		return fmt.Errorf("gateway: building jwt verifier: %w", err)
+	}
+
+	// Topics are created by dev and by operators; creating a missing one here is a
+	// convenience, and a broker that is down at start shows on /readyz instead.
+	tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	if err := queue.EnsureTopics(tctx, cfg.Kafka.Brokers, []string{queue.TopicSends},
+		cfg.Kafka.Partitions, cfg.Kafka.ReplicationFactor); err != nil {
+		log.Warn("could not ensure the sends topic exists", "topic", queue.TopicSends, "error", err.Error())
+	}
+	cancel()
+
+	writer := queue.NewWriter(queue.WriterConfig{
+		Brokers:      cfg.Kafka.Brokers,
+		Topic:        queue.TopicSends,
+		BatchTimeout: cfg.Kafka.BatchTimeout,
+		WriteTimeout: cfg.Kafka.WriteTimeout,
+		ClientID:     cfg.Kafka.ClientID,
+		Logger:       log,
+	})
+	defer func() {
+		if err := writer.Close(); err != nil {
+			log.Warn("closing kafka writer", "error", err.Error())
+		}
+	}()
+
+	brokers := cfg.Kafka.Brokers
+	srv, err := New(Options{
+		Verifier: verifier,
+		Resolver: resolver,
+		Messages: message.NewRepository(pool),
+		Sends:    writer,
+		ReadyChecks: []ReadyCheck{
+			{Name: "postgres", Check: pool.Ping},
+			{Name: "kafka", Check: func(ctx context.Context) error { return queue.Ping(ctx, brokers) }},
+		},
+		MaxSendBodyBytes: cfg.HTTP.MaxSendBodyBytes,
+		MaxBodyBytes:     cfg.HTTP.MaxBodyBytes,
+		TenantClaim:      cfg.JWT.TenantClaim,
+		PublishTimeout:   cfg.Kafka.WriteTimeout,
+		ReadTimeout:      cfg.HTTP.ReadTimeout,
+		WriteTimeout:     cfg.HTTP.WriteTimeout,
+		IdleTimeout:      cfg.HTTP.IdleTimeout,
+		Concurrency:      cfg.HTTP.Concurrency,
+		Logger:           log,
+	})
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", cfg.HTTP.Addr)
+	if err != nil {
+		return fmt.Errorf("gateway: listening on %s: %w", cfg.HTTP.Addr, err)
+	}
+	log.Info("gateway listening", "addr", ln.Addr().String())
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		runErr = err
+		if runErr == nil {
+			runErr = errors.New("gateway: server stopped unexpectedly")
+		}
+	}
+	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+	defer scancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("gateway shutdown", "error", err.Error())
+	}
+	log.Info("gateway stopped", "accepted", srv.Metrics().Accepted)
+	return runErr
+}
