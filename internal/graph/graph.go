@@ -4,8 +4,21 @@
 package graph
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/valyala/fasthttp"
 )
 
 // Config configures the client.
@@ -13,8 +26,20 @@ type Config struct {
 	BaseURL         string        // https://graph.facebook.com, or the fake
 	Version         string        // default v22.0
 	Timeout         time.Duration // per request; default 15s
-	MaxConnsPerHost int
+	MaxConnsPerHost int           // default 1024
 }
+
+// Defaults.
+const (
+	DefaultBaseURL         = "https://graph.facebook.com"
+	DefaultVersion         = "v22.0"
+	DefaultTimeout         = 15 * time.Second
+	DefaultMaxConnsPerHost = 1024
+
+	maxResponseBytes = 64 << 10
+	maxFieldLen      = 300 // longest Title/Details/Type kept from an answer
+	maxPhoneIDLen    = 32
+)
 
 // Action is what a caller does about an error.
 type Action int
@@ -35,7 +60,22 @@ const (
 	ActionFail
 )
 
-func (a Action) String() string { panic("unimplemented") }
+func (a Action) String() string {
+	switch a {
+	case ActionRetry:
+		return "retry"
+	case ActionRetryRecipient:
+		return "retry-recipient"
+	case ActionStopAccount:
+		return "stop-account"
+	case ActionPauseNumber:
+		return "pause-number"
+	case ActionFail:
+		return "fail"
+	default:
+		return "Action(" + strconv.Itoa(int(a)) + ")"
+	}
+}
 
 // Error is an error answered by the Graph API (or a transport failure with Code 0).
 type Error struct {
@@ -46,19 +86,135 @@ type Error struct {
 	Title      string // Meta's error title or message; never contains the token
 	FBTraceID  string
 	Temporary  bool // transport failure or timeout: no answer from Meta
+
+	// Details is Meta's error_data.details, when given.
+	Details string
+	// Transient is Meta's is_transient flag: an unknown code marked transient is retried.
+	Transient bool
+
+	cause error // the transport or context error behind a Temporary error
 }
 
-func (e *Error) Error() string { panic("unimplemented") }
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString("graph: ")
+	if e.Temporary {
+		b.WriteString("transport error: ")
+		b.WriteString(e.Title)
+		return b.String()
+	}
+	if e.HTTPStatus != 0 {
+		b.WriteString("HTTP ")
+		b.WriteString(strconv.Itoa(e.HTTPStatus))
+		b.WriteString(" ")
+	}
+	if e.Code != 0 {
+		b.WriteString("code ")
+		b.WriteString(strconv.Itoa(e.Code))
+		if e.Subcode != 0 {
+			b.WriteString("/")
+			b.WriteString(strconv.Itoa(e.Subcode))
+		}
+		b.WriteString(" ")
+	}
+	b.WriteString(e.Title)
+	if e.FBTraceID != "" {
+		b.WriteString(" (fbtrace_id ")
+		b.WriteString(e.FBTraceID)
+		b.WriteString(")")
+	}
+	return b.String()
+}
+
+// Unwrap returns the transport or context error behind a Temporary error, so that
+// errors.Is(err, context.DeadlineExceeded) works.
+func (e *Error) Unwrap() error { return e.cause }
+
+// Meta's error codes (https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes).
+const (
+	CodeAPIUnknown         = 1
+	CodeAPIService         = 2
+	CodeAPITooManyCalls    = 4
+	CodeInvalidParameter   = 100
+	CodeAccessToken        = 190
+	CodeBlocked            = 368
+	CodeRateLimit          = 80007
+	CodeThroughput         = 130429
+	CodeSomethingWrong     = 131000
+	CodeServiceUnavailable = 131016
+	CodeUndeliverable      = 131026
+	CodeReengagement       = 131047
+	CodeSpamRateLimit      = 131048
+	CodeMarketingLimit     = 131049
+	CodeUnsupportedType    = 131051
+	CodeMediaDownload      = 131052
+	CodeMediaUpload        = 131053
+	CodePairRateLimit      = 131056
+	CodeRegisterRateLimit  = 133016
+)
 
 // Action classifies the error by Meta's code, not by HTTP status.
-func (e *Error) Action() Action { panic("unimplemented") }
+//
+// A known code decides alone. An unknown code is retried when Meta marks it transient
+// or answers 5xx, and fails for good otherwise. Without a code (no Meta error body), a
+// transport failure, a timeout, a 5xx, 408, 429, a redirect (never followed: a
+// misconfigured base URL should not fail messages for good) or an invalid 2xx body is
+// retried, and any other 4xx fails.
+func (e *Error) Action() Action {
+	switch e.Code {
+	case CodeThroughput, CodeAPITooManyCalls, CodeRateLimit, CodeAPIUnknown, CodeAPIService,
+		CodeSomethingWrong, CodeServiceUnavailable, CodeRegisterRateLimit:
+		return ActionRetry
+	case CodePairRateLimit:
+		return ActionRetryRecipient
+	case CodeAccessToken:
+		return ActionStopAccount
+	case CodeSpamRateLimit, CodeBlocked:
+		return ActionPauseNumber
+	case CodeUndeliverable, CodeReengagement, CodeMarketingLimit, CodeInvalidParameter,
+		CodeUnsupportedType, CodeMediaDownload, CodeMediaUpload:
+		return ActionFail
+	case 0:
+		switch {
+		case e.Temporary, e.HTTPStatus == 0, e.HTTPStatus >= 500,
+			e.HTTPStatus == fasthttp.StatusRequestTimeout, e.HTTPStatus == fasthttp.StatusTooManyRequests,
+			e.HTTPStatus < 400:
+			return ActionRetry
+		}
+		return ActionFail
+	}
+	if e.Code >= 132000 && e.Code < 133000 { // template errors
+		return ActionFail
+	}
+	if e.Transient || e.HTTPStatus >= 500 {
+		return ActionRetry
+	}
+	return ActionFail
+}
 
 // Retriable reports whether trying again later may succeed.
-func (e *Error) Retriable() bool { panic("unimplemented") }
+//
+// It is true for ActionRetry and ActionRetryRecipient only. ActionStopAccount and
+// ActionPauseNumber are "wait, do not fail the message" but also "do not just retry":
+// the account or number must be fixed or unpaused first, so Retriable is false and the
+// caller acts on Action.
+func (e *Error) Retriable() bool {
+	a := e.Action()
+	return a == ActionRetry || a == ActionRetryRecipient
+}
 
 // Classify returns the action for any error: a *Error's Action, ActionRetry for
-// transport errors, timeouts and context deadline errors.
-func Classify(err error) Action { panic("unimplemented") }
+// transport errors, timeouts and context deadline errors. It returns 0 for nil.
+func Classify(err error) Action {
+	if err == nil {
+		return 0
+	}
+	var ge *Error
+	if errors.As(err, &ge) {
+		return ge.Action()
+	}
+	return ActionRetry
+}
 
 // SendResult is Meta's answer to a send.
 type SendResult struct {
@@ -68,14 +224,311 @@ type SendResult struct {
 
 // Client calls the Graph API. It reuses connections, never follows redirects and
 // validates responses. It is safe for concurrent use.
-type Client struct{}
+//
+// It is built on fasthttp's HostClient rather than net/http: the sender makes thousands
+// of small POSTs a second to one host on a 2-core box, and fasthttp does them with
+// almost no allocation. fasthttp's Do never follows redirects (only DoRedirects does)
+// and never retries a POST, so a send is attempted exactly once per call. HTTP/1.1 only:
+// connections are pooled up to MaxConnsPerHost. A context's deadline bounds the
+// request; a cancellation without a deadline is only seen before the request starts,
+// because fasthttp cannot abort a request in flight.
+type Client struct {
+	hc      *fasthttp.HostClient
+	prefix  string // scheme://host/[path/]version/
+	timeout time.Duration
+	err     error // invalid configuration: every send fails with it
+}
 
-// NewClient returns a client.
-func NewClient(cfg Config) *Client { panic("unimplemented") }
+var versionRE = regexp.MustCompile(`^v[0-9]{1,3}\.[0-9]{1,3}$`)
+
+// New returns a client, or an error naming what is wrong with cfg.
+func New(cfg Config) (*Client, error) {
+	if cfg.BaseURL == "" {
+		cfg.BaseURL = DefaultBaseURL
+	}
+	if cfg.Version == "" {
+		cfg.Version = DefaultVersion
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.MaxConnsPerHost <= 0 {
+		cfg.MaxConnsPerHost = DefaultMaxConnsPerHost
+	}
+	u, err := url.Parse(cfg.BaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("graph base url: %w", err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
+		u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("graph base url %q: want http(s)://host[:port][/path]", cfg.BaseURL)
+	}
+	if !versionRE.MatchString(cfg.Version) {
+		return nil, fmt.Errorf("graph version %q: want vNN.N", cfg.Version)
+	}
+	isTLS := u.Scheme == "https"
+	addr := u.Host
+	if u.Port() == "" {
+		port := "80"
+		if isTLS {
+			port = "443"
+		}
+		addr = net.JoinHostPort(u.Hostname(), port)
+	}
+	path := strings.TrimRight(u.EscapedPath(), "/")
+	return &Client{
+		hc: &fasthttp.HostClient{
+			Addr:                addr,
+			IsTLS:               isTLS,
+			Name:                "aerogate",
+			MaxConns:            cfg.MaxConnsPerHost,
+			MaxConnWaitTimeout:  cfg.Timeout,
+			MaxIdleConnDuration: 10 * time.Second,
+			ReadTimeout:         cfg.Timeout,
+			WriteTimeout:        cfg.Timeout,
+			MaxResponseBodySize: maxResponseBytes,
+			// Meta's response headers run to a few KiB; the 4 KiB default is too small.
+			ReadBufferSize: 16 << 10,
+			// A POST is never retried here: Meta may have sent the message already.
+			RetryIfErr:    func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
+			DialDualStack: true,
+		},
+		prefix:  u.Scheme + "://" + u.Host + path + "/" + cfg.Version + "/",
+		timeout: cfg.Timeout,
+	}, nil
+}
+
+// NewClient returns a client. With an invalid cfg (see New) every SendMessage fails
+// with a retriable *Error naming the problem, rather than the process crashing.
+func NewClient(cfg Config) *Client {
+	c, err := New(cfg)
+	if err != nil {
+		return &Client{err: err}
+	}
+	return c
+}
 
 // SendMessage posts payload (a Cloud API message body) to
 // {base}/{version}/{phoneNumberID}/messages with the account's bearer token.
 // Errors are *Error.
+//
+// Bad arguments are refused without a request: a phone number id that is not all
+// digits, or a payload that is not a JSON object, as code 100 (fail); an empty or
+// malformed token as code 190 (stop the account).
 func (c *Client) SendMessage(ctx context.Context, phoneNumberID, token string, payload []byte) (SendResult, error) {
-	panic("unimplemented")
+	if c.err != nil {
+		return SendResult{}, &Error{Title: "invalid graph client configuration: " + c.err.Error(), cause: c.err}
+	}
+	if !validPhoneNumberID(phoneNumberID) {
+		return SendResult{}, &Error{HTTPStatus: fasthttp.StatusBadRequest, Code: CodeInvalidParameter,
+			Title: "invalid phone number id (not sent)"}
+	}
+	if !validToken(token) {
+		return SendResult{}, &Error{HTTPStatus: fasthttp.StatusUnauthorized, Code: CodeAccessToken,
+			Title: "missing or malformed access token (not sent)"}
+	}
+	if len(payload) == 0 || payload[0] != '{' || !json.Valid(payload) {
+		return SendResult{}, &Error{HTTPStatus: fasthttp.StatusBadRequest, Code: CodeInvalidParameter,
+			Title: "payload is not a JSON object (not sent)"}
+	}
+	if err := ctx.Err(); err != nil {
+		return SendResult{}, &Error{Temporary: true, Title: "not sent: " + err.Error(), cause: err}
+	}
+	deadline := time.Now().Add(c.timeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	uri := req.URI()
+	uri.Update(c.prefix + phoneNumberID + "/messages")
+	req.Header.SetMethod(fasthttp.MethodPost)
+	req.Header.SetContentType("application/json")
+	req.Header.Set(fasthttp.HeaderAuthorization, "Bearer "+token)
+	req.SetBodyRaw(payload)
+
+	if err := c.hc.DoDeadline(req, resp, deadline); err != nil {
+		return SendResult{}, transportError(ctx, err)
+	}
+	status := resp.StatusCode()
+	body := redact(resp.Body(), token)
+	if status < 200 || status >= 300 {
+		return SendResult{}, ParseError(status, body)
+	}
+	return parseSuccess(status, body)
+}
+
+func transportError(ctx context.Context, err error) *Error {
+	cause := err
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		cause = ctxErr
+	}
+	title := "request failed"
+	switch {
+	case errors.Is(err, fasthttp.ErrTimeout), errors.Is(cause, context.DeadlineExceeded):
+		title = "timeout"
+		if !errors.Is(cause, context.DeadlineExceeded) {
+			cause = fmt.Errorf("%w: %w", context.DeadlineExceeded, err)
+		}
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		title = "response body too large"
+	}
+	// fasthttp's errors name the host and the failure, never the request headers.
+	return &Error{Temporary: true, Title: title + ": " + truncate(err.Error()), cause: cause}
+}
+
+// successBody is Meta's answer to a send.
+type successBody struct {
+	Contacts []struct {
+		WAID string `json:"wa_id"`
+	} `json:"contacts"`
+	Messages []struct {
+		ID string `json:"id"`
+	} `json:"messages"`
+}
+
+func parseSuccess(status int, body []byte) (SendResult, error) {
+	var sb successBody
+	if err := json.Unmarshal(body, &sb); err != nil {
+		return SendResult{}, &Error{HTTPStatus: status, Title: "invalid success response: " + snippet(body)}
+	}
+	if len(sb.Messages) == 0 || sb.Messages[0].ID == "" {
+		return SendResult{}, &Error{HTTPStatus: status, Title: "success response without messages[0].id"}
+	}
+	res := SendResult{WAMID: truncate(sb.Messages[0].ID)}
+	if len(sb.Contacts) > 0 {
+		res.WAID = truncate(sb.Contacts[0].WAID)
+	}
+	return res, nil
+}
+
+// errorBody is Meta's error answer.
+type errorBody struct {
+	Error *struct {
+		Message        string          `json:"message"`
+		Type           string          `json:"type"`
+		Code           json.Number     `json:"code"`
+		ErrorSubcode   json.Number     `json:"error_subcode"`
+		ErrorUserTitle string          `json:"error_user_title"`
+		IsTransient    bool            `json:"is_transient"`
+		ErrorData      json.RawMessage `json:"error_data"`
+		FBTraceID      string          `json:"fbtrace_id"`
+	} `json:"error"`
+}
+
+// ParseError turns a non-2xx Graph answer into an *Error. It never fails: a body that is
+// not Meta's error JSON yields an *Error with the HTTP status and a short, printable
+// snippet of the body.
+func ParseError(httpStatus int, body []byte) *Error {
+	e := &Error{HTTPStatus: httpStatus}
+	var eb errorBody
+	if err := json.Unmarshal(body, &eb); err != nil || eb.Error == nil {
+		e.Title = "unexpected response " + strconv.Itoa(httpStatus)
+		if httpStatus >= 300 && httpStatus < 400 {
+			e.Title = "unexpected redirect " + strconv.Itoa(httpStatus) + " (not followed)"
+		}
+		if s := snippet(body); s != "" {
+			e.Title += ": " + s
+		}
+		return e
+	}
+	m := eb.Error
+	e.Code = number(m.Code)
+	e.Subcode = number(m.ErrorSubcode)
+	e.Type = truncate(m.Type)
+	e.Title = truncate(m.Message)
+	if e.Title == "" {
+		e.Title = truncate(m.ErrorUserTitle)
+	}
+	if e.Title == "" {
+		e.Title = "graph error"
+	}
+	e.FBTraceID = truncate(m.FBTraceID)
+	e.Transient = m.IsTransient
+	if len(m.ErrorData) > 0 {
+		var data struct {
+			Details string `json:"details"`
+		}
+		if json.Unmarshal(m.ErrorData, &data) == nil {
+			e.Details = truncate(data.Details)
+		}
+	}
+	return e
+}
+
+// number reads Meta's integer codes, which are JSON numbers (or, defensively, absent).
+func number(n json.Number) int {
+	v, err := strconv.ParseInt(string(n), 10, 32)
+	if err != nil || v < 0 {
+		return 0
+	}
+	return int(v)
+}
+
+func validPhoneNumberID(s string) bool {
+	if s == "" || len(s) > maxPhoneIDLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// validToken allows what can go in a header value: printable ASCII without spaces.
+func validToken(s string) bool {
+	if s == "" || len(s) > 4096 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// truncate keeps at most maxFieldLen bytes of valid, printable UTF-8.
+func truncate(s string) string {
+	if len(s) > maxFieldLen {
+		s = s[:maxFieldLen]
+		for len(s) > 0 && !utf8.ValidString(s) {
+			s = s[:len(s)-1]
+		}
+	}
+	if !utf8.ValidString(s) {
+		s = strings.ToValidUTF8(s, "?")
+	}
+	return strings.Map(func(r rune) rune {
+		if unicode.IsPrint(r) {
+			return r
+		}
+		return ' '
+	}, s)
+}
+
+func snippet(b []byte) string {
+	const n = 120
+	s := strings.TrimSpace(string(b[:min(len(b), n)]))
+	if s == "" {
+		return ""
+	}
+	s = truncate(s)
+	if len(b) > n {
+		s += "…"
+	}
+	return s
+}
+
+// redact removes the token from an answer, should one ever echo it, before any of the
+// answer is kept.
+func redact(body []byte, token string) []byte {
+	if len(token) < 8 || !bytes.Contains(body, []byte(token)) {
+		return body
+	}
+	return bytes.ReplaceAll(body, []byte(token), []byte("[redacted]"))
 }
