@@ -1,0 +1,269 @@
+package config
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Algorithms a tenant JWT may use; internal/auth verifies exactly these.
+var jwtAlgorithms = []string{"HS256", "HS384", "HS512", "RS256", "ES256", "EdDSA"}
+
+// TokenKeySize is the size of a secrets.token_keys key (AES-256).
+const TokenKeySize = 32
+
+var graphVersion = regexp.MustCompile(`^v[0-9]{1,3}\.[0-9]{1,2}$`)
+
+// Validate checks every key and returns all problems joined, each naming its key,
+// so an operator fixes everything in one go. Secret values are never quoted.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf(key+": "+format, args...))
+	}
+	positive := func(key string, n int) {
+		if n <= 0 {
+			bad(key, "must be positive, got %d", n)
+		}
+	}
+	positiveDur := func(key string, d time.Duration) {
+		if d <= 0 {
+			bad(key, "must be a positive duration, got %s", d)
+		}
+	}
+	hostPort := func(key, v string, needHost bool) {
+		if err := checkHostPort(v, needHost); err != nil {
+			bad(key, "%v, got %q", err, v)
+		}
+	}
+	httpURL := func(key, v string, required bool) {
+		if v == "" {
+			if required {
+				bad(key, "required")
+			}
+			return
+		}
+		if err := checkHTTPURL(v); err != nil {
+			bad(key, "%v", err)
+		}
+	}
+
+	hostPort("http.addr", c.HTTP.Addr, false)
+	positive("http.max_send_body_bytes", c.HTTP.MaxSendBodyBytes)
+	positive("http.max_body_bytes", c.HTTP.MaxBodyBytes)
+	positiveDur("http.read_timeout", c.HTTP.ReadTimeout)
+	positiveDur("http.write_timeout", c.HTTP.WriteTimeout)
+	positiveDur("http.idle_timeout", c.HTTP.IdleTimeout)
+	positive("http.concurrency", c.HTTP.Concurrency)
+
+	if err := checkPostgresURL(c.Database.URL); err != nil {
+		bad("database.url", "%v", err)
+	}
+	positive("database.max_conns", c.Database.MaxConns)
+
+	if len(c.Kafka.Brokers) == 0 && !c.DevMode {
+		bad("kafka.brokers", "required outside dev mode")
+	}
+	for i, b := range c.Kafka.Brokers {
+		hostPort(fmt.Sprintf("kafka.brokers[%d]", i), b, true)
+	}
+	positive("kafka.partitions", c.Kafka.Partitions)
+	positive("kafka.replication_factor", c.Kafka.ReplicationFactor)
+	positiveDur("kafka.batch_timeout", c.Kafka.BatchTimeout)
+	positiveDur("kafka.write_timeout", c.Kafka.WriteTimeout)
+	if c.Kafka.ClientID == "" {
+		bad("kafka.client_id", "required")
+	}
+
+	if c.Dev.DataDir == "" {
+		bad("dev.data_dir", "required")
+	}
+	hostPort("dev.kafka_addr", c.Dev.KafkaAddr, false)
+	hostPort("dev.fake_graph_addr", c.Dev.FakeGraphAddr, false)
+
+	httpURL("graph.base_url", c.Graph.BaseURL, true)
+	if !graphVersion.MatchString(c.Graph.Version) {
+		bad("graph.version", "must look like v22.0, got %q", c.Graph.Version)
+	}
+	positiveDur("graph.timeout", c.Graph.Timeout)
+	positive("graph.max_conns_per_host", c.Graph.MaxConnsPerHost)
+
+	errs = append(errs, c.JWT.validate(c.DevMode)...)
+
+	httpURL("public_base_url", c.PublicBaseURL, false)
+	for i, u := range c.Proxy.Upstreams {
+		httpURL(fmt.Sprintf("proxy.upstreams[%d]", i), u, true)
+	}
+	httpURL("frontend.redirect_url", c.Frontend.RedirectURL, false)
+
+	if len(c.Secrets.TokenKeys) == 0 && !c.DevMode {
+		bad("secrets.token_keys", "required outside dev mode: at least one kid:base64key (32 bytes)")
+	}
+	seen := map[string]bool{}
+	for i, spec := range c.Secrets.TokenKeys {
+		kid, err := checkTokenKey(spec)
+		if err != nil {
+			bad(fmt.Sprintf("secrets.token_keys[%d]", i), "%v", err)
+			continue
+		}
+		if seen[kid] {
+			bad(fmt.Sprintf("secrets.token_keys[%d]", i), "key id %q given twice", kid)
+		}
+		seen[kid] = true
+	}
+
+	positiveDur("accounts.cache_ttl", c.Accounts.CacheTTL)
+	positiveDur("accounts.negative_cache_ttl", c.Accounts.NegativeCacheTTL)
+	positive("accounts.cache_max_entries", c.Accounts.CacheMaxEntries)
+
+	if c.Sender.GroupID == "" {
+		bad("sender.group_id", "required")
+	}
+	positive("sender.max_in_flight", c.Sender.MaxInFlight)
+	positive("sender.max_attempts", c.Sender.MaxAttempts)
+	positiveDur("sender.retry_base_delay", c.Sender.RetryBaseDelay)
+	positiveDur("sender.retry_max_delay", c.Sender.RetryMaxDelay)
+	if c.Sender.RetryMaxDelay > 0 && c.Sender.RetryMaxDelay < c.Sender.RetryBaseDelay {
+		bad("sender.retry_max_delay", "must not be below sender.retry_base_delay (%s)", c.Sender.RetryBaseDelay)
+	}
+	positiveDur("sender.in_process_retry_max", c.Sender.InProcessRetryMax)
+	positiveDur("sender.paused_retry_delay", c.Sender.PausedRetryDelay)
+	if n := c.Sender.DefaultThroughputMPS; n < 1 || n > 1000 {
+		bad("sender.default_throughput_mps", "must be 1-1000, got %d", n)
+	}
+
+	if !slices.Contains([]string{"debug", "info", "warn", "error"}, strings.ToLower(c.Log.Level)) {
+		bad("log.level", "must be debug, info, warn or error, got %q", c.Log.Level)
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		bad("log.format", "must be text or json, got %q", c.Log.Format)
+	}
+	return errors.Join(errs...)
+}
+
+func (j JWT) validate(dev bool) []error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf(key+": "+format, args...))
+	}
+	var hmac, public bool
+	if len(j.Algorithms) == 0 {
+		bad("jwt.algorithms", "at least one of %s", strings.Join(jwtAlgorithms, ", "))
+	}
+	for _, a := range j.Algorithms {
+		switch {
+		case !slices.Contains(jwtAlgorithms, a):
+			bad("jwt.algorithms", "%q not supported (use %s)", a, strings.Join(jwtAlgorithms, ", "))
+		case strings.HasPrefix(a, "HS"):
+			hmac = true
+		default:
+			public = true
+		}
+	}
+	haveKeys := len(j.PublicKeyFiles) > 0 || j.JWKSFile != ""
+	switch {
+	case hmac && j.Secret == "" && !dev:
+		bad("jwt.secret", "required when jwt.algorithms allows HS256/384/512 (or allow only RS256/ES256/EdDSA with jwt.public_key_files or jwt.jwks_file)")
+	case hmac && j.Secret != "" && len(j.Secret) < 32:
+		bad("jwt.secret", "must be at least 32 bytes, got %d", len(j.Secret))
+	}
+	if public && !haveKeys {
+		bad("jwt.public_key_files", "RS256/ES256/EdDSA allowed but neither jwt.public_key_files nor jwt.jwks_file set")
+	}
+	if haveKeys && !public {
+		bad("jwt.algorithms", "public keys configured but none of RS256, ES256, EdDSA allowed")
+	}
+	for i, spec := range j.PublicKeyFiles {
+		_, path, hasKid := strings.Cut(spec, "=")
+		if !hasKid {
+			path = spec
+		}
+		if path == "" {
+			bad(fmt.Sprintf("jwt.public_key_files[%d]", i), "want kid=path.pem or a path, got %q", spec)
+		}
+	}
+	if j.TenantClaim == "" {
+		bad("jwt.tenant_claim", "required")
+	}
+	if j.Leeway < 0 || j.Leeway > 5*time.Minute {
+		bad("jwt.leeway", "must be 0-5m, got %s", j.Leeway)
+	}
+	if j.CacheSize <= 0 {
+		bad("jwt.cache_size", "must be positive, got %d", j.CacheSize)
+	}
+	return errs
+}
+
+func checkHostPort(v string, needHost bool) error {
+	host, port, err := net.SplitHostPort(v)
+	if err != nil {
+		return errors.New("want host:port")
+	}
+	if needHost && host == "" {
+		return errors.New("want host:port with a host")
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return errors.New("want host:port with a port of 0-65535")
+	}
+	return nil
+}
+
+func checkHTTPURL(v string) error {
+	u, err := url.Parse(v)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("want an absolute http(s) URL, got %q", redactURLString(v))
+	}
+	return nil
+}
+
+// checkPostgresURL never quotes the URL: it may hold a password.
+func checkPostgresURL(v string) error {
+	if v == "" {
+		return errors.New("required")
+	}
+	u, err := url.Parse(v)
+	if err != nil {
+		return errors.New("not a valid URL")
+	}
+	if u.Scheme != "postgres" && u.Scheme != "postgresql" {
+		return errors.New("want a postgres:// URL")
+	}
+	if u.Opaque != "" {
+		return errors.New("want postgres://[user[:password]@]host[:port]/database")
+	}
+	if u.Port() != "" {
+		if _, err := strconv.ParseUint(u.Port(), 10, 16); err != nil {
+			return errors.New("port must be 0-65535")
+		}
+	}
+	return nil
+}
+
+// checkTokenKey is a light check of a kid:base64key spec (internal/secret does the
+// real parsing). Its errors name the key id at most, never the key.
+func checkTokenKey(spec string) (string, error) {
+	kid, b64, ok := strings.Cut(strings.TrimSpace(spec), ":")
+	if !ok {
+		return "", errors.New("want kid:base64key")
+	}
+	if kid == "" {
+		return "", errors.New("empty key id")
+	}
+	for _, c := range []byte(kid) {
+		if c <= ' ' || c >= 0x7f || c == ',' {
+			return "", errors.New("key id must be printable ASCII without spaces or commas")
+		}
+	}
+	raw, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil || len(raw) != TokenKeySize {
+		return "", fmt.Errorf("key %q must be standard base64 of %d bytes", kid, TokenKeySize)
+	}
+	return kid, nil
+}
