@@ -1,0 +1,67 @@
+package sender
+
+import (
+	"sync"
+
+	"golang.org/x/time/rate"
+)
+
+// MaxThroughputMPS is the highest per-number throughput Meta grants.
+const MaxThroughputMPS = 1000
+
+// numberLimiters holds one token bucket per phone number id, at that account's
+// throughput_mps.
+//
+// The buckets live in this process's memory and that is globally right: wa.sends and
+// wa.sends.retry are keyed by tenant, so all of a tenant's sends sit in one partition of
+// each topic, the consumer group gives each partition to exactly one sender instance at a
+// time (and the range assignor gives partition p of both topics to the same instance), so
+// every send of a phone number passes through a single bucket. After a rebalance the new
+// owner starts a fresh bucket, which admits at most one burst early.
+type numberLimiters struct {
+	mu         sync.Mutex
+	byNumber   map[string]*rate.Limiter
+	defaultMPS int
+}
+
+func newNumberLimiters(defaultMPS int) *numberLimiters {
+	if defaultMPS <= 0 {
+		defaultMPS = 80
+	}
+	return &numberLimiters{byNumber: make(map[string]*rate.Limiter), defaultMPS: defaultMPS}
+}
+
+// burstFor is the bucket depth for mps: small (1/20 s of sends) so that over any window of
+// a second or more the pace stays within a few percent of mps, yet above 1 so that sends
+// issued concurrently are not serialized to the microsecond.
+func burstFor(mps int) int {
+	b := mps / 20
+	if b < 1 {
+		b = 1
+	}
+	return b
+}
+
+// get returns the bucket of phoneNumberID, created at or adjusted to mps (≤ 0: the
+// default; capped at MaxThroughputMPS).
+func (l *numberLimiters) get(phoneNumberID string, mps int) *rate.Limiter {
+	if mps <= 0 {
+		mps = l.defaultMPS
+	}
+	if mps > MaxThroughputMPS {
+		mps = MaxThroughputMPS
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	lim, ok := l.byNumber[phoneNumberID]
+	if !ok {
+		lim = rate.NewLimiter(rate.Limit(mps), burstFor(mps))
+		l.byNumber[phoneNumberID] = lim
+		return lim
+	}
+	if lim.Limit() != rate.Limit(mps) {
+		lim.SetLimit(rate.Limit(mps))
+		lim.SetBurst(burstFor(mps))
+	}
+	return lim
+}

@@ -1,0 +1,358 @@
+package sender
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/aerostic/aerogate/internal/account"
+	"github.com/aerostic/aerogate/internal/graph"
+	"github.com/aerostic/aerogate/internal/message"
+	"github.com/aerostic/aerogate/internal/queue"
+)
+
+// job is one fetched message on its way through a lane.
+type job struct {
+	part   *partition
+	offset int64
+	// env is the envelope; when bad is set it holds what could be read of a malformed one.
+	env *queue.Envelope
+	bad error
+	key recipientKey
+	// follow: (wa.sends) the recipient had a message in the retry topic when this one
+	// was dispatched, so this one must go there too.
+	follow bool
+	// seq is the park clock at dispatch: a park of the recipient after it came from a job
+	// ahead of this one in its lane.
+	seq uint64
+}
+
+// decodeSend parses a value of wa.sends or wa.sends.retry. On error the envelope holds
+// whatever could be read, for the DLQ record and the failed row.
+func decodeSend(value []byte) (*queue.Envelope, error) {
+	env, err := queue.Decode(value)
+	if err != nil {
+		var lenient queue.Envelope
+		_ = json.Unmarshal(value, &lenient)
+		return &lenient, err
+	}
+	if _, err := uuid.Parse(env.ID); err != nil {
+		return env, fmt.Errorf("decoding envelope: %w: id is not a uuid", queue.ErrInvalidEnvelope)
+	}
+	if env.Recipient == "" {
+		// The payload's "to" is what Graph will use; order by it.
+		var p struct {
+			To string `json:"to"`
+		}
+		if json.Unmarshal(env.Payload, &p) == nil {
+			env.Recipient = p.To
+		}
+	}
+	return env, nil
+}
+
+func keyOf(env *queue.Envelope) recipientKey {
+	return recipientKey{TenantID: env.TenantID, PhoneNumberID: env.PhoneNumberID, To: env.Recipient}
+}
+
+// process runs one job in its lane and settles its offset.
+func (s *Sender) process(j *job) {
+	finished := s.handle(j)
+	j.part.finish(j.offset, finished)
+}
+
+// handle takes a message as far as it goes. It returns true when the message is
+// finished (its offset may be committed) and false when it was abandoned because its
+// partition is going away (it will be redelivered).
+func (s *Sender) handle(j *job) bool {
+	ctx := j.part.ctx
+	if ctx.Err() != nil {
+		return false
+	}
+	env := j.env
+	if j.bad != nil {
+		return s.failForGood(j, nil, &queue.EnvelopeError{Title: j.bad.Error()})
+	}
+	if j.follow || s.parked.parkedSince(j.key, j.seq) {
+		s.stats.followed.Add(1)
+		return s.park(j, env.Attempt, nil, nil, "following an earlier message of the recipient")
+	}
+
+	attempt := env.Attempt // failed Graph attempts so far
+	transient := 0         // consecutive database/cache failures, for their backoff
+	tokenRetried := false
+	for {
+		acct, err := s.opts.Accounts.Resolve(ctx, env.TenantID, env.PhoneNumberID)
+		if errors.Is(err, account.ErrNotFound) {
+			return s.failForGood(j, nil, &queue.EnvelopeError{Title: "no whatsapp account for this tenant and phone number id"})
+		}
+		if err != nil {
+			transient++
+			s.log.Warn("resolving account", "tenant", env.TenantID, "phone_number_id", env.PhoneNumberID, "err", err)
+			if !sleep(ctx, backoff(transient, s.cfg.RetryBaseDelay, s.cfg.InProcessRetryMax+s.cfg.RetryBaseDelay, nil)) {
+				return false
+			}
+			continue
+		}
+		now := time.Now()
+		if werr := acct.Usable(now); werr != nil {
+			s.stats.waiting.Add(1)
+			nb := now.Add(s.cfg.PausedRetryDelay)
+			return s.park(j, attempt, &nb, &queue.EnvelopeError{Title: werr.Error()}, "account cannot send")
+		}
+		if acct.PausedUntil != nil && acct.PausedUntil.After(now) {
+			s.stats.waiting.Add(1)
+			nb := now.Add(s.cfg.PausedRetryDelay)
+			if acct.PausedUntil.Before(nb) {
+				nb = *acct.PausedUntil
+			}
+			return s.park(j, attempt, &nb, &queue.EnvelopeError{Title: "number paused: " + acct.PausedReason}, "number paused")
+		}
+
+		claim, err := s.batcher.Claim(ctx, claimOf(env, acct))
+		if err != nil {
+			if ctx.Err() != nil {
+				return false
+			}
+			transient++
+			s.log.Warn("claiming message", "message_id", env.ID, "err", err)
+			if !sleep(ctx, backoff(transient, s.cfg.RetryBaseDelay, s.cfg.InProcessRetryMax+s.cfg.RetryBaseDelay, nil)) {
+				return false
+			}
+			continue
+		}
+		transient = 0
+		if !claim.Claimed {
+			s.stats.skipped.Add(1)
+			return true
+		}
+		if err := s.limiters.get(acct.PhoneNumberID, acct.ThroughputMPS).Wait(ctx); err != nil {
+			return false // abandoned: claimed but not sent; redelivery sends it once
+		}
+		// From here the call runs to its end even if the partition is revoked: abandoning
+		// it would leave Meta's answer unrecorded and widen the duplicate window.
+		s.stats.graphCalls.Add(1)
+		res, err := s.opts.Graph.SendMessage(context.WithoutCancel(ctx), acct.PhoneNumberID, acct.AccessToken.Reveal(), env.Payload)
+		if err == nil {
+			return s.recordSent(j, res)
+		}
+
+		gerr := toEnvelopeError(err)
+		log := s.log.With("message_id", env.ID, "tenant", env.TenantID, "phone_number_id", acct.PhoneNumberID,
+			"code", gerr.Code, "title", gerr.Title)
+		switch action := graph.Classify(err); action {
+		case graph.ActionRetry, graph.ActionRetryRecipient:
+			attempt++
+			if attempt >= s.cfg.MaxAttempts {
+				log.Warn("send failed, attempts exhausted", "attempts", attempt)
+				return s.failForGood(j, acct, gerr)
+			}
+			s.stats.retried.Add(1)
+			// A pair rate error (131056) delays only this recipient: the lane sleeps,
+			// other recipients of the number keep going.
+			d := backoff(attempt, s.cfg.RetryBaseDelay, s.cfg.RetryMaxDelay, nil)
+			if d <= s.cfg.InProcessRetryMax {
+				log.Debug("send failed, retrying in process", "action", action, "delay", d)
+				if !sleep(ctx, d) {
+					return false
+				}
+				continue
+			}
+			nb := time.Now().Add(d)
+			log.Info("send failed, retrying later", "action", action, "not_before", nb)
+			return s.park(j, attempt, &nb, gerr, "retry")
+		case graph.ActionStopAccount:
+			// The token may have been replaced since it was read: try the new one at once.
+			s.opts.Accounts.Invalidate(env.TenantID, env.PhoneNumberID)
+			if !tokenRetried {
+				if fresh, ferr := s.opts.Accounts.Resolve(ctx, env.TenantID, env.PhoneNumberID); ferr == nil &&
+					fresh.AccessToken != acct.AccessToken && fresh.Usable(time.Now()) == nil {
+					tokenRetried = true
+					continue
+				}
+			}
+			log.Warn("access token refused, marking the account invalid")
+			if err := s.opts.AccountRepo.SetTokenStatus(ctx, acct.ID, account.StatusInvalid, gerr.Title); err != nil {
+				log.Error("marking account invalid", "account_id", acct.ID, "err", err)
+			}
+			s.opts.Accounts.Invalidate(env.TenantID, env.PhoneNumberID)
+			s.stats.waiting.Add(1)
+			nb := time.Now().Add(s.cfg.PausedRetryDelay)
+			return s.park(j, attempt, &nb, gerr, "account stopped")
+		case graph.ActionPauseNumber:
+			until := time.Now().Add(s.cfg.PausedRetryDelay)
+			log.Warn("number restricted, pausing it", "until", until)
+			if err := s.opts.AccountRepo.Pause(ctx, acct.ID, until, gerr.Title); err != nil {
+				log.Error("pausing number", "account_id", acct.ID, "err", err)
+			}
+			s.opts.Accounts.Invalidate(env.TenantID, env.PhoneNumberID)
+			s.stats.waiting.Add(1)
+			return s.park(j, attempt, &until, gerr, "number paused")
+		default:
+			log.Info("send failed for good")
+			return s.failForGood(j, acct, gerr)
+		}
+	}
+}
+
+func claimOf(env *queue.Envelope, acct *account.Account) message.Claim {
+	c := message.Claim{
+		ID:             env.ID,
+		TenantID:       env.TenantID,
+		AccountID:      env.AccountID,
+		PhoneNumberID:  env.PhoneNumberID,
+		Recipient:      env.Recipient,
+		IdempotencyKey: env.IdempotencyKey,
+		AcceptedAt:     env.AcceptedAt,
+	}
+	if acct != nil {
+		c.AccountID = acct.ID
+		c.PhoneNumberID = acct.PhoneNumberID
+	}
+	return c
+}
+
+func toEnvelopeError(err error) *queue.EnvelopeError {
+	var gerr *graph.Error
+	if errors.As(err, &gerr) {
+		return &queue.EnvelopeError{Code: gerr.Code, Subcode: gerr.Subcode, Title: gerr.Title}
+	}
+	return &queue.EnvelopeError{Title: err.Error()}
+}
+
+// recordSent stores wamid and sent. If Postgres cannot be reached it keeps trying until
+// the partition goes away; then the message is redelivered and sent again (the
+// documented window: answered but not recorded).
+func (s *Sender) recordSent(j *job, res graph.SendResult) bool {
+	sent := message.Sent{ID: j.env.ID, WAMID: res.WAMID, SentAt: time.Now()}
+	for attempt := 1; ; attempt++ {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(j.part.ctx), 10*time.Second)
+		err := s.batcher.MarkSent(ctx, sent)
+		cancel()
+		if err == nil {
+			s.stats.sent.Add(1)
+			return true
+		}
+		s.log.Error("recording sent message", "message_id", sent.ID, "wamid", sent.WAMID, "err", err)
+		if !sleep(j.part.ctx, backoff(attempt, s.cfg.RetryBaseDelay, 5*time.Second, nil)) {
+			return false
+		}
+	}
+}
+
+// failForGood writes the envelope with its error to the DLQ, then records the message
+// failed. The DLQ write comes first: a crash between the two redelivers the message
+// (still sending) rather than losing its dead letter.
+func (s *Sender) failForGood(j *job, acct *account.Account, e *queue.EnvelopeError) bool {
+	env := *j.env
+	env.Error = e
+	env.NotBefore = nil
+	value, err := json.Marshal(&env)
+	if err != nil {
+		s.log.Error("encoding dead letter", "message_id", env.ID, "err", err)
+		return false
+	}
+	if !s.produce(j, s.dlqPub, value) {
+		return false
+	}
+	s.stats.dlq.Add(1)
+	if _, err := uuid.Parse(env.ID); err != nil || env.TenantID == "" {
+		// Malformed beyond a row of its own: the dead letter is the whole record.
+		s.log.Warn("malformed envelope to the dead-letter topic", "topic", j.part.topic, "partition", j.part.id,
+			"offset", j.offset, "reason", e.Title)
+		return true
+	}
+	f := message.Failure{Claim: claimOf(j.env, acct), ErrorCode: e.Code, ErrorTitle: e.Title}
+	for attempt := 1; ; attempt++ {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(j.part.ctx), 10*time.Second)
+		err := s.batcher.MarkFailed(ctx, f)
+		cancel()
+		if err == nil {
+			s.stats.failed.Add(1)
+			return true
+		}
+		s.log.Error("recording failed message", "message_id", env.ID, "err", err)
+		if !sleep(j.part.ctx, backoff(attempt, s.cfg.RetryBaseDelay, 5*time.Second, nil)) {
+			return false
+		}
+	}
+}
+
+// park hands the message to wa.sends.retry (attempt failed attempts so far, not before
+// nb) and records it in the parked set first, so later messages of the recipient follow.
+func (s *Sender) park(j *job, attempt int, nb *time.Time, e *queue.EnvelopeError, why string) bool {
+	env := *j.env
+	env.Attempt = attempt
+	env.NotBefore = nb
+	env.Error = e
+	value, err := queue.Encode(&env)
+	if err != nil {
+		s.log.Error("encoding retry", "message_id", env.ID, "err", err)
+		return s.failForGood(j, nil, &queue.EnvelopeError{Title: err.Error()})
+	}
+	s.parked.add(j.key, env.ID)
+	if !s.produce(j, s.retryPub, value) {
+		s.parked.remove(j.key, env.ID)
+		return false
+	}
+	s.stats.parked.Add(1)
+	if s.log.Enabled(context.Background(), slog.LevelDebug) {
+		s.log.Debug("message to the retry topic", "message_id", env.ID, "why", why, "attempt", attempt, "not_before", nb)
+	}
+	return true
+}
+
+// produce writes value to pub, keyed by tenant, on the partition index the message came
+// from, retrying until the broker acknowledges or the partition goes away.
+func (s *Sender) produce(j *job, pub *queue.Publisher, value []byte) bool {
+	msg := kafka.Message{Key: []byte(j.env.TenantID), Value: value, Partition: j.part.id}
+	for attempt := 1; ; attempt++ {
+		err := pub.PublishMessages(context.WithoutCancel(j.part.ctx), msg)
+		if err == nil {
+			return true
+		}
+		s.log.Warn("writing to kafka", "topic", pub.Writer().Topic, "message_id", j.env.ID, "err", err)
+		if !sleep(j.part.ctx, backoff(attempt, 50*time.Millisecond, 2*time.Second, nil)) {
+			return false
+		}
+	}
+}
+
+// sleep waits d or until ctx ends; it reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// samePartition writes a message to the partition index it was read from (carried in
+// Message.Partition), so partition p of wa.sends.retry holds exactly the tenants of
+// partition p of wa.sends whatever partitioner the gateway used, and the range assignor
+// gives both to the same instance. An index the topic lacks falls back to murmur2 of
+// the key (tenant).
+type samePartition struct {
+	fallback kafka.Murmur2Balancer
+}
+
+func (b *samePartition) Balance(msg kafka.Message, partitions ...int) int {
+	for _, p := range partitions {
+		if p == msg.Partition {
+			return p
+		}
+	}
+	return b.fallback.Balance(msg, partitions...)
+}

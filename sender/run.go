@@ -1,0 +1,103 @@
+package sender
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/aerostic/aerogate/config"
+	"github.com/aerostic/aerogate/internal/account"
+	"github.com/aerostic/aerogate/internal/graph"
+	"github.com/aerostic/aerogate/internal/message"
+	"github.com/aerostic/aerogate/internal/queue"
+	"github.com/aerostic/aerogate/internal/secret"
+	"github.com/aerostic/aerogate/internal/store"
+)
+
+// Run is the sender role of `aerogate sender` and `aerogate dev`: it builds every
+// dependency from cfg (Postgres pool, token key ring, account repository and resolver
+// kept fresh by LISTEN/NOTIFY, Graph client, Kafka producers and consumer group) and
+// sends until ctx is cancelled; then it finishes or abandons in-flight work (abandoned
+// work is redelivered, never committed past) and returns nil. tune, if any, adjusts the
+// Options before the sender is built (tests shorten the group timeouts with it).
+func Run(ctx context.Context, cfg config.Config, tune ...func(*Options)) error {
+	log := slog.Default()
+	if len(cfg.Kafka.Brokers) == 0 {
+		return errors.New("sender: kafka.brokers is empty")
+	}
+	pool, err := store.Open(ctx, cfg.Database.URL, cfg.Database.MaxConns)
+	if err != nil {
+		return fmt.Errorf("sender: %w", err)
+	}
+	defer pool.Close()
+	keys, err := secret.ParseKeyRing(cfg.Secrets.TokenKeys)
+	if err != nil {
+		return fmt.Errorf("sender: secrets.token_keys: %w", err)
+	}
+	repo := account.NewRepository(pool, keys)
+	resolver, err := account.NewResolver(repo, account.ResolverOptions{
+		TTL:         cfg.Accounts.CacheTTL,
+		NegativeTTL: cfg.Accounts.NegativeCacheTTL,
+		MaxEntries:  cfg.Accounts.CacheMaxEntries,
+		Logger:      log,
+	})
+	if err != nil {
+		return fmt.Errorf("sender: %w", err)
+	}
+	defer resolver.Close()
+
+	listenCtx, stopListen := context.WithCancel(ctx)
+	listening := make(chan struct{})
+	go func() {
+		defer close(listening)
+		if err := resolver.Listen(listenCtx, cfg.Database.URL); err != nil {
+			log.Error("sender: account change notifications stopped", "err", err)
+		}
+	}()
+	defer func() {
+		stopListen()
+		<-listening
+	}()
+
+	topics := []string{queue.TopicSends, queue.TopicSendsRetry, queue.TopicSendsDLQ}
+	if err := queue.EnsureTopics(ctx, cfg.Kafka.Brokers, topics, cfg.Kafka.Partitions, cfg.Kafka.ReplicationFactor); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("sender: %w", err)
+	}
+
+	opts := Options{
+		Brokers:     cfg.Kafka.Brokers,
+		ClientID:    clientID(cfg.Kafka.ClientID),
+		Config:      cfg.Sender,
+		Accounts:    resolver,
+		AccountRepo: repo,
+		Messages:    message.NewRepository(pool),
+		Graph: graph.NewClient(graph.Config{
+			BaseURL:         cfg.Graph.BaseURL,
+			Version:         cfg.Graph.Version,
+			Timeout:         cfg.Graph.Timeout,
+			MaxConnsPerHost: cfg.Graph.MaxConnsPerHost,
+		}),
+		Logger:              log,
+		ProduceBatchTimeout: cfg.Kafka.BatchTimeout,
+		ProduceTimeout:      cfg.Kafka.WriteTimeout,
+	}
+	for _, f := range tune {
+		f(&opts)
+	}
+	s, err := New(opts)
+	if err != nil {
+		return err
+	}
+	return s.Run(ctx)
+}
+
+func clientID(base string) string {
+	if base == "" {
+		base = "aerogate"
+	}
+	return base + "-sender"
+}

@@ -1,0 +1,296 @@
+package sender
+
+import (
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestOffsetTrackerCommitsOnlyBelowTheFirstUnfinished(t *testing.T) {
+	type step struct {
+		add      []int64
+		done     []int64
+		want     int64
+		wantOK   bool
+		inFlight int
+	}
+	tests := []struct {
+		name  string
+		steps []step
+	}{
+		{"nothing finished", []step{{add: []int64{5, 6, 7}, want: 0, wantOK: false, inFlight: 3}}},
+		{"in order", []step{
+			{add: []int64{5, 6, 7}, done: []int64{5}, want: 6, wantOK: true, inFlight: 2},
+			{done: []int64{6, 7}, want: 8, wantOK: true, inFlight: 0},
+		}},
+		{"later done first waits for the earlier", []step{
+			{add: []int64{0, 1, 2, 3}, done: []int64{3, 1}, want: 0, wantOK: false, inFlight: 4},
+			{done: []int64{0}, want: 2, wantOK: true, inFlight: 2},
+			{done: []int64{2}, want: 4, wantOK: true, inFlight: 0},
+		}},
+		{"gaps in offsets", []step{
+			{add: []int64{10, 14, 20}, done: []int64{14, 10}, want: 15, wantOK: true, inFlight: 1},
+			{add: []int64{21}, done: []int64{21}, want: 15, wantOK: true, inFlight: 2},
+			{done: []int64{20}, want: 22, wantOK: true, inFlight: 0},
+		}},
+		{"unknown and repeated done ignored", []step{
+			{add: []int64{1, 2}, done: []int64{9, 2, 2}, want: 0, wantOK: false, inFlight: 2},
+			{done: []int64{1, 1}, want: 3, wantOK: true, inFlight: 0},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var tr offsetTracker
+			for i, s := range tt.steps {
+				for _, o := range s.add {
+					tr.add(o)
+				}
+				for _, o := range s.done {
+					tr.markDone(o)
+				}
+				got, ok := tr.committable()
+				if got != s.want || ok != s.wantOK {
+					t.Fatalf("step %d: committable = %d, %v; want %d, %v", i, got, ok, s.want, s.wantOK)
+				}
+				if n := tr.inFlight(); n != s.inFlight {
+					t.Fatalf("step %d: inFlight = %d, want %d", i, n, s.inFlight)
+				}
+			}
+		})
+	}
+}
+
+// TestOffsetTrackerRandomOrder finishes offsets in random order from many goroutines and
+// checks the committable offset never passes an unfinished one.
+func TestOffsetTrackerRandomOrder(t *testing.T) {
+	const n = 20000
+	var tr offsetTracker
+	for i := int64(0); i < n; i++ {
+		tr.add(i * 2) // gaps
+	}
+	order := rand.Perm(n)
+	var finished [n]atomic.Bool
+	var wg sync.WaitGroup
+	chunks := 8
+	for c := range chunks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := c; k < n; k += chunks {
+				i := order[k]
+				finished[i].Store(true)
+				tr.markDone(int64(i) * 2)
+				if next, ok := tr.committable(); ok {
+					// Everything below next must be finished.
+					last := int(next-1) / 2
+					if !finished[last].Load() {
+						t.Errorf("committable %d passes unfinished offset %d", next, last*2)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if next, ok := tr.committable(); !ok || next != (n-1)*2+1 {
+		t.Fatalf("final committable = %d, %v; want %d", next, ok, (n-1)*2+1)
+	}
+	if tr.inFlight() != 0 {
+		t.Fatalf("inFlight = %d after all done", tr.inFlight())
+	}
+}
+
+func TestBackoffFullJitterBounds(t *testing.T) {
+	base, max := 100*time.Millisecond, 2*time.Second
+	tests := []struct {
+		attempt int
+		ceiling time.Duration
+	}{
+		{1, 100 * time.Millisecond},
+		{2, 200 * time.Millisecond},
+		{3, 400 * time.Millisecond},
+		{5, 1600 * time.Millisecond},
+		{6, 2 * time.Second},
+		{60, 2 * time.Second}, // no overflow
+	}
+	for _, tt := range tests {
+		// The top of the range is reachable and nothing is above it.
+		top := backoff(tt.attempt, base, max, func(n int64) int64 { return n - 1 })
+		if top != tt.ceiling {
+			t.Errorf("attempt %d: ceiling %v, want %v", tt.attempt, top, tt.ceiling)
+		}
+		if low := backoff(tt.attempt, base, max, func(int64) int64 { return 0 }); low != 0 {
+			t.Errorf("attempt %d: floor %v, want 0", tt.attempt, low)
+		}
+		for range 200 {
+			d := backoff(tt.attempt, base, max, nil)
+			if d < 0 || d > tt.ceiling {
+				t.Fatalf("attempt %d: %v outside [0, %v]", tt.attempt, d, tt.ceiling)
+			}
+		}
+	}
+	if d := backoff(3, 0, time.Second, nil); d != 0 {
+		t.Errorf("zero base: %v", d)
+	}
+}
+
+func TestLanesKeepPerKeyOrderAndRunKeysConcurrently(t *testing.T) {
+	type job struct {
+		key string
+		seq int
+	}
+	var mu sync.Mutex
+	got := map[string][]int{}
+	running := map[string]int{}
+	var maxParallel, parallel atomic.Int32
+	l := newLanes[string, job](func(j job) {
+		mu.Lock()
+		running[j.key]++
+		if running[j.key] > 1 {
+			t.Errorf("key %s runs twice at once", j.key)
+		}
+		mu.Unlock()
+		p := parallel.Add(1)
+		for {
+			m := maxParallel.Load()
+			if p <= m || maxParallel.CompareAndSwap(m, p) {
+				break
+			}
+		}
+		time.Sleep(time.Duration(rand.IntN(200)) * time.Microsecond)
+		parallel.Add(-1)
+		mu.Lock()
+		running[j.key]--
+		got[j.key] = append(got[j.key], j.seq)
+		mu.Unlock()
+	})
+	keys := []string{"a", "b", "c", "d", "e", "f", "g", "h"}
+	const perKey = 200
+	for i := range perKey {
+		for _, k := range keys {
+			l.enqueue(k, job{k, i})
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for l.size() > 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, k := range keys {
+		if len(got[k]) != perKey || !slices.IsSorted(got[k]) {
+			t.Fatalf("key %s ran %d jobs, sorted=%v", k, len(got[k]), slices.IsSorted(got[k]))
+		}
+	}
+	if maxParallel.Load() < 2 {
+		t.Errorf("keys never ran concurrently (max parallel %d)", maxParallel.Load())
+	}
+}
+
+func TestParkedSetCountsCopies(t *testing.T) {
+	p := newParkedSet()
+	a := recipientKey{"t1", "p1", "111"}
+	b := recipientKey{"t1", "p1", "222"}
+	p.add(a, "m1")
+	p.add(a, "m1") // a redelivered copy parked twice
+	p.add(a, "m2")
+	if !p.has(a) || p.has(b) {
+		t.Fatal("has wrong after add")
+	}
+	p.remove(b, "m1") // nothing there
+	p.remove(a, "m1")
+	p.remove(a, "m2")
+	if !p.has(a) {
+		t.Fatal("second copy of m1 forgotten")
+	}
+	p.remove(a, "m1")
+	if p.has(a) || p.size() != 0 {
+		t.Fatal("set not empty after every copy removed")
+	}
+	p.add(b, "x")
+	seq := p.now()
+	if p.parkedSince(b, seq) || !p.parkedSince(b, seq-1) {
+		t.Fatal("parkedSince does not compare with the park clock")
+	}
+	p.add(b, "y")
+	if !p.parkedSince(b, seq) || p.parkedSince(a, 0) {
+		t.Fatal("parkedSince misses a later park or sees another key")
+	}
+	p.reset()
+	if p.has(b) {
+		t.Fatal("reset kept entries")
+	}
+}
+
+func TestDelayQueueOrdersByDueAndKeepsPerKeyOrder(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	type in struct {
+		key string
+		nb  time.Duration
+		id  string
+	}
+	tests := []struct {
+		name   string
+		pushes []in
+		at     time.Duration
+		want   []string
+	}{
+		{"due ones only, by due time", []in{{"a", 3, "a1"}, {"b", 1, "b1"}, {"c", 5, "c1"}}, 3, []string{"b1", "a1"}},
+		{"same due keeps push order", []in{{"a", 1, "x"}, {"b", 1, "y"}, {"c", 1, "z"}}, 1, []string{"x", "y", "z"}},
+		{"later item of a key waits for the earlier", []in{{"a", 10, "a1"}, {"a", 1, "a2"}, {"b", 1, "b1"}}, 5, []string{"b1"}},
+		{"then both, in order", []in{{"a", 10, "a1"}, {"a", 1, "a2"}, {"b", 1, "b1"}}, 10, []string{"b1", "a1", "a2"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			q := newDelayQueue[string, string]()
+			for _, p := range tt.pushes {
+				q.push(p.key, t0.Add(p.nb*time.Second), p.id)
+			}
+			got := q.popDue(t0.Add(tt.at * time.Second))
+			if !slices.Equal(got, tt.want) {
+				t.Fatalf("popDue = %v, want %v", got, tt.want)
+			}
+		})
+	}
+
+	// Once a key's held items are gone, a new item of it is not held back by them.
+	q := newDelayQueue[string, string]()
+	q.push("a", t0.Add(time.Hour), "old")
+	if got := q.drain(); !slices.Equal(got, []string{"old"}) {
+		t.Fatalf("drain = %v", got)
+	}
+	if due := q.push("a", t0, "new"); !due.Equal(t0) {
+		t.Fatalf("new item due %v, want %v", due, t0)
+	}
+	if next, ok := q.next(); !ok || !next.Equal(t0) {
+		t.Fatalf("next = %v, %v", next, ok)
+	}
+}
+
+func TestNumberLimitersFollowTheAccountsThroughput(t *testing.T) {
+	l := newNumberLimiters(80)
+	tests := []struct {
+		number    string
+		mps       int
+		wantLimit float64
+		wantBurst int
+	}{
+		{"p1", 0, 80, 4},
+		{"p1", 50, 50, 2}, // the account's throughput changed
+		{"p2", 1000, 1000, 50},
+		{"p3", 5000, 1000, 50}, // capped at Meta's maximum
+		{"p4", 10, 10, 1},
+	}
+	for _, tt := range tests {
+		lim := l.get(tt.number, tt.mps)
+		if float64(lim.Limit()) != tt.wantLimit || lim.Burst() != tt.wantBurst {
+			t.Errorf("%s at %d: limit %v burst %d, want %v %d", tt.number, tt.mps, lim.Limit(), lim.Burst(), tt.wantLimit, tt.wantBurst)
+		}
+	}
+	if l.get("p1", 50) != l.get("p1", 50) {
+		t.Error("one number got two buckets")
+	}
+}

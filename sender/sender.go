@@ -1,0 +1,236 @@
+// Package sender drains wa.sends (and wa.sends.retry) to the Graph API with each tenant's
+// own token: per-partition scheduling with many sends in flight but every recipient's
+// sends strictly in order, per-number rate limits, retries by Meta error code, a
+// dead-letter topic, and a Postgres claim before every Graph call so that a redelivered
+// message is not sent twice.
+//
+// # Pipeline
+//
+// A kafka-go consumer group (kafka.NewConsumerGroup) owns partitions; every assigned
+// partition of both topics runs its own fetch loop (Generation.Start), so one slow
+// partition never holds up another, and commits through Generation.CommitOffsets only
+// up to the first offset that is not finished (offsetTracker). Fetched messages go into
+// per-recipient lanes (tenant + phone number id + to): a lane runs its sends one after the
+// other, different lanes run at once, and a partition has at most MaxInFlight messages
+// fetched but unfinished, so a slow partition applies back-pressure instead of buffering.
+//
+// Per message: resolve the account (never a token from the envelope), wait if it cannot
+// send, claim the row in Postgres, wait for the number's token bucket, call Graph,
+// record the outcome. A message is finished when it is sent, skipped (already final),
+// failed for good into wa.sends.dlq, or handed to wa.sends.retry with the write
+// acknowledged; only then may its offset be committed.
+//
+// # Exactly one Graph call per message, and the window where it is two
+//
+// The claim moves a message to sending only while it is accepted or sending, so a
+// redelivered message that is already sent (or failed) is skipped. The one window left:
+// a message claimed sending whose Graph call was in flight, or answered but not yet
+// recorded as sent, when the process died (or lost its partition past the rebalance
+// timeout) is claimed and sent again on redelivery. That is at most the Graph calls in
+// flight at the moment of the crash: at most MaxInFlight per partition the process
+// owned, and in practice the calls of the lanes that were at their Graph step. A call that
+// times out without an answer is retried too (Meta may have taken it): that is Meta's
+// at-least-once, not the sender's.
+//
+// # Order across the retry topic
+//
+// wa.sends.retry is consumed by the same group, and partition p of both topics goes to
+// the same instance (range assignor, same partition counts, and the sender writes a
+// retry to the partition index it was read from). While a recipient has a message in
+// the retry topic that has not been taken back, its later messages follow it there
+// (parkedSet) instead of overtaking it; the retry consumer holds each message until its
+// not_before, never releasing a recipient's message before an earlier one
+// (delayQueue). At the start of every generation the parked set is rebuilt from the
+// uncommitted backlog of the retry partitions, so the rule survives restarts and
+// rebalances. It does not hold if wa.sends and wa.sends.retry have different
+// partition counts.
+package sender
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/aerostic/aerogate/config"
+	"github.com/aerostic/aerogate/internal/account"
+	"github.com/aerostic/aerogate/internal/graph"
+	"github.com/aerostic/aerogate/internal/message"
+	"github.com/aerostic/aerogate/internal/queue"
+)
+
+// Options configure a Sender. Brokers, Accounts, AccountRepo, Messages and Graph are
+// required; zero durations and sizes take the defaults noted.
+type Options struct {
+	Brokers  []string
+	ClientID string // default "aerogate-sender"
+	// Config is the sender section of the configuration (group id, in-flight bound,
+	// attempts, backoff, waits, default throughput); zero fields take config.Default's.
+	Config config.Sender
+
+	Accounts    *account.Resolver
+	AccountRepo *account.Repository
+	Messages    *message.Repository
+	Graph       *graph.Client
+	Logger      *slog.Logger
+
+	// Consumer-group timing (defaults: queue.DefaultSession, queue.DefaultRebalance,
+	// queue.DefaultHeartbeat). A crashed member's partitions move after SessionTimeout;
+	// a rebalance waits up to RebalanceTimeout for members to finish in-flight sends.
+	SessionTimeout    time.Duration
+	RebalanceTimeout  time.Duration
+	HeartbeatInterval time.Duration
+	// CommitInterval is how often finished offsets are committed (default 200ms); they
+	// are also committed when a partition is revoked and at shutdown.
+	CommitInterval time.Duration
+	// FetchMaxWait bounds how long a fetch of an idle partition waits for data (default
+	// 500ms). It costs no latency (a fetch returns as soon as there is a message), but
+	// kafka-go gives the broker only 3/4 of it and fails the read at all of it, so a very
+	// short wait turns a slow broker reply into a dropped connection.
+	FetchMaxWait time.Duration
+	// ProduceBatchTimeout and ProduceTimeout configure the retry and DLQ producers
+	// (defaults queue.DefaultBatchTimeout, queue.DefaultWriteTimeout).
+	ProduceBatchTimeout time.Duration
+	ProduceTimeout      time.Duration
+	// DBBatchMax and DBBatchDelay shape the batching of claims and outcomes (defaults
+	// 500 rows, 2ms).
+	DBBatchMax   int
+	DBBatchDelay time.Duration
+}
+
+// Stats are counters since New, for tests, the bench and logs.
+type Stats struct {
+	Sent       int64 // Graph accepted the message and it was recorded sent
+	Failed     int64 // failed for good: recorded failed and written to the DLQ
+	DLQ        int64 // written to wa.sends.dlq (includes malformed envelopes)
+	Retried    int64 // retries after a retryable Graph error, in process or through the retry topic
+	Parked     int64 // handed to wa.sends.retry, for any reason
+	Waiting    int64 // of Parked: the account could not send (token, pause)
+	Followed   int64 // of Parked: followed an earlier message of the recipient there
+	Skipped    int64 // redelivered messages already final in Postgres
+	GraphCalls int64
+	Committed  int64 // offsets committed (sum of advances)
+}
+
+type counters struct {
+	sent, failed, dlq, retried, parked, waiting, followed, skipped, graphCalls, committed atomic.Int64
+}
+
+// Sender is the send pipeline. Build it with New and run it once with Run.
+type Sender struct {
+	opts Options
+	cfg  config.Sender
+	log  *slog.Logger
+
+	retryPub *queue.Publisher
+	dlqPub   *queue.Publisher
+	batcher  *message.Batcher
+
+	limiters *numberLimiters
+	lanes    *lanes[recipientKey, *job]
+	parked   *parkedSet
+	stats    counters
+
+	started atomic.Bool
+}
+
+// New checks opts and builds a sender; it does not connect to anything yet.
+func New(opts Options) (*Sender, error) {
+	switch {
+	case len(opts.Brokers) == 0:
+		return nil, errors.New("sender: no kafka brokers")
+	case opts.Accounts == nil || opts.AccountRepo == nil:
+		return nil, errors.New("sender: account resolver and repository are required")
+	case opts.Messages == nil:
+		return nil, errors.New("sender: message repository is required")
+	case opts.Graph == nil:
+		return nil, errors.New("sender: graph client is required")
+	}
+	cfg := withSenderDefaults(opts.Config)
+	if cfg.RetryMaxDelay < cfg.RetryBaseDelay {
+		return nil, fmt.Errorf("sender: retry_max_delay %v is below retry_base_delay %v", cfg.RetryMaxDelay, cfg.RetryBaseDelay)
+	}
+	if opts.ClientID == "" {
+		opts.ClientID = "aerogate-sender"
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.SessionTimeout <= 0 {
+		opts.SessionTimeout = queue.DefaultSession
+	}
+	if opts.RebalanceTimeout <= 0 {
+		opts.RebalanceTimeout = queue.DefaultRebalance
+	}
+	if opts.HeartbeatInterval <= 0 {
+		opts.HeartbeatInterval = queue.DefaultHeartbeat
+	}
+	if opts.CommitInterval <= 0 {
+		opts.CommitInterval = 200 * time.Millisecond
+	}
+	if opts.FetchMaxWait <= 0 {
+		opts.FetchMaxWait = 500 * time.Millisecond
+	}
+	s := &Sender{
+		opts:     opts,
+		cfg:      cfg,
+		log:      opts.Logger.With("component", "sender"),
+		limiters: newNumberLimiters(cfg.DefaultThroughputMPS),
+		parked:   newParkedSet(),
+	}
+	s.lanes = newLanes[recipientKey](s.process)
+	return s, nil
+}
+
+func withSenderDefaults(c config.Sender) config.Sender {
+	d := config.Default().Sender
+	if c.GroupID == "" {
+		c.GroupID = d.GroupID
+	}
+	if c.MaxInFlight <= 0 {
+		c.MaxInFlight = d.MaxInFlight
+	}
+	if c.MaxAttempts <= 0 {
+		c.MaxAttempts = d.MaxAttempts
+	}
+	if c.RetryBaseDelay <= 0 {
+		c.RetryBaseDelay = d.RetryBaseDelay
+	}
+	if c.RetryMaxDelay <= 0 {
+		c.RetryMaxDelay = d.RetryMaxDelay
+	}
+	if c.InProcessRetryMax < 0 {
+		c.InProcessRetryMax = 0
+	}
+	if c.PausedRetryDelay <= 0 {
+		c.PausedRetryDelay = d.PausedRetryDelay
+	}
+	if c.DefaultThroughputMPS <= 0 {
+		c.DefaultThroughputMPS = d.DefaultThroughputMPS
+	}
+	if c.DefaultThroughputMPS > MaxThroughputMPS {
+		c.DefaultThroughputMPS = MaxThroughputMPS
+	}
+	return c
+}
+
+// Stats returns the counters.
+func (s *Sender) Stats() Stats {
+	c := &s.stats
+	return Stats{
+		Sent: c.sent.Load(), Failed: c.failed.Load(), DLQ: c.dlq.Load(), Retried: c.retried.Load(),
+		Parked: c.parked.Load(), Waiting: c.waiting.Load(), Followed: c.followed.Load(),
+		Skipped: c.skipped.Load(), GraphCalls: c.graphCalls.Load(), Committed: c.committed.Load(),
+	}
+}
+
+// kafkaLogger adapts slog to kafka-go's logger interface at the given level.
+func kafkaLogger(l *slog.Logger, level slog.Level, what string) kafka.Logger {
+	return kafka.LoggerFunc(func(format string, args ...any) {
+		l.Log(context.Background(), level, what+": "+fmt.Sprintf(format, args...))
+	})
+}
