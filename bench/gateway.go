@@ -1,0 +1,113 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/aerostic/aerogate/gateway"
+)
+
+// gatewayReport compares POST /v1/messages (real JWT verification, warm account cache,
+// acks=all publish to the embedded broker) with a bare fasthttp handler that only
+// answers 202, on the same machine and load generator.
+type gatewayReport struct {
+	Bare     result  `json:"bare"`
+	Gateway  result  `json:"gateway"`
+	Ratio    float64 `json:"ratio"`
+	AtLoad   result  `json:"gateway_at_80pct"`
+	Tenants  int     `json:"tenants"`
+	BodySize int     `json:"body_bytes"`
+}
+
+func runGateway(ctx context.Context, o options) (*gatewayReport, error) {
+	e, err := newEnv(ctx, o.partitions)
+	if err != nil {
+		return nil, err
+	}
+	defer e.close()
+	accts, err := e.seed(ctx, o.tenants, 1, 80)
+	if err != nil {
+		return nil, err
+	}
+	e.start("gateway", gateway.Run)
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := e.waitReady(rctx); err != nil {
+		return nil, err
+	}
+
+	bareAddr, stopBare, err := startBare()
+	if err != nil {
+		return nil, err
+	}
+	defer stopBare()
+
+	body := []byte(`{"messaging_product":"whatsapp","to":"919876543210","type":"text","text":{"body":"Your order #12345 has shipped and will arrive tomorrow"}}`)
+	fill := func(req *fasthttp.Request, seq uint64) {
+		a := accts[seq%uint64(len(accts))]
+		req.Header.SetMethod(fasthttp.MethodPost)
+		req.SetRequestURI("/v1/messages")
+		req.Header.SetContentType("application/json")
+		req.Header.Set("Authorization", "Bearer "+a.jwt)
+		req.SetBody(body)
+	}
+	gw := target{name: "gateway", addr: e.cfg.HTTP.Addr, fill: fill, accept: fasthttp.StatusAccepted}
+	bare := target{name: "bare", addr: bareAddr, fill: fill, accept: fasthttp.StatusAccepted}
+
+	// Warm the account cache, the verified-token cache and the producer's connections.
+	closedLoop(gw, o.conns, o.warmup)
+	closedLoop(bare, o.conns, o.warmup)
+
+	rep := &gatewayReport{Tenants: o.tenants, BodySize: len(body)}
+	rep.Bare = closedLoop(bare, o.conns, o.duration)
+	logf("%v", rep.Bare)
+	rep.Gateway = closedLoop(gw, o.conns, o.duration)
+	logf("%v", rep.Gateway)
+	if rep.Bare.RPS == 0 || rep.Gateway.RPS == 0 {
+		return nil, fmt.Errorf("no accepted requests: bare %v, gateway %v", rep.Bare.Statuses, rep.Gateway.Statuses)
+	}
+	rep.Ratio = rep.Gateway.RPS / rep.Bare.RPS
+	rate := 0.8 * rep.Gateway.RPS
+	rep.AtLoad = openLoop(gw, rate, o.conns*4, o.duration)
+	logf("%v (target %.0f/s)", rep.AtLoad, rate)
+	return rep, nil
+}
+
+// startBare serves the baseline: a fasthttp handler that answers what the gateway answers
+// and does nothing else.
+func startBare() (string, func(), error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	srv := &fasthttp.Server{
+		Handler: func(ctx *fasthttp.RequestCtx) {
+			ctx.SetStatusCode(fasthttp.StatusAccepted)
+			ctx.SetContentType("application/json")
+			ctx.SetBodyString(`{"id":"0192f0c4-6d1e-7b3a-9c5e-1f2a3b4c5d6e","status":"accepted"}`)
+		},
+		NoDefaultServerHeader: true,
+	}
+	go func() { _ = srv.Serve(ln) }()
+	return ln.Addr().String(), func() { _ = srv.Shutdown() }, nil
+}
+
+func (r *gatewayReport) markdown() string {
+	row := func(name string, x result) string {
+		return fmt.Sprintf("| %s | %s | %d | %.0f | %s | %s | %d |\n", name, x.Mode, x.Conns, x.RPS,
+			ms(x.P50), ms(x.P99), x.Failed)
+	}
+	s := "| target | load | conns | accepted/s | p50 | p99 | non-202 |\n|---|---|---|---|---|---|---|\n"
+	s += row("bare fasthttp 202", r.Bare)
+	s += row("POST /v1/messages", r.Gateway)
+	s += row("POST /v1/messages at 80% of peak ("+strconv.Itoa(int(r.AtLoad.TargetRate))+"/s)", r.AtLoad)
+	s += fmt.Sprintf("\nratio gateway/bare: **%.2f** (%d tenants, %d-byte body)\n", r.Ratio, r.Tenants, r.BodySize)
+	return s
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond)) }

@@ -1,0 +1,188 @@
+package main
+
+import (
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// target is one HTTP endpoint under load. fill writes request number seq into req.
+type target struct {
+	name   string
+	addr   string // host:port
+	fill   func(req *fasthttp.Request, seq uint64)
+	accept int // the status code that counts as success
+}
+
+// result is what one load run measured.
+type result struct {
+	Target     string        `json:"target"`
+	Mode       string        `json:"mode"` // closed (as fast as possible) or open (fixed rate)
+	Conns      int           `json:"conns"`
+	TargetRate float64       `json:"target_rate,omitempty"`
+	Duration   time.Duration `json:"duration_ns"`
+	OK         int64         `json:"ok"`
+	Failed     int64         `json:"failed"`
+	RPS        float64       `json:"rps"`
+	P50        time.Duration `json:"p50_ns"`
+	P90        time.Duration `json:"p90_ns"`
+	P99        time.Duration `json:"p99_ns"`
+	Max        time.Duration `json:"max_ns"`
+	Statuses   map[int]int64 `json:"statuses"`
+}
+
+func (r result) String() string {
+	return fmt.Sprintf("%-8s %-6s conns=%-4d ok=%-8d failed=%-5d rps=%-9.0f p50=%-8v p99=%-8v max=%v",
+		r.Target, r.Mode, r.Conns, r.OK, r.Failed, r.RPS, r.P50.Round(time.Microsecond), r.P99.Round(time.Microsecond), r.Max.Round(time.Microsecond))
+}
+
+func newClient(addr string, conns int) *fasthttp.HostClient {
+	return &fasthttp.HostClient{
+		Addr:                          addr,
+		MaxConns:                      conns,
+		ReadTimeout:                   10 * time.Second,
+		WriteTimeout:                  10 * time.Second,
+		MaxIdemponentCallAttempts:     1,
+		NoDefaultUserAgentHeader:      true,
+		DisableHeaderNamesNormalizing: true,
+	}
+}
+
+type recorder struct {
+	mu        sync.Mutex
+	latencies []time.Duration
+	statuses  map[int]int64
+	ok, fail  atomic.Int64
+}
+
+func (r *recorder) merge(lat []time.Duration, statuses map[int]int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.latencies = append(r.latencies, lat...)
+	if r.statuses == nil {
+		r.statuses = map[int]int64{}
+	}
+	for k, v := range statuses {
+		r.statuses[k] += v
+	}
+}
+
+func (r *recorder) result(t target, mode string, conns int, rate float64, elapsed time.Duration) result {
+	slices.Sort(r.latencies)
+	q := func(p float64) time.Duration {
+		if len(r.latencies) == 0 {
+			return 0
+		}
+		return r.latencies[min(len(r.latencies)-1, int(p*float64(len(r.latencies))))]
+	}
+	res := result{
+		Target: t.name, Mode: mode, Conns: conns, TargetRate: rate, Duration: elapsed,
+		OK: r.ok.Load(), Failed: r.fail.Load(), Statuses: r.statuses,
+		P50: q(0.50), P90: q(0.90), P99: q(0.99),
+	}
+	if n := len(r.latencies); n > 0 {
+		res.Max = r.latencies[n-1]
+	}
+	if elapsed > 0 {
+		res.RPS = float64(res.OK) / elapsed.Seconds()
+	}
+	return res
+}
+
+// closedLoop keeps conns requests in flight for d and measures how many succeed: the
+// target's peak throughput on this machine.
+func closedLoop(t target, conns int, d time.Duration) result {
+	c := newClient(t.addr, conns)
+	var seq atomic.Uint64
+	var rec recorder
+	deadline := time.Now().Add(d)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+			defer fasthttp.ReleaseRequest(req)
+			defer fasthttp.ReleaseResponse(resp)
+			lat := make([]time.Duration, 0, 1<<14)
+			statuses := map[int]int64{}
+			for time.Now().Before(deadline) {
+				req.Reset()
+				req.Header.SetHost(t.addr)
+				t.fill(req, seq.Add(1))
+				t0 := time.Now()
+				err := c.Do(req, resp)
+				el := time.Since(t0)
+				if err != nil {
+					statuses[-1]++
+					rec.fail.Add(1)
+					continue
+				}
+				statuses[resp.StatusCode()]++
+				if resp.StatusCode() == t.accept {
+					rec.ok.Add(1)
+					lat = append(lat, el)
+				} else {
+					rec.fail.Add(1)
+				}
+			}
+			rec.merge(lat, statuses)
+		}()
+	}
+	wg.Wait()
+	return rec.result(t, "closed", conns, 0, time.Since(start))
+}
+
+// openLoop sends at a fixed rate for d whatever the answers' speed. Latency is measured
+// from when each request was due, not when it was sent, so a stalled server shows up in
+// the tail instead of silently lowering the rate (no coordinated omission).
+func openLoop(t target, rate float64, workers int, d time.Duration) result {
+	c := newClient(t.addr, workers)
+	interval := time.Duration(float64(time.Second) / rate)
+	total := int(d.Seconds() * rate)
+	var rec recorder
+	start := time.Now().Add(20 * time.Millisecond)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+			defer fasthttp.ReleaseRequest(req)
+			defer fasthttp.ReleaseResponse(resp)
+			lat := make([]time.Duration, 0, total/workers+1)
+			statuses := map[int]int64{}
+			for k := w; k < total; k += workers {
+				due := start.Add(time.Duration(k) * interval)
+				if wait := time.Until(due); wait > 0 {
+					time.Sleep(wait)
+				}
+				req.Reset()
+				req.Header.SetHost(t.addr)
+				t.fill(req, uint64(k))
+				err := c.Do(req, resp)
+				el := time.Since(due)
+				if err != nil {
+					statuses[-1]++
+					rec.fail.Add(1)
+					continue
+				}
+				statuses[resp.StatusCode()]++
+				if resp.StatusCode() == t.accept {
+					rec.ok.Add(1)
+					lat = append(lat, el)
+				} else {
+					rec.fail.Add(1)
+				}
+			}
+			rec.merge(lat, statuses)
+		}()
+	}
+	wg.Wait()
+	return rec.result(t, "open", workers, rate, time.Since(start))
+}

@@ -1,0 +1,103 @@
+// Command bench measures aerogate on this machine: `go run ./bench gateway` compares the
+// send API with a bare fasthttp handler; `go run ./bench e2e` measures sends from gateway
+// accept to the fake Graph API's receipt. Results go to bench/results/ as JSON and markdown.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
+	"time"
+)
+
+type options struct {
+	duration   time.Duration
+	warmup     time.Duration
+	conns      int
+	tenants    int
+	numbers    int
+	partitions int
+	latency    time.Duration
+	mps        int
+	out        string
+	cpuprofile string
+}
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: go run ./bench gateway|e2e [flags]")
+		os.Exit(2)
+	}
+	scenario := os.Args[1]
+	fs := flag.NewFlagSet(scenario, flag.ExitOnError)
+	var o options
+	fs.DurationVar(&o.duration, "duration", 10*time.Second, "measured time per run")
+	fs.DurationVar(&o.warmup, "warmup", 3*time.Second, "warm-up time before measuring")
+	fs.IntVar(&o.conns, "conns", 64, "concurrent connections (closed loop)")
+	fs.IntVar(&o.tenants, "tenants", 100, "tenants, each with its own account and JWT")
+	fs.IntVar(&o.numbers, "numbers", 1, "phone numbers per tenant (e2e)")
+	fs.IntVar(&o.partitions, "partitions", 12, "partitions of each topic")
+	fs.DurationVar(&o.latency, "graph-latency", 0, "latency the fake Graph API adds to each send (e2e)")
+	fs.IntVar(&o.mps, "mps", 1000, "throughput_mps of every account (e2e)")
+	fs.StringVar(&o.out, "out", "bench/results", "directory for the JSON and markdown results")
+	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the measured runs to this file")
+	_ = fs.Parse(os.Args[2:])
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+
+	if o.cpuprofile != "" {
+		f, err := os.Create(o.cpuprofile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		_ = pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
+	ctx := context.Background()
+	var (
+		rep interface{ markdown() string }
+		err error
+	)
+	switch scenario {
+	case "gateway":
+		rep, err = runGateway(ctx, o)
+	case "e2e":
+		rep, err = runE2E(ctx, o)
+	default:
+		err = fmt.Errorf("unknown scenario %q", scenario)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		pprof.StopCPUProfile()
+		os.Exit(1)
+	}
+	md := rep.markdown()
+	fmt.Println(md)
+	if err := save(o.out, scenario, rep, md); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func save(dir, scenario string, rep any, md string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	host, _ := os.Hostname()
+	doc := map[string]any{"scenario": scenario, "at": time.Now().UTC(), "host": host, "cpus": numCPU(), "result": rep}
+	b, err := json.MarshalIndent(doc, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, scenario+".json"), b, 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, scenario+".md"), []byte(md), 0o644)
+}
+
+func logf(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
