@@ -501,3 +501,56 @@ func FuzzDecodeEnvelope(f *testing.F) {
 		}
 	})
 }
+
+func TestGroupMembersSharePartitions(t *testing.T) {
+	t.Parallel()
+	e := startBroker(t, EmbeddedConfig{Partitions: 4})
+	p := newPublisher(t, e.Addrs(), TopicSends)
+	const n = 200
+	for i := range n {
+		if err := p.Publish(context.Background(), []byte(fmt.Sprintf("tenant-%d", i%20)), []byte(strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := ReaderConfig{Brokers: e.Addrs(), GroupID: "g-shared", Topic: TopicSends, SessionTimeout: 2 * time.Second, RebalanceTimeout: 2 * time.Second}
+	r1, r2 := NewReader(cfg), NewReader(cfg)
+	t.Cleanup(func() { r1.Close(); r2.Close() })
+
+	// Each member commits what it reads; between them every message is read, and a
+	// partition is read by one member at a time (rebalances may hand over a partition,
+	// but committed offsets keep a message from being read twice once committed).
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var mu sync.Mutex
+	seen := map[string]int{}
+	byMember := [2]int{}
+	var wg sync.WaitGroup
+	for i, r := range []*kafka.Reader{r1, r2} {
+		wg.Go(func() {
+			for {
+				m, err := r.FetchMessage(ctx)
+				if err != nil {
+					return
+				}
+				if err := r.CommitMessages(ctx, m); err != nil {
+					return
+				}
+				mu.Lock()
+				seen[string(m.Value)]++
+				byMember[i]++
+				done := len(seen) == n
+				mu.Unlock()
+				if done {
+					cancel()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if len(seen) != n {
+		t.Fatalf("read %d distinct messages of %d", len(seen), n)
+	}
+	if byMember[0]+byMember[1] > n+20 {
+		t.Errorf("members read %v messages for %d sent: too many redeliveries", byMember, n)
+	}
+}
