@@ -1,0 +1,75 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/spf13/pflag"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/aerostic/aerogate/config"
+	"github.com/aerostic/aerogate/gateway"
+	"github.com/aerostic/aerogate/internal/devenv"
+	"github.com/aerostic/aerogate/internal/queue"
+	"github.com/aerostic/aerogate/internal/store"
+	"github.com/aerostic/aerogate/sender"
+)
+
+func runGateway(ctx context.Context, cfg config.Config, _ *pflag.FlagSet, _ io.Writer) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	return gateway.Run(ctx, cfg)
+}
+
+func runSender(ctx context.Context, cfg config.Config, _ *pflag.FlagSet, _ io.Writer) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	return sender.Run(ctx, cfg)
+}
+
+// runMigrate prepares the infrastructure every other process expects: the database
+// schema and, when kafka.brokers names a cluster, aerogate's topics.
+func runMigrate(ctx context.Context, cfg config.Config, _ *pflag.FlagSet, _ io.Writer) error {
+	if err := store.Migrate(ctx, cfg.Database.URL); err != nil {
+		return err
+	}
+	slog.Info("migrations applied")
+	if len(cfg.Kafka.Brokers) == 0 {
+		return nil
+	}
+	if err := queue.EnsureTopics(ctx, cfg.Kafka.Brokers, queue.AllTopics, cfg.Kafka.Partitions, cfg.Kafka.ReplicationFactor); err != nil {
+		return fmt.Errorf("creating topics: %w", err)
+	}
+	slog.Info("kafka topics ready", "topics", queue.AllTopics)
+	return nil
+}
+
+// runDev runs every role in this process against the embedded broker and the fake Graph
+// API. A role that fails stops the others.
+func runDev(ctx context.Context, cfg config.Config, _ *pflag.FlagSet, _ io.Writer) error {
+	env, err := devenv.Start(ctx, &cfg, slog.Default())
+	if err != nil {
+		return err
+	}
+	defer env.Close()
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	slog.Info("aerogate dev ready", "http", cfg.HTTP.Addr, "kafka", cfg.Kafka.Brokers, "graph", cfg.Graph.BaseURL, "config", cfg)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return roleErr("gateway", gateway.Run(gctx, cfg)) })
+	g.Go(func() error { return roleErr("sender", sender.Run(gctx, cfg)) })
+	return g.Wait()
+}
+
+func roleErr(role string, err error) error {
+	if err != nil {
+		return fmt.Errorf("%s: %w", role, err)
+	}
+	return nil
+}
