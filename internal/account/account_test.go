@@ -63,6 +63,7 @@ func (e *env) upsert(t testing.TB, in account.UpsertInput) *account.Account {
 }
 
 func TestUpsertGetListRoundTrip(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
 	exp := time.Now().Add(60 * 24 * time.Hour).UTC().Truncate(time.Microsecond)
@@ -136,6 +137,7 @@ func TestUpsertGetListRoundTrip(t *testing.T) {
 }
 
 func TestUpsertDefaults(t *testing.T) {
+	t.Parallel()
 	type step struct {
 		pnid      string
 		isDefault bool
@@ -183,6 +185,7 @@ func TestUpsertDefaults(t *testing.T) {
 }
 
 func TestUpsertNewTokenResetsState(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
 	a := e.upsert(t, account.UpsertInput{TenantID: "t1", PhoneNumberID: "p1", DisplayPhoneNumber: "+1 555",
@@ -230,6 +233,7 @@ func TestUpsertNewTokenResetsState(t *testing.T) {
 }
 
 func TestPhoneNumberTaken(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
 	e.upsert(t, account.UpsertInput{TenantID: "t1", PhoneNumberID: "p1", AccessToken: "t1-token"})
@@ -247,6 +251,7 @@ func TestPhoneNumberTaken(t *testing.T) {
 }
 
 func TestConcurrentUpserts(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
 	const n = 8
@@ -297,6 +302,7 @@ func TestConcurrentUpserts(t *testing.T) {
 }
 
 func TestCrossTenantGetIsNotFound(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
 	e.upsert(t, account.UpsertInput{TenantID: "t1", PhoneNumberID: "p1", AccessToken: "tok"})
@@ -316,6 +322,7 @@ func TestCrossTenantGetIsNotFound(t *testing.T) {
 }
 
 func TestTokenNotStoredInClear(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
 	const token = "EAAGsecretTOKENvalue1234567890"
@@ -344,6 +351,7 @@ func TestTokenNotStoredInClear(t *testing.T) {
 }
 
 func TestCiphertextBoundToRow(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
 	a := e.upsert(t, account.UpsertInput{TenantID: "t1", PhoneNumberID: "p1", AccessToken: "token-of-t1"})
@@ -372,6 +380,7 @@ func TestCiphertextBoundToRow(t *testing.T) {
 }
 
 func TestKeyRotation(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
 	oldSpec, err := secret.GenerateKeySpec("old")
@@ -413,6 +422,7 @@ func TestKeyRotation(t *testing.T) {
 }
 
 func TestUpsertValidation(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ok := account.UpsertInput{TenantID: "t", WABAID: "w", PhoneNumberID: "p", AccessToken: "tok"}
 	tests := []struct {
@@ -444,6 +454,7 @@ func TestUpsertValidation(t *testing.T) {
 }
 
 func TestSetTokenStatusAndPauseErrors(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
 	a := e.upsert(t, account.UpsertInput{TenantID: "t1", PhoneNumberID: "p1", AccessToken: "tok"})
@@ -480,6 +491,7 @@ func TestSetTokenStatusAndPauseErrors(t *testing.T) {
 }
 
 func TestUsable(t *testing.T) {
+	t.Parallel()
 	now := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
 	past, future := now.Add(-time.Second), now.Add(time.Hour)
 	tests := []struct {
@@ -508,6 +520,7 @@ func TestUsable(t *testing.T) {
 }
 
 func TestTokenRedaction(t *testing.T) {
+	t.Parallel()
 	const secretTok = "EAAGzzTOPSECRET"
 	exp := time.Now()
 	a := account.Account{ID: "id", TenantID: "t1", AccessToken: secretTok, TokenExpiresAt: &exp}
