@@ -516,3 +516,23 @@ func BenchmarkSendMessage(b *testing.B) {
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "sends/s")
 }
+
+func FuzzParseSuccess(f *testing.F) {
+	f.Add([]byte(`{"messaging_product":"whatsapp","contacts":[{"input":"1","wa_id":"1"}],"messages":[{"id":"wamid.X"}]}`))
+	f.Add([]byte(`{"messages":[]}`))
+	f.Add([]byte(`{"messages":[{"id":7}]}`))
+	f.Add([]byte(`null`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		res, err := parseSuccess(200, body)
+		if err != nil {
+			e := asError(t, err)
+			if e.Action() != ActionRetry || len(e.Title) > 2*maxFieldLen {
+				t.Fatalf("invalid success body gave %+v", e)
+			}
+			return
+		}
+		if res.WAMID == "" || len(res.WAMID) > maxFieldLen || len(res.WAID) > maxFieldLen {
+			t.Fatalf("result %+v", res)
+		}
+	})
+}
