@@ -499,3 +499,53 @@ func BenchmarkResolveHit(b *testing.B) {
 		b.Fatalf("benchmark missed the cache: %d loads", r.Loads()-loads)
 	}
 }
+
+// TestResolverConcurrentInvalidation runs resolves against invalidations and whole-cache
+// drops (as after a listener reconnect), for the race detector, and checks that every
+// answer is the right tenant's account.
+func TestResolverConcurrentInvalidation(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	for _, k := range []struct{ tenant, pnid string }{{"t1", "p1"}, {"t1", "p2"}, {"t2", "p3"}} {
+		e.upsert(t, account.UpsertInput{TenantID: k.tenant, PhoneNumberID: k.pnid, AccessToken: "tok-" + k.pnid})
+	}
+	r := newResolver(t, e.repo, account.ResolverOptions{})
+
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for g := range 4 {
+		wg.Go(func() {
+			for i := range 300 {
+				tenant, pnid := "t1", []string{"p1", "p2", ""}[(g+i)%3]
+				if i%5 == 0 {
+					tenant, pnid = "t2", "p3"
+				}
+				a, err := r.Resolve(ctx, tenant, pnid)
+				if err != nil {
+					errs <- fmt.Errorf("Resolve(%s, %q): %w", tenant, pnid, err)
+					return
+				}
+				if a.TenantID != tenant || (pnid != "" && a.PhoneNumberID != pnid) ||
+					a.AccessToken.Reveal() != "tok-"+a.PhoneNumberID {
+					errs <- fmt.Errorf("Resolve(%s, %q) returned %s/%s", tenant, pnid, a.TenantID, a.PhoneNumberID)
+					return
+				}
+			}
+		})
+	}
+	wg.Go(func() {
+		for i := range 60 {
+			if i%10 == 0 {
+				r.InvalidateAll()
+			} else {
+				r.Invalidate("t1", []string{"p1", "p2"}[i%2])
+			}
+		}
+	})
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
