@@ -96,6 +96,8 @@ type Server struct {
 	opts        Options
 	log         *slog.Logger
 	now         func() time.Time
+	realClock   bool // Options.Now was nil: time.Now serves both clocks
+	deadline    *sharedDeadline
 	tenantField []string
 	handler     fasthttp.RequestHandler
 	srv         *fasthttp.Server
@@ -160,13 +162,16 @@ func New(opts Options) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	if opts.Now == nil {
+	realClock := opts.Now == nil
+	if realClock {
 		opts.Now = time.Now
 	}
 	s := &Server{
-		opts: opts,
-		log:  opts.Logger,
-		now:  opts.Now,
+		opts:      opts,
+		log:       opts.Logger,
+		now:       opts.Now,
+		realClock: realClock,
+		deadline:  newSharedDeadline(opts.PublishTimeout),
 	}
 	s.tenantField = []string{"tenantId"}
 	if opts.TenantClaim != "tenantId" {
@@ -231,6 +236,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		err = fmt.Errorf("shutting down http server: %w", err)
 	}
 	s.closeOnce.Do(func() {
+		s.deadline.stop()
 		if s.rec != nil {
 			if rerr := s.rec.close(ctx); rerr != nil && err == nil {
 				err = rerr

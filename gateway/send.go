@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"context"
 	"errors"
 	"sync"
 	"time"
@@ -99,7 +98,11 @@ func (s *Server) send(ctx *fasthttp.RequestCtx, claims auth.Claims, pathPNID []b
 		s.writeAccountError(ctx, err, pnid == nil)
 		return
 	}
-	now := s.now()
+	clock := time.Now()
+	now := clock
+	if !s.realClock {
+		now = s.now()
+	}
 	if err := acct.Usable(now); err != nil {
 		st.release()
 		s.writeAccountError(ctx, err, false)
@@ -122,9 +125,9 @@ func (s *Server) send(ctx *fasthttp.RequestCtx, claims auth.Claims, pathPNID []b
 	st.msg = b
 	st.msgs[0] = kafka.Message{Key: b[:keyLen:keyLen], Value: b[keyLen:]}
 
-	pctx, cancel := context.WithTimeout(ctx, s.opts.PublishTimeout)
-	err = s.opts.Sends.WriteMessages(pctx, st.msgs[:]...)
-	cancel()
+	// Not derived from ctx: a RequestCtx is not a cancelCtx, so deriving from it would
+	// start a goroutine per request to watch it. The deadline is the bound that matters.
+	err = s.opts.Sends.WriteMessages(s.deadline.get(clock), st.msgs[:]...)
 	if err != nil {
 		// The writer may still hold st's bytes: leave st to the garbage collector.
 		s.publishErrors.Add(1)

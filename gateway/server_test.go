@@ -1,0 +1,173 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/valyala/fasthttp"
+
+	"github.com/aerostic/aerogate/internal/account"
+	"github.com/aerostic/aerogate/internal/auth"
+)
+
+var benchSecret = []byte("bench-secret-that-is-at-least-32-bytes!!")
+
+// fixedResolver is a unit-test stand-in for the account cache: one account per tenant.
+type fixedResolver struct {
+	acct  *account.Account
+	panic bool
+}
+
+func (f *fixedResolver) Resolve(_ context.Context, tenantID, pnid string) (*account.Account, error) {
+	if f.panic {
+		panic("resolver exploded")
+	}
+	if tenantID != f.acct.TenantID || (pnid != "" && pnid != f.acct.PhoneNumberID) {
+		return nil, account.ErrNotFound
+	}
+	return f.acct, nil
+}
+
+type nopSink struct{}
+
+func (nopSink) WriteMessages(context.Context, ...kafka.Message) error { return nil }
+
+type failingSink struct{}
+
+func (failingSink) WriteMessages(context.Context, ...kafka.Message) error {
+	return errors.New("broker gone")
+}
+
+func unitServer(t testing.TB, res AccountResolver, sink Publisher) (*Server, string) {
+	t.Helper()
+	v, err := auth.NewVerifier(auth.Config{HMACSecret: benchSecret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Options{Verifier: v, Resolver: res, Sends: sink, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := auth.IssueHS256(benchSecret, "tenantId", "t1", time.Hour, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, tok
+}
+
+func testAccount() *account.Account {
+	return &account.Account{ID: "0b4e6f57-6a0e-4f58-9d55-3f4f3d7b8a11", TenantID: "t1", PhoneNumberID: "1001",
+		TokenStatus: account.StatusActive, IsDefault: true, AccessToken: "secret-meta-token"}
+}
+
+func TestPanicRecovery(t *testing.T) {
+	s, tok := unitServer(t, &fixedResolver{acct: testAccount(), panic: true}, nopSink{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = s.Serve(ln) }()
+	t.Cleanup(func() { _ = s.Shutdown(context.Background()) })
+
+	c := &fasthttp.Client{}
+	for range 2 { // the second request proves the server lives on
+		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+		req.SetRequestURI("http://" + ln.Addr().String() + "/v1/messages")
+		req.Header.SetMethod("POST")
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.SetBodyString(`{"messaging_product":"whatsapp","to":"1","type":"text","text":{"body":"x"}}`)
+		if err := c.DoTimeout(req, resp, 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		var v struct{ Error struct{ Code string } }
+		if err := json.Unmarshal(resp.Body(), &v); err != nil || resp.StatusCode() != 500 || v.Error.Code != "internal_error" {
+			t.Fatalf("panic answered %d %s", resp.StatusCode(), resp.Body())
+		}
+		if strings.Contains(string(resp.Body()), "exploded") {
+			t.Errorf("panic value leaked: %s", resp.Body())
+		}
+	}
+	if got := s.Metrics().PanicsRecovered; got != 2 {
+		t.Errorf("PanicsRecovered = %d", got)
+	}
+}
+
+func TestPublishFailureNeverAccepts(t *testing.T) {
+	s, tok := unitServer(t, &fixedResolver{acct: testAccount()}, failingSink{})
+	ctx := sendCtx(tok, `{"messaging_product":"whatsapp","to":"1","type":"text","text":{"body":"x"}}`)
+	s.Handler()(ctx)
+	if ctx.Response.StatusCode() != 503 || string(ctx.Response.Header.Peek("Retry-After")) != "1" {
+		t.Fatalf("got %d %s", ctx.Response.StatusCode(), ctx.Response.Body())
+	}
+}
+
+func TestRecorderDropsWhenFull(t *testing.T) {
+	// No workers: the buffer of one fills at once.
+	r := &recorder{ch: make(chan acceptedRecord, 1), log: slog.New(slog.DiscardHandler)}
+	for range 3 {
+		r.add(acceptedRecord{tenantID: "t1"})
+	}
+	if got := r.dropped.Load(); got != 2 {
+		t.Errorf("dropped = %d, want 2", got)
+	}
+	rec := acceptedRecord{recipient: newDigits([]byte("15551230000")), key: "k"}
+	if m := rec.message(); m.Recipient != "15551230000" || m.IdempotencyKey != "k" || m.Status != "accepted" {
+		t.Errorf("message() = %+v", m)
+	}
+}
+
+func sendCtx(tok, body string) *fasthttp.RequestCtx {
+	var ctx fasthttp.RequestCtx
+	// Init gives the context the fake server that Done and Err need.
+	ctx.Init(&fasthttp.Request{}, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}, nil)
+	ctx.Request.Header.SetMethod("POST")
+	ctx.Request.SetRequestURI("/v1/messages")
+	ctx.Request.Header.Set("Authorization", "Bearer "+tok)
+	ctx.Request.Header.SetContentType("application/json")
+	ctx.Request.SetBodyString(body)
+	return &ctx
+}
+
+const benchBody = `{"messaging_product":"whatsapp","recipient_type":"individual","to":"+15551234567","type":"text","text":{"preview_url":false,"body":"Your order 4711 has shipped and arrives on Tuesday."}}`
+
+// BenchmarkSendHandler drives the full handler (request id, JWT verification through
+// the verified-token cache, validation, account lookup, envelope, publish to a no-op
+// sink, 202) against a bare handler that only answers 202.
+func BenchmarkSendHandler(b *testing.B) {
+	s, tok := unitServer(b, &fixedResolver{acct: testAccount()}, nopSink{})
+	h := s.Handler()
+	run := func(b *testing.B, h fasthttp.RequestHandler, body string, key string) {
+		ctx := sendCtx(tok, body)
+		if key != "" {
+			ctx.Request.Header.Set("Idempotency-Key", key)
+		}
+		b.ReportAllocs()
+		b.SetBytes(int64(len(body)))
+		for b.Loop() {
+			ctx.Response.Reset()
+			h(ctx)
+			if ctx.Response.StatusCode() != fasthttp.StatusAccepted {
+				b.Fatalf("status %d: %s", ctx.Response.StatusCode(), ctx.Response.Body())
+			}
+		}
+	}
+	b.Run("bare", func(b *testing.B) {
+		run(b, func(ctx *fasthttp.RequestCtx) {
+			ctx.SetStatusCode(fasthttp.StatusAccepted)
+			ctx.SetContentType("application/json")
+			ctx.SetBodyString(`{"id":"00000000-0000-0000-0000-000000000000","status":"accepted"}`)
+		}, benchBody, "")
+	})
+	b.Run("send", func(b *testing.B) { run(b, h, benchBody, "") })
+	b.Run("send-idempotency-key", func(b *testing.B) { run(b, h, benchBody, "order-4711") })
+	b.Run("send-strip-phone_number_id", func(b *testing.B) {
+		run(b, h, strings.Replace(benchBody, `"to"`, `"phone_number_id":"1001","to"`, 1), "")
+	})
+}
