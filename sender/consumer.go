@@ -272,10 +272,8 @@ func (s *Sender) runPartition(p *partition, ready map[int]chan struct{}) {
 		p.tracker.add(m.Offset)
 		p.jobs.Add(1)
 		env, bad := decodeSend(m.Value)
-		j := &job{part: p, offset: m.Offset, env: env, bad: bad, key: keyOf(env)}
+		j := &job{part: p, offset: m.Offset, env: env, bad: bad, key: keyOf(env), origin: originOf(m, p.retry)}
 		if !p.retry {
-			j.seq = s.parked.now()
-			j.follow = s.parked.has(j.key)
 			s.lanes.enqueue(j.key, j)
 			continue
 		}
@@ -305,14 +303,7 @@ func (s *Sender) releaseDue(p *partition, dq *delayQueue[recipientKey, *job]) {
 	defer timer.Stop()
 	for {
 		for _, j := range dq.popDue(time.Now()) {
-			j.seq = s.parked.now()
-			// Enqueue before forgetting the park: a wa.sends message of the recipient
-			// dispatched meanwhile either still sees the park (and follows) or lands
-			// behind this one in the lane.
 			s.lanes.enqueue(j.key, j)
-			if j.env.ID != "" {
-				s.parked.remove(j.key, j.env.ID)
-			}
 		}
 		wait := time.Hour
 		if next, ok := dq.next(); ok {
@@ -366,8 +357,10 @@ func (s *Sender) scanParked(p *partition, r *kafka.Reader, log *slog.Logger) {
 			return
 		}
 		if env, bad := decodeSend(m.Value); bad == nil {
-			s.parked.add(keyOf(env), env.ID)
-			n++
+			if origin := originOf(m, true); origin >= 0 {
+				s.parked.add(keyOf(env), origin)
+				n++
+			}
 		}
 		if m.Offset >= last-1 {
 			break

@@ -1,6 +1,9 @@
 package sender
 
-import "sync"
+import (
+	"slices"
+	"sync"
+)
 
 // recipientKey names an ordered stream of sends: one recipient of one phone number of one
 // tenant. Sends with the same key go out strictly in the order they were accepted; sends
@@ -69,89 +72,61 @@ func (l *lanes[K, J]) size() int {
 	return len(l.active)
 }
 
-// parkedSet remembers, per recipient, the messages handed to wa.sends.retry that the
-// retry consumer has not taken back yet. While a recipient has one, its later messages
-// follow it into the retry topic instead of overtaking it (see Sender.mustFollow).
+// parkedSet remembers, per recipient, the messages handed to wa.sends.retry whose copy
+// has not yet reached the head of its lane, by origin: the offset the message had in its
+// wa.sends partition. All of a recipient's messages come from one wa.sends partition (it
+// is keyed by tenant), so origins order them as they were accepted, and the retry
+// topic carries each copy's origin in a header.
 //
-// Every entry carries the park clock's value when it was added, so a job can tell the
-// messages parked before it was dispatched from those parked after (which can only come
-// from jobs ahead of it in its lane, so are earlier than it).
+// The rule (Sender.handle): a message may go ahead only while no earlier message of its
+// recipient (smaller origin) is parked; otherwise it follows them into the retry topic.
+// Copies in the retry topic need not be in order among themselves: an earlier copy that
+// comes back later simply makes the later ones bounce again until it is through.
 //
+// An entry lives until its copy reaches the head of its lane, not merely until the retry
+// consumer reads it: a message queued in the lane ahead of the copy must still see it.
 // It is rebuilt at the start of every consumer-group generation from the retry
 // partitions' uncommitted backlog, so the rule survives restarts and rebalances.
 type parkedSet struct {
-	mu    sync.Mutex
-	clock uint64
-	m     map[recipientKey]map[string]parkedEntry // by message id
+	mu sync.Mutex
+	m  map[recipientKey][]int64 // origins, sorted, one per parked copy
 }
 
-type parkedEntry struct {
-	copies int    // copies of the message in the retry topic
-	seq    uint64 // park clock when the latest copy was added
-}
+func newParkedSet() *parkedSet { return &parkedSet{m: make(map[recipientKey][]int64)} }
 
-func newParkedSet() *parkedSet {
-	return &parkedSet{m: make(map[recipientKey]map[string]parkedEntry)}
-}
-
-// add records one more copy of id in the retry topic.
-func (p *parkedSet) add(key recipientKey, id string) {
+// add records one more parked copy with that origin.
+func (p *parkedSet) add(key recipientKey, origin int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.clock++
-	ids := p.m[key]
-	if ids == nil {
-		ids = make(map[string]parkedEntry)
-		p.m[key] = ids
-	}
-	e := ids[id]
-	ids[id] = parkedEntry{copies: e.copies + 1, seq: p.clock}
+	s := p.m[key]
+	i, _ := slices.BinarySearch(s, origin)
+	p.m[key] = slices.Insert(s, i, origin)
 }
 
-// remove forgets one copy of id; removing what is not there does nothing.
-func (p *parkedSet) remove(key recipientKey, id string) {
+// remove forgets one parked copy with that origin; removing what is not there does
+// nothing.
+func (p *parkedSet) remove(key recipientKey, origin int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	ids := p.m[key]
-	e, ok := ids[id]
+	s := p.m[key]
+	i, ok := slices.BinarySearch(s, origin)
 	if !ok {
 		return
 	}
-	e.copies--
-	if e.copies > 0 {
-		ids[id] = e
+	s = slices.Delete(s, i, i+1)
+	if len(s) == 0 {
+		delete(p.m, key)
 		return
 	}
-	delete(ids, id)
-	if len(ids) == 0 {
-		delete(p.m, key)
-	}
+	p.m[key] = s
 }
 
-// now returns the park clock: entries added later have a greater seq.
-func (p *parkedSet) now() uint64 {
+// hasBefore reports whether key has a parked copy of a message earlier than origin.
+func (p *parkedSet) hasBefore(key recipientKey, origin int64) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.clock
-}
-
-// has reports whether key has any message in the retry topic.
-func (p *parkedSet) has(key recipientKey) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.m[key]) > 0
-}
-
-// parkedSince reports whether key has a message parked after clock value seq.
-func (p *parkedSet) parkedSince(key recipientKey, seq uint64) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, e := range p.m[key] {
-		if e.seq > seq {
-			return true
-		}
-	}
-	return false
+	s := p.m[key]
+	return len(s) > 0 && s[0] < origin
 }
 
 func (p *parkedSet) reset() {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -25,12 +26,26 @@ type job struct {
 	env *queue.Envelope
 	bad error
 	key recipientKey
-	// follow: (wa.sends) the recipient had a message in the retry topic when this one
-	// was dispatched, so this one must go there too.
-	follow bool
-	// seq is the park clock at dispatch: a park of the recipient after it came from a job
-	// ahead of this one in its lane.
-	seq uint64
+	// origin is the message's offset in its wa.sends partition (carried on the retry
+	// topic in a header), which orders a recipient's messages; -1 if unknown.
+	origin int64
+}
+
+// originHeader carries a retry copy's origin.
+const originHeader = "aerogate-origin-offset"
+
+func originOf(m kafka.Message, retry bool) int64 {
+	if !retry {
+		return m.Offset
+	}
+	for _, h := range m.Headers {
+		if h.Key == originHeader {
+			if o, err := strconv.ParseInt(string(h.Value), 10, 64); err == nil && o >= 0 {
+				return o
+			}
+		}
+	}
+	return -1
 }
 
 // decodeSend parses a value of wa.sends or wa.sends.retry. On error the envelope holds
@@ -79,9 +94,15 @@ func (s *Sender) handle(j *job) bool {
 	if j.bad != nil {
 		return s.failForGood(j, nil, &queue.EnvelopeError{Title: j.bad.Error()})
 	}
-	if j.follow || s.parked.parkedSince(j.key, j.seq) {
-		s.stats.followed.Add(1)
-		return s.park(j, env.Attempt, nil, nil, "following an earlier message of the recipient")
+	// Recipient order across the retry topic (the rule is at parkedSet).
+	if j.origin >= 0 {
+		if j.part.retry {
+			s.parked.remove(j.key, j.origin)
+		}
+		if s.parked.hasBefore(j.key, j.origin) {
+			s.stats.followed.Add(1)
+			return s.park(j, env.Attempt, nil, nil, "following an earlier message of the recipient")
+		}
 	}
 
 	attempt := env.Attempt // failed Graph attempts so far
@@ -286,6 +307,7 @@ func (s *Sender) failForGood(j *job, acct *account.Account, e *queue.EnvelopeErr
 
 // park hands the message to wa.sends.retry (attempt failed attempts so far, not before
 // nb) and records it in the parked set first, so later messages of the recipient follow.
+// e is why; nil means the message is only following an earlier one.
 func (s *Sender) park(j *job, attempt int, nb *time.Time, e *queue.EnvelopeError, why string) bool {
 	env := *j.env
 	env.Attempt = attempt
@@ -296,9 +318,13 @@ func (s *Sender) park(j *job, attempt int, nb *time.Time, e *queue.EnvelopeError
 		s.log.Error("encoding retry", "message_id", env.ID, "err", err)
 		return s.failForGood(j, nil, &queue.EnvelopeError{Title: err.Error()})
 	}
-	s.parked.add(j.key, env.ID)
+	if j.origin >= 0 {
+		s.parked.add(j.key, j.origin)
+	}
 	if !s.produce(j, s.retryPub, value) {
-		s.parked.remove(j.key, env.ID)
+		if j.origin >= 0 {
+			s.parked.remove(j.key, j.origin)
+		}
 		return false
 	}
 	s.stats.parked.Add(1)
@@ -312,6 +338,9 @@ func (s *Sender) park(j *job, attempt int, nb *time.Time, e *queue.EnvelopeError
 // from, retrying until the broker acknowledges or the partition goes away.
 func (s *Sender) produce(j *job, pub *queue.Publisher, value []byte) bool {
 	msg := kafka.Message{Key: []byte(j.env.TenantID), Value: value, Partition: j.part.id}
+	if j.origin >= 0 {
+		msg.Headers = []kafka.Header{{Key: originHeader, Value: strconv.AppendInt(nil, j.origin, 10)}}
+	}
 	for attempt := 1; ; attempt++ {
 		err := pub.PublishMessages(context.WithoutCancel(j.part.ctx), msg)
 		if err == nil {

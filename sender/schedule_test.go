@@ -190,37 +190,42 @@ func TestLanesKeepPerKeyOrderAndRunKeysConcurrently(t *testing.T) {
 	}
 }
 
-func TestParkedSetCountsCopies(t *testing.T) {
+func TestParkedSetOrdersByOrigin(t *testing.T) {
 	p := newParkedSet()
 	a := recipientKey{"t1", "p1", "111"}
 	b := recipientKey{"t1", "p1", "222"}
-	p.add(a, "m1")
-	p.add(a, "m1") // a redelivered copy parked twice
-	p.add(a, "m2")
-	if !p.has(a) || p.has(b) {
-		t.Fatal("has wrong after add")
+	p.add(a, 10)
+	p.add(a, 7)
+	p.add(a, 7) // a redelivered copy parked twice
+	tests := []struct {
+		origin int64
+		want   bool
+	}{{5, false}, {7, false}, {8, true}, {100, true}}
+	for _, tt := range tests {
+		if got := p.hasBefore(a, tt.origin); got != tt.want {
+			t.Errorf("hasBefore(%d) = %v, want %v", tt.origin, got, tt.want)
+		}
 	}
-	p.remove(b, "m1") // nothing there
-	p.remove(a, "m1")
-	p.remove(a, "m2")
-	if !p.has(a) {
-		t.Fatal("second copy of m1 forgotten")
+	if p.hasBefore(b, 100) {
+		t.Fatal("another recipient sees a's parks")
 	}
-	p.remove(a, "m1")
-	if p.has(a) || p.size() != 0 {
+	p.remove(b, 7)  // nothing there
+	p.remove(a, 99) // nothing there
+	p.remove(a, 7)
+	if !p.hasBefore(a, 8) {
+		t.Fatal("second copy of 7 forgotten")
+	}
+	p.remove(a, 7)
+	if p.hasBefore(a, 8) || !p.hasBefore(a, 11) {
+		t.Fatal("wrong after removing both copies of 7")
+	}
+	p.remove(a, 10)
+	if p.size() != 0 {
 		t.Fatal("set not empty after every copy removed")
 	}
-	p.add(b, "x")
-	seq := p.now()
-	if p.parkedSince(b, seq) || !p.parkedSince(b, seq-1) {
-		t.Fatal("parkedSince does not compare with the park clock")
-	}
-	p.add(b, "y")
-	if !p.parkedSince(b, seq) || p.parkedSince(a, 0) {
-		t.Fatal("parkedSince misses a later park or sees another key")
-	}
+	p.add(b, 1)
 	p.reset()
-	if p.has(b) {
+	if p.hasBefore(b, 2) {
 		t.Fatal("reset kept entries")
 	}
 }

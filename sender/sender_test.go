@@ -1,10 +1,18 @@
 package sender_test
 
 import (
+	"context"
 	"fmt"
+	"math"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
+	"github.com/aerostic/aerogate/internal/account"
+	"github.com/aerostic/aerogate/internal/fakemeta"
 	"github.com/aerostic/aerogate/internal/message"
 	"github.com/aerostic/aerogate/internal/queue"
 )
@@ -56,5 +64,394 @@ func TestEachTenantSendsWithItsOwnToken(t *testing.T) {
 	}
 	if st := s.Stats(); st.Sent != int64(len(envs)) || st.GraphCalls != int64(len(envs)) {
 		t.Errorf("stats %+v, want %d sent in as many Graph calls", st, len(envs))
+	}
+}
+
+func TestPerRecipientOrderHoldsUnderConcurrencyAndRetries(t *testing.T) {
+	e := newTestEnv(t)
+	a := e.addAccount("tenant-order", "4001", "token-order", 1000)
+	e.fake.SetLatency(2 * time.Millisecond)
+	const recipients, perRecipient = 30, 25
+	to := func(r int) string { return fmt.Sprintf("1555100%04d", r) }
+	// Some recipients start with errors: retried in the lane, or (longer backoffs) through
+	// the retry topic, where their later messages must follow them.
+	for r := 0; r < recipients; r += 3 {
+		spec := fakemeta.ErrorSpec{Code: 131056, Title: "(#131056) Pair rate limit hit"}
+		switch r % 9 {
+		case 3:
+			spec = fakemeta.ErrorSpec{Code: 130429, Title: "(#130429) Rate limit hit"}
+		case 6:
+			spec = fakemeta.ErrorSpec{HTTPStatus: 503, Code: 2, Title: "Service temporarily unavailable"}
+		}
+		e.fake.FailRecipient(to(r), 3, spec)
+	}
+	var envs []*queue.Envelope
+	for i := range perRecipient {
+		for r := range recipients {
+			envs = append(envs, newEnvelope(a, to(r), fmt.Sprintf("r%02d-%03d", r, i)))
+		}
+	}
+	cfg := testSenderConfig()
+	cfg.InProcessRetryMax = 10 * time.Millisecond // most retries go through the retry topic
+	s := e.startSender(cfg, e.graphConfig())
+	e.produce(envs...)
+	e.waitStatus(30*time.Second, message.StatusSent, envs...)
+
+	seqs := map[string][]int{}
+	for _, r := range e.fake.Received() {
+		if r.WAMID == "" {
+			continue
+		}
+		var rcpt, seq int
+		if _, err := fmt.Sscanf(bodyText(r.Body), "r%02d-%03d", &rcpt, &seq); err != nil {
+			t.Fatalf("unexpected body %q", r.Body)
+		}
+		seqs[r.To] = append(seqs[r.To], seq)
+	}
+	for r := range recipients {
+		got := seqs[to(r)]
+		if len(got) != perRecipient {
+			t.Errorf("recipient %d: %d sends accepted, want %d", r, len(got), perRecipient)
+			continue
+		}
+		for i, seq := range got {
+			if seq != i {
+				t.Errorf("recipient %d: arrival order %v, want 0..%d", r, got, perRecipient-1)
+				break
+			}
+		}
+	}
+	st := s.Stats()
+	t.Logf("stats: %+v", st)
+	if st.Parked == 0 || st.Retried == 0 {
+		t.Errorf("the retry topic was not exercised: %+v", st)
+	}
+}
+
+func TestStoppedAccountsWaitWhileOthersFlow(t *testing.T) {
+	e := newTestEnv(t)
+	good := e.addAccount("tenant-good", "5001", "token-good", 1000)
+	// The fake knows a newer token than the one stored: Meta answers 190.
+	revoked := e.addAccount("tenant-revoked", "5002", "token-revoked-old", 1000)
+	e.fake.SetToken("5002", "token-revoked-new")
+	past := time.Now().Add(-time.Hour)
+	expired, err := e.accounts.Upsert(context.Background(), account.UpsertInput{
+		TenantID: "tenant-expired", WABAID: "waba-x", PhoneNumberID: "5003", AccessToken: "token-expired-old", TokenExpiresAt: &past,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.fake.SetToken("5003", "token-expired-new")
+
+	var goodEnvs, revokedEnvs, expiredEnvs []*queue.Envelope
+	for i := range 30 {
+		goodEnvs = append(goodEnvs, newEnvelope(good, "15552220001", fmt.Sprintf("good-%d", i)))
+		revokedEnvs = append(revokedEnvs, newEnvelope(revoked, "15552220002", fmt.Sprintf("revoked-%d", i)))
+		expiredEnvs = append(expiredEnvs, newEnvelope(expired, "15552220003", fmt.Sprintf("expired-%d", i)))
+	}
+	s := e.startSender(testSenderConfig(), e.graphConfig())
+	for i := range goodEnvs {
+		e.produce(revokedEnvs[i], expiredEnvs[i], goodEnvs[i])
+	}
+	e.waitStatus(20*time.Second, message.StatusSent, goodEnvs...)
+	// Let the stopped tenants' messages go round the retry topic a few times.
+	time.Sleep(time.Second)
+
+	ids := func(envs []*queue.Envelope) []string {
+		var out []string
+		for _, e := range envs {
+			out = append(out, e.ID)
+		}
+		return out
+	}
+	for id, st := range e.statuses(append(ids(revokedEnvs), ids(expiredEnvs)...)) {
+		if st == message.StatusSent || st == message.StatusFailed {
+			t.Fatalf("message %s of a stopped account is %s", id, st)
+		}
+	}
+	acct, err := e.accounts.Get(context.Background(), "tenant-revoked", "5002")
+	if err != nil || acct.TokenStatus != account.StatusInvalid {
+		t.Fatalf("revoked account: status %v, %v; want invalid", acct.TokenStatus, err)
+	}
+	for _, r := range e.fake.Received() {
+		switch r.PhoneNumberID {
+		case "5003":
+			t.Fatalf("a send with an expired token reached Graph")
+		case "5002":
+			if r.WAMID != "" {
+				t.Fatalf("a send with a revoked token was accepted")
+			}
+		}
+	}
+	st := s.Stats()
+	if st.Waiting == 0 || st.Failed != 0 || st.DLQ != 0 {
+		t.Fatalf("stats %+v: want waits and no failures", st)
+	}
+
+	// The tenants reconnect: their messages go out with the new tokens.
+	e.addAccount("tenant-revoked", "5002", "token-revoked-new", 1000)
+	e.addAccount("tenant-expired", "5003", "token-expired-new", 1000)
+	e.waitStatus(20*time.Second, message.StatusSent, append(revokedEnvs, expiredEnvs...)...)
+	for _, r := range e.fake.Received() {
+		if r.WAMID == "" {
+			continue
+		}
+		want := map[string]string{"5001": "token-good", "5002": "token-revoked-new", "5003": "token-expired-new"}[r.PhoneNumberID]
+		if r.Token != want {
+			t.Errorf("accepted send from %s did not carry its account's current token", r.PhoneNumberID)
+		}
+	}
+	// Waiting is not an attempt: one Graph call for each message once it could send,
+	// plus at most the calls refused with 190 before the account was marked.
+	for _, env := range expiredEnvs {
+		if m := e.message(env.TenantID, env.ID); m.Attempts != 1 {
+			t.Errorf("expired-token message made %d attempts, want 1", m.Attempts)
+		}
+	}
+}
+
+func TestPausedNumberWaitsThenSends(t *testing.T) {
+	e := newTestEnv(t)
+	tests := []struct {
+		number string
+		code   int
+	}{
+		{"7001", 131048},
+		{"7002", 368},
+	}
+	var envs []*queue.Envelope
+	for _, tt := range tests {
+		a := e.addAccount("tenant-"+tt.number, tt.number, "token-"+tt.number, 1000)
+		e.fake.FailNext(tt.number, 1, fakemeta.ErrorSpec{Code: tt.code, Title: fmt.Sprintf("(#%d) restricted", tt.code)})
+		envs = append(envs, newEnvelope(a, "15553330000", "paused-"+tt.number))
+	}
+	s := e.startSender(testSenderConfig(), e.graphConfig())
+	e.produce(envs...)
+	e.waitStatus(20*time.Second, message.StatusSent, envs...)
+	for _, tt := range tests {
+		a, err := e.accounts.Get(context.Background(), "tenant-"+tt.number, tt.number)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.PausedUntil == nil || a.PausedReason == "" {
+			t.Errorf("number %s (code %d) was not paused: %v %q", tt.number, tt.code, a.PausedUntil, a.PausedReason)
+		}
+	}
+	if st := s.Stats(); st.Waiting < 2 || st.Failed != 0 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+func TestRetryableErrorsAreRetriedUntilTheySucceed(t *testing.T) {
+	e := newTestEnv(t)
+	tests := []struct {
+		name string
+		spec fakemeta.ErrorSpec
+	}{
+		{"throughput 130429", fakemeta.ErrorSpec{Code: 130429, Title: "(#130429) Rate limit hit"}},
+		{"pair rate 131056", fakemeta.ErrorSpec{Code: 131056, Title: "(#131056) Pair rate limit hit"}},
+		{"app rate 4", fakemeta.ErrorSpec{Code: 4, Title: "(#4) Application request limit reached"}},
+		{"waba rate 80007", fakemeta.ErrorSpec{Code: 80007, Title: "(#80007) Rate limit issues"}},
+		{"temporary 1", fakemeta.ErrorSpec{Code: 1, Title: "An unknown error occurred"}},
+		{"temporary 2", fakemeta.ErrorSpec{Code: 2, Title: "Service temporarily unavailable"}},
+		{"http 503 without a code", fakemeta.ErrorSpec{HTTPStatus: 503, Title: "Service Unavailable"}},
+		{"http 500 code 131000", fakemeta.ErrorSpec{HTTPStatus: 500, Code: 131000, Title: "Something went wrong"}},
+	}
+	const failures = 3
+	var envs []*queue.Envelope
+	for i, tt := range tests {
+		number := fmt.Sprintf("80%02d", i)
+		a := e.addAccount(fmt.Sprintf("tenant-retry-%d", i), number, "token-"+number, 1000)
+		e.fake.FailNext(number, failures, tt.spec)
+		envs = append(envs, newEnvelope(a, "15554440000", tt.name))
+	}
+	s := e.startSender(testSenderConfig(), e.graphConfig())
+	e.produce(envs...)
+	e.waitStatus(20*time.Second, message.StatusSent, envs...)
+
+	byNumber := map[string][]int{}
+	for _, r := range e.fake.Received() {
+		byNumber[r.PhoneNumberID] = append(byNumber[r.PhoneNumberID], r.ErrorCode)
+	}
+	for i, tt := range tests {
+		number := envs[i].PhoneNumberID
+		calls := byNumber[number]
+		if len(calls) != failures+1 || calls[failures] != 0 {
+			t.Errorf("%s: calls %v, want %d refusals then one success", tt.name, calls, failures)
+		}
+		if m := e.message(envs[i].TenantID, envs[i].ID); m.Attempts != failures+1 || m.WAMID == "" {
+			t.Errorf("%s: attempts %d wamid %q", tt.name, m.Attempts, m.WAMID)
+		}
+	}
+	if st := s.Stats(); st.Retried != int64(len(tests)*failures) || st.Failed != 0 {
+		t.Errorf("stats %+v, want %d retries", st, len(tests)*failures)
+	}
+}
+
+func TestTimeoutIsRetried(t *testing.T) {
+	e := newTestEnv(t)
+	a := e.addAccount("tenant-slow", "8101", "token-slow", 1000)
+	e.fake.SetLatency(time.Second)
+	gc := e.graphConfig()
+	gc.Timeout = 300 * time.Millisecond
+	s := e.startSender(testSenderConfig(), gc)
+	env := newEnvelope(a, "15554440001", "slow")
+	e.produce(env)
+	eventually(t, 10*time.Second, "first call", func() error {
+		if len(e.fake.Received()) == 0 {
+			return fmt.Errorf("no call yet")
+		}
+		return nil
+	})
+	e.fake.SetLatency(0)
+	e.waitStatus(10*time.Second, message.StatusSent, env)
+	if m := e.message(env.TenantID, env.ID); m.Attempts < 2 {
+		t.Errorf("attempts %d, want a retry after the timeout", m.Attempts)
+	}
+	if st := s.Stats(); st.Retried == 0 {
+		t.Errorf("stats %+v: no retry", st)
+	}
+}
+
+func TestPermanentErrorsGoToTheDLQ(t *testing.T) {
+	e := newTestEnv(t)
+	tests := []struct {
+		code  int
+		title string
+	}{
+		{131026, "Message undeliverable"},
+		{131047, "Re-engagement message"},
+		{131049, "Meta chose not to deliver"},
+		{100, "(#100) Invalid parameter"},
+	}
+	var envs []*queue.Envelope
+	for i, tt := range tests {
+		number := fmt.Sprintf("90%02d", i)
+		a := e.addAccount(fmt.Sprintf("tenant-perm-%d", i), number, "token-"+number, 1000)
+		e.fake.FailNext(number, 1, fakemeta.ErrorSpec{Code: tt.code, Title: tt.title})
+		envs = append(envs, newEnvelope(a, "15555550000", fmt.Sprintf("perm-%d", tt.code)))
+	}
+	// A number that never stops failing with a retryable error: the last attempt fails it.
+	exhausted := e.addAccount("tenant-exhausted", "9101", "token-9101", 1000)
+	e.fake.FailNext("9101", -1, fakemeta.ErrorSpec{Code: 130429, Title: "(#130429) Rate limit hit"})
+	exhaustedEnv := newEnvelope(exhausted, "15555550001", "exhausted")
+	// A send for an account that does not exist.
+	ghost := newEnvelope(&account.Account{ID: uuid.NewString(), TenantID: "tenant-ghost", PhoneNumberID: "9999"}, "15555550002", "ghost")
+
+	cfg := testSenderConfig()
+	cfg.MaxAttempts = 3
+	s := e.startSender(cfg, e.graphConfig())
+	e.produce(append(envs, exhaustedEnv, ghost)...)
+	// Malformed: not an envelope at all.
+	if err := e.sendsPub.Publish(context.Background(), []byte("tenant-junk"), []byte(`{"id":"x","payload":1`)); err != nil {
+		t.Fatal(err)
+	}
+	all := append(envs, exhaustedEnv, ghost)
+	e.waitStatus(20*time.Second, message.StatusFailed, all...)
+
+	dead := readDLQ(t, e.dlqReader(), len(all)+1, 20*time.Second)
+	for i, tt := range tests {
+		m := e.message(envs[i].TenantID, envs[i].ID)
+		if m.ErrorCode != tt.code || m.ErrorTitle != tt.title || m.Attempts != 1 {
+			t.Errorf("code %d: message has %d %q after %d attempts", tt.code, m.ErrorCode, m.ErrorTitle, m.Attempts)
+		}
+		d := dead[envs[i].ID]
+		if d == nil || d.Error == nil || d.Error.Code != tt.code || d.Error.Title != tt.title {
+			t.Errorf("code %d: dead letter %+v", tt.code, d)
+		}
+	}
+	if m := e.message(exhaustedEnv.TenantID, exhaustedEnv.ID); m.ErrorCode != 130429 || m.Attempts != 3 {
+		t.Errorf("exhausted: code %d after %d attempts, want 130429 after 3", m.ErrorCode, m.Attempts)
+	}
+	if d := dead[exhaustedEnv.ID]; d == nil || d.Error == nil || d.Error.Code != 130429 {
+		t.Errorf("exhausted dead letter %+v", d)
+	}
+	if m := e.message(ghost.TenantID, ghost.ID); m.ErrorTitle == "" {
+		t.Errorf("ghost: no error title")
+	}
+	if d := dead[""]; d == nil || d.Error == nil || !strings.Contains(d.Error.Title, "invalid envelope") {
+		t.Errorf("malformed dead letter %+v", d)
+	}
+	st := s.Stats()
+	if st.Failed != int64(len(all)) || st.DLQ != int64(len(all)+1) {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+func TestRateLimitPacesEachNumber(t *testing.T) {
+	e := newTestEnv(t)
+	tests := []struct {
+		number string
+		mps    int
+		n      int
+	}{
+		{"6001", 50, 150},
+		{"6002", 100, 300},
+	}
+	var envs []*queue.Envelope
+	for _, tt := range tests {
+		a := e.addAccount("tenant-"+tt.number, tt.number, "token-"+tt.number, tt.mps)
+		for i := range tt.n {
+			// Many recipients, so the lanes do not serialize the sends: only the bucket paces.
+			envs = append(envs, newEnvelope(a, fmt.Sprintf("1556%07d", i), fmt.Sprintf("%s-%d", tt.number, i)))
+		}
+	}
+	e.produce(envs...)
+	e.startSender(testSenderConfig(), e.graphConfig())
+	e.waitStatus(30*time.Second, message.StatusSent, envs...)
+
+	at := map[string][]time.Time{}
+	for _, r := range e.fake.Received() {
+		if r.WAMID != "" {
+			at[r.PhoneNumberID] = append(at[r.PhoneNumberID], r.At)
+		}
+	}
+	for _, tt := range tests {
+		ts := at[tt.number]
+		if len(ts) != tt.n {
+			t.Fatalf("%s: %d accepted, want %d", tt.number, len(ts), tt.n)
+		}
+		slices.SortFunc(ts, func(a, b time.Time) int { return a.Compare(b) })
+		// Skip the initial burst: the pace is what follows it.
+		from := ts[10]
+		span := ts[len(ts)-1].Sub(from)
+		rate := float64(len(ts)-11) / span.Seconds()
+		t.Logf("%s: %d sends in %v: %.1f/s (limit %d)", tt.number, len(ts)-10, span, rate, tt.mps)
+		if math.Abs(rate-float64(tt.mps)) > 0.1*float64(tt.mps) {
+			t.Errorf("%s paced at %.1f/s, want %d ± 10%%", tt.number, rate, tt.mps)
+		}
+	}
+}
+
+func TestRedeliveredMessagesAreNotSentTwice(t *testing.T) {
+	e := newTestEnv(t)
+	a := e.addAccount("tenant-dup", "9501", "token-dup", 1000)
+	env := newEnvelope(a, "15557770000", "once")
+	done := newEnvelope(a, "15557770000", "already sent")
+	if _, err := e.pool.Exec(context.Background(), `
+		INSERT INTO messages (id, tenant_id, account_id, phone_number_id, recipient, status, wamid, attempts)
+		VALUES ($1, $2, $3, $4, $5, 'sent', 'wamid.before', 1)`, done.ID, done.TenantID, done.AccountID, done.PhoneNumberID, done.Recipient); err != nil {
+		t.Fatal(err)
+	}
+	s := e.startSender(testSenderConfig(), e.graphConfig())
+	// The same envelope three times, as a producer retry or a redelivery would leave it.
+	e.produce(env, env, done, env)
+	e.waitStatus(10*time.Second, message.StatusSent, env)
+	eventually(t, 10*time.Second, "all four handled", func() error {
+		if st := s.Stats(); st.Sent+st.Skipped != 4 {
+			return fmt.Errorf("stats %+v", st)
+		}
+		return nil
+	})
+	for _, r := range e.fake.Received() {
+		if bodyText(r.Body) == "already sent" {
+			t.Fatal("an already sent message was sent again")
+		}
+	}
+	if n := len(e.fake.Received()); n != 1 {
+		t.Fatalf("fake received %d sends, want 1", n)
+	}
+	if m := e.message(done.TenantID, done.ID); m.WAMID != "wamid.before" || m.Attempts != 1 {
+		t.Fatalf("already sent message changed: %+v", m)
 	}
 }
