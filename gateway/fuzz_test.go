@@ -2,10 +2,14 @@ package gateway
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"testing"
 
+	"github.com/segmentio/kafka-go"
 	"github.com/valyala/fastjson"
+
+	"github.com/aerostic/aerogate/internal/queue"
 )
 
 func FuzzParseSendRequest(f *testing.F) {
@@ -74,6 +78,55 @@ func FuzzParseBearer(f *testing.F) {
 		}
 		if !bytes.HasPrefix(bytes.ToLower(bytes.TrimSpace(h)), []byte("bearer")) {
 			t.Fatalf("accepted a non-Bearer scheme: %q", h)
+		}
+	})
+}
+
+// captureSink keeps the last published message.
+type captureSink struct{ last kafka.Message }
+
+func (c *captureSink) WriteMessages(_ context.Context, msgs ...kafka.Message) error {
+	m := msgs[0]
+	c.last = kafka.Message{Key: append([]byte(nil), m.Key...), Value: append([]byte(nil), m.Value...)}
+	return nil
+}
+
+// FuzzSendHandler drives the whole handler: no input gets a 500, and every accepted
+// send publishes an envelope that queue.Decode reads back with the tenant as key.
+func FuzzSendHandler(f *testing.F) {
+	f.Add([]byte(benchBody), []byte("k1"), []byte("/v1/messages"))
+	f.Add([]byte(`{"messaging_product":"whatsapp","phone_number_id":"1001","tenantId":"t1","to":"1","type":"contacts","contacts":[{"a":"\u00e9"}]}`), []byte(""), []byte("/v22.0/1001/messages"))
+	f.Add([]byte(`{}`), []byte("\x00"), []byte("/v1/messages?tenantId=t2"))
+	sink := &captureSink{}
+	s, tok := unitServer(f, &fixedResolver{acct: testAccount()}, sink)
+	h := s.Handler()
+	f.Fuzz(func(t *testing.T, body, key, uri []byte) {
+		ctx := sendCtx(tok, string(body))
+		ctx.Request.SetRequestURIBytes(uri)
+		if len(key) > 0 {
+			ctx.Request.Header.SetBytesV("Idempotency-Key", key)
+		}
+		sink.last = kafka.Message{}
+		h(ctx)
+		status := ctx.Response.StatusCode()
+		if status >= 500 {
+			t.Fatalf("status %d for body %q: %s", status, body, ctx.Response.Body())
+		}
+		if status != 200 && status != 202 {
+			if sink.last.Value != nil {
+				t.Fatalf("published although answered %d", status)
+			}
+			return
+		}
+		env, err := queue.Decode(sink.last.Value)
+		if err != nil {
+			t.Fatalf("published envelope does not decode: %v: %s", err, sink.last.Value)
+		}
+		if string(sink.last.Key) != "t1" || env.TenantID != "t1" || env.PhoneNumberID != "1001" {
+			t.Fatalf("envelope %+v key %q", env, sink.last.Key)
+		}
+		if bytes.Contains(sink.last.Value, []byte("secret-meta-token")) || bytes.Contains(sink.last.Value, []byte(tok)) {
+			t.Fatal("token in envelope")
 		}
 	})
 }

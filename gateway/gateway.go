@@ -73,8 +73,9 @@ type Options struct {
 	IdleTimeout  time.Duration // default 60s
 	Concurrency  int           // fasthttp's connection limit; default 256 Ki
 
-	// AccessLogLevel is the level of the per-request access log line (default Info);
-	// 5xx answers are logged at Error whatever it is.
+	// AccessLogLevel is the level of the access log line of a request answered below
+	// 400 (default Info; Run uses Debug, so a busy gateway logs only failures). 4xx
+	// answers are logged at Info or above, 5xx at Error.
 	AccessLogLevel slog.Level
 
 	Logger *slog.Logger

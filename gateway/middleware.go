@@ -55,24 +55,34 @@ func (s *Server) setRequestID(ctx *fasthttp.RequestCtx) {
 	ctx.Response.Header.SetBytesV(headerRequestID, buf[:])
 }
 
+// accessLog logs one line per request: at AccessLogLevel below 400, at least Info for
+// 4xx, and Error for 5xx. The path is logged without its query string.
 func (s *Server) accessLog(ctx *fasthttp.RequestCtx, start time.Time) {
 	status := ctx.Response.StatusCode()
 	level := s.opts.AccessLogLevel
-	if status >= 500 {
+	switch {
+	case status >= 500:
 		level = slog.LevelError
+	case status >= 400:
+		level = max(level, slog.LevelInfo)
 	}
 	if !s.log.Enabled(ctx, level) {
 		return
 	}
-	s.log.LogAttrs(context.Background(), level, "http request",
+	attrs := [...]slog.Attr{
 		slog.String("request_id", string(ctx.Response.Header.Peek(headerRequestID))),
 		slog.String("method", string(ctx.Method())),
 		slog.String("path", string(ctx.Path())),
 		slog.Int("status", status),
 		slog.Int("bytes_in", len(ctx.Request.Body())),
-		slog.Duration("duration", since(start)),
 		slog.String("remote", ctx.RemoteIP().String()),
-	)
+		slog.Duration("duration", since(start)),
+	}
+	n := len(attrs)
+	if start.IsZero() {
+		n-- // not measured: the line's level was not enabled when the request began
+	}
+	s.log.LogAttrs(context.Background(), level, "http request", attrs[:n]...)
 }
 
 // authed verifies the bearer token and hands the tenant's claims to h. The tenant is

@@ -115,6 +115,7 @@ func Run(ctx context.Context, cfg config.Config) error {
 		WriteTimeout:     cfg.HTTP.WriteTimeout,
 		IdleTimeout:      cfg.HTTP.IdleTimeout,
 		Concurrency:      cfg.HTTP.Concurrency,
+		AccessLogLevel:   slog.LevelDebug,
 		Logger:           log,
 	})
 	if err != nil {

@@ -43,7 +43,7 @@ func (st *sendState) release() {
 
 // sendV1 is POST /v1/messages: answers 202 {"id","status":"accepted"}.
 func (s *Server) sendV1(ctx *fasthttp.RequestCtx, claims auth.Claims) {
-	s.send(ctx, claims, nil, false)
+	s.send(ctx, claims, "", false)
 }
 
 // sendGraph is POST /{version}/{phone_number_id}/messages, drop-in for the Cloud API:
@@ -59,10 +59,11 @@ func (s *Server) sendGraph(ctx *fasthttp.RequestCtx, claims auth.Claims) {
 		writeError(ctx, errInvalidPhoneNumberID)
 		return
 	}
-	s.send(ctx, claims, []byte(pnid), true)
+	s.send(ctx, claims, pnid, true)
 }
 
-func (s *Server) send(ctx *fasthttp.RequestCtx, claims auth.Claims, pathPNID []byte, graph bool) {
+// send answers a send; pathPNID is the phone number id from a Cloud API path, or "".
+func (s *Server) send(ctx *fasthttp.RequestCtx, claims auth.Claims, pathPNID string, graph bool) {
 	body := ctx.Request.Body()
 	if len(body) > s.opts.MaxSendBodyBytes {
 		writeError(ctx, errBodyTooLarge)
@@ -82,20 +83,21 @@ func (s *Server) send(ctx *fasthttp.RequestCtx, claims auth.Claims, pathPNID []b
 		writeError(ctx, apiErr)
 		return
 	}
-	pnid := req.phoneNumberID
-	if pathPNID != nil {
-		if pnid != nil && string(pnid) != string(pathPNID) {
+	pnid := pathPNID
+	if pathPNID != "" {
+		if req.phoneNumberID != nil && string(req.phoneNumberID) != pathPNID {
 			st.release()
 			writeError(ctx, errPhoneNumberIDMismatch)
 			return
 		}
-		pnid = pathPNID
+	} else if req.phoneNumberID != nil {
+		pnid = string(req.phoneNumberID)
 	}
 
-	acct, err := s.opts.Resolver.Resolve(ctx, claims.TenantID, string(pnid))
+	acct, err := s.opts.Resolver.Resolve(ctx, claims.TenantID, pnid)
 	if err != nil {
 		st.release()
-		s.writeAccountError(ctx, err, pnid == nil)
+		s.writeAccountError(ctx, err, pnid == "")
 		return
 	}
 	clock := time.Now()
