@@ -1,0 +1,220 @@
+package sender_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"os/signal"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aerostic/aerogate/config"
+	"github.com/aerostic/aerogate/internal/account"
+	"github.com/aerostic/aerogate/internal/message"
+	"github.com/aerostic/aerogate/internal/queue"
+	"github.com/aerostic/aerogate/sender"
+)
+
+// The crash test runs the sender in a child process (this test binary again, running
+// only TestSenderChildProcess) so it can be killed with SIGKILL: no deferred cleanup, no
+// final commit, Graph calls cut off mid-flight, outcomes unrecorded.
+const (
+	childEnv          = "AEROGATE_SENDER_CHILD"
+	childBrokersEnv   = "AEROGATE_SENDER_CHILD_BROKERS"
+	childDBEnv        = "AEROGATE_SENDER_CHILD_DATABASE_URL"
+	childGraphEnv     = "AEROGATE_SENDER_CHILD_GRAPH_URL"
+	childKeysEnv      = "AEROGATE_SENDER_CHILD_TOKEN_KEYS"
+	childInFlightEnv  = "AEROGATE_SENDER_CHILD_MAX_IN_FLIGHT"
+	crashMaxInFlight  = 64
+	crashMessages     = 4000
+	crashNumbers      = 8
+	crashNumberMPS    = 250
+	crashRecipientsPN = 40
+)
+
+// TestSenderChildProcess is the sender process of TestSenderCrashLosesNothing. It does
+// nothing unless started by it.
+func TestSenderChildProcess(t *testing.T) {
+	if os.Getenv(childEnv) != "1" {
+		t.Skip("helper process of TestSenderCrashLosesNothing")
+	}
+	cfg := config.Default()
+	cfg.Database.URL = os.Getenv(childDBEnv)
+	cfg.Kafka.Brokers = strings.Split(os.Getenv(childBrokersEnv), ",")
+	cfg.Kafka.Partitions = testPartitions
+	cfg.Graph.BaseURL = os.Getenv(childGraphEnv)
+	cfg.Graph.Timeout = 5 * time.Second
+	cfg.Secrets.TokenKeys = []string{os.Getenv(childKeysEnv)}
+	cfg.Sender = testSenderConfig()
+	cfg.Sender.GroupID = "crash-sender"
+	cfg.Sender.MaxInFlight, _ = strconv.Atoi(os.Getenv(childInFlightEnv))
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := sender.Run(ctx, cfg, tuneForTests); err != nil {
+		t.Fatalf("sender.Run: %v", err)
+	}
+}
+
+type child struct {
+	cmd *exec.Cmd
+	out *bytes.Buffer
+}
+
+func startChild(t *testing.T, e *testEnv) *child {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestSenderChildProcess$", "-test.count=1")
+	cmd.Env = append(os.Environ(),
+		childEnv+"=1",
+		childBrokersEnv+"="+strings.Join(e.broker.Addrs(), ","),
+		childDBEnv+"="+e.dbURL,
+		childGraphEnv+"="+e.fake.URL(),
+		childKeysEnv+"="+e.keySpec,
+		childInFlightEnv+"="+strconv.Itoa(crashMaxInFlight),
+	)
+	out := &bytes.Buffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting sender process: %v", err)
+	}
+	c := &child{cmd: cmd, out: out}
+	t.Cleanup(func() {
+		if c.cmd.ProcessState == nil {
+			_ = c.cmd.Process.Kill()
+			_ = c.cmd.Wait()
+		}
+	})
+	return c
+}
+
+func (c *child) kill(t *testing.T) {
+	t.Helper()
+	if err := c.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatalf("killing sender process: %v", err)
+	}
+	_ = c.cmd.Wait()
+}
+
+func TestSenderCrashLosesNothing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("crash test: slow")
+	}
+	e := newTestEnv(t)
+	e.fake.SetLatency(3 * time.Millisecond)
+	var accts []*account.Account
+	for i := range crashNumbers {
+		number := strconv.Itoa(70000 + i)
+		accts = append(accts, e.addAccount(fmt.Sprintf("tenant-crash-%d", i%4), number, "token-"+number, crashNumberMPS))
+	}
+	envs := make([]*queue.Envelope, crashMessages)
+	for i := range envs {
+		a := accts[i%len(accts)]
+		to := fmt.Sprintf("1558%03d%04d", i%len(accts), (i/len(accts))%crashRecipientsPN)
+		envs[i] = newEnvelope(a, to, fmt.Sprintf("crash-%05d", i))
+	}
+
+	// The gateway's side: sends keep arriving while the sender is killed and restarted.
+	var produced sync.WaitGroup
+	produced.Add(1)
+	go func() {
+		defer produced.Done()
+		for i := 0; i < len(envs); i += 200 {
+			e.produce(envs[i:min(i+200, len(envs))]...)
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+
+	c := startChild(t, e)
+	var kills []time.Time
+	for kill := range 2 {
+		threshold := (kill*2 + 1) * crashMessages / 6 // about 1/6 and 1/2 of the stream
+		threshold += rand.IntN(crashMessages / 6)
+		eventually(t, 30*time.Second, fmt.Sprintf("%d sends before kill %d", threshold, kill+1), func() error {
+			if n := e.fake.Count(); n < threshold {
+				return fmt.Errorf("%d sent", n)
+			}
+			return nil
+		})
+		time.Sleep(time.Duration(rand.IntN(50)) * time.Millisecond)
+		at := e.fake.Count()
+		kills = append(kills, time.Now())
+		c.kill(t)
+		t.Logf("kill %d: SIGKILL after %d accepted sends", kill+1, at)
+		c = startChild(t, e)
+	}
+	produced.Wait()
+	ids := make([]string, len(envs))
+	for i, env := range envs {
+		ids[i] = env.ID
+	}
+	eventually(t, 40*time.Second, "every message sent", func() error {
+		st := e.statuses(ids)
+		n := 0
+		for _, id := range ids {
+			if st[id] == message.StatusSent {
+				n++
+			}
+		}
+		if n != len(ids) {
+			return fmt.Errorf("%d of %d sent", n, len(ids))
+		}
+		return nil
+	})
+	// A clean stop: SIGTERM, the child finishes and exits 0.
+	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("sender process after SIGTERM: %v\n%s", err, c.out.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Errorf("sender process did not stop within 20s of SIGTERM")
+	}
+
+	got := acceptedByBody(e.fake)
+	duplicates := 0
+	for _, env := range envs {
+		body := bodyText(env.Payload)
+		n := len(got[body])
+		if n == 0 {
+			t.Errorf("message %s (%s) is sent in Postgres but never reached Graph", env.ID, body)
+			continue
+		}
+		duplicates += n - 1
+		for _, r := range got[body] {
+			if r.Token != "token-"+env.PhoneNumberID {
+				t.Errorf("%s was sent with another number's token", body)
+			}
+		}
+		// A repeat is only ever caused by a kill: between any two receipts of a message
+		// there is a kill, shortly after the earlier one (its call was in flight or its
+		// outcome not yet recorded).
+		for i := 1; i < n; i++ {
+			prev, next := got[body][i-1].At, got[body][i].At
+			if !slices.ContainsFunc(kills, func(k time.Time) bool {
+				return k.After(prev) && k.Before(next) && k.Sub(prev) < 5*time.Second
+			}) {
+				t.Errorf("%s sent at %v and again at %v with no kill in between", body, prev.Format(time.StampMicro), next.Format(time.StampMicro))
+			}
+		}
+	}
+	// Each kill can repeat at most the sends in flight at that moment: at most
+	// MaxInFlight per partition the process owned.
+	bound := 2 * testPartitions * crashMaxInFlight
+	t.Logf("%d messages, %d Graph receipts, %d duplicates (bound %d)", len(envs), e.fake.Count(), duplicates, bound)
+	if duplicates > bound {
+		t.Errorf("%d duplicate sends, more than the in-flight window %d", duplicates, bound)
+	}
+}
