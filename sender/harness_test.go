@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -130,6 +131,15 @@ func (e *testEnv) graphConfig() graph.Config {
 // startSender runs a sender until the test ends and returns it.
 func (e *testEnv) startSender(cfg config.Sender, gc graph.Config) *sender.Sender {
 	e.t.Helper()
+	s, stop := e.runSender(cfg, gc)
+	e.t.Cleanup(stop)
+	return s
+}
+
+// runSender runs a sender until stop, which waits for Run to return. tune adjusts its
+// options after the test defaults.
+func (e *testEnv) runSender(cfg config.Sender, gc graph.Config, tune ...func(*sender.Options)) (s *sender.Sender, stop func()) {
+	e.t.Helper()
 	opts := sender.Options{
 		Brokers:     e.broker.Addrs(),
 		Config:      cfg,
@@ -140,6 +150,9 @@ func (e *testEnv) startSender(cfg config.Sender, gc graph.Config) *sender.Sender
 		Logger:      testLogger(),
 	}
 	tuneForTests(&opts)
+	for _, f := range tune {
+		f(&opts)
+	}
 	s, err := sender.New(opts)
 	if err != nil {
 		e.t.Fatalf("sender.New: %v", err)
@@ -147,18 +160,20 @@ func (e *testEnv) startSender(cfg config.Sender, gc graph.Config) *sender.Sender
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
-	e.t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				e.t.Errorf("Run returned %v after cancellation", err)
+	var once sync.Once
+	return s, func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					e.t.Errorf("Run returned %v after cancellation", err)
+				}
+			case <-time.After(20 * time.Second):
+				e.t.Error("Run did not return within 20s of cancellation")
 			}
-		case <-time.After(20 * time.Second):
-			e.t.Error("Run did not return within 20s of cancellation")
-		}
-	})
-	return s
+		})
+	}
 }
 
 // addAccount connects a number for a tenant with its own token, at the fake too.

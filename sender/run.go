@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/aerostic/aerogate/config"
 	"github.com/aerostic/aerogate/internal/account"
@@ -84,6 +85,9 @@ func Run(ctx context.Context, cfg config.Config, tune ...func(*Options)) error {
 		Logger:              log,
 		ProduceBatchTimeout: cfg.Kafka.BatchTimeout,
 		ProduceTimeout:      cfg.Kafka.WriteTimeout,
+		// A revoked partition lets its Graph calls finish before it moves; the group
+		// must wait that long, or the next owner could send them again.
+		RebalanceTimeout: max(queue.DefaultRebalance, cfg.Graph.Timeout+5*time.Second),
 	}
 	for _, f := range tune {
 		f(&opts)

@@ -36,14 +36,22 @@
 //
 // wa.sends.retry is consumed by the same group, and partition p of both topics goes to
 // the same instance (range assignor, same partition counts, and the sender writes a
-// retry to the partition index it was read from). While a recipient has a message in
-// the retry topic that has not been taken back, its later messages follow it there
-// (parkedSet) instead of overtaking it; the retry consumer holds each message until its
-// not_before, never releasing a recipient's message before an earlier one
-// (delayQueue). At the start of every generation the parked set is rebuilt from the
-// uncommitted backlog of the retry partitions, so the rule survives restarts and
-// rebalances. It does not hold if wa.sends and wa.sends.retry have different
-// partition counts.
+// retry to the partition index it was read from). Every retry copy carries its origin,
+// the offset the message had in wa.sends, in a header; all of a recipient's messages
+// come from one wa.sends partition, so origins are the recipient's order. A message may
+// go ahead only while no earlier message of its recipient is parked in the retry topic;
+// otherwise it follows them there (parkedSet). The retry consumer holds each copy until
+// its not_before without blocking the partition (delayQueue). The parked set is rebuilt
+// at the start of every generation from the retry partitions' uncommitted backlog, so
+// the rule survives restarts and rebalances. It does not hold if wa.sends and
+// wa.sends.retry have different partition counts or wa.sends is repartitioned.
+//
+// # Memory
+//
+// Per partition: at most MaxInFlight fetched-but-unfinished messages (the fetch loop
+// blocks on a slot), plus kafka-go's prefetch queue (min(MaxInFlight, 1000) messages,
+// one fetch of at most 10 MiB). Lanes, the parked set and the delay queue hold only
+// those messages.
 package sender
 
 import (

@@ -15,6 +15,7 @@ import (
 	"github.com/aerostic/aerogate/internal/fakemeta"
 	"github.com/aerostic/aerogate/internal/message"
 	"github.com/aerostic/aerogate/internal/queue"
+	"github.com/aerostic/aerogate/sender"
 )
 
 func TestEachTenantSendsWithItsOwnToken(t *testing.T) {
@@ -453,5 +454,87 @@ func TestRedeliveredMessagesAreNotSentTwice(t *testing.T) {
 	}
 	if m := e.message(done.TenantID, done.ID); m.WAMID != "wamid.before" || m.Attempts != 1 {
 		t.Fatalf("already sent message changed: %+v", m)
+	}
+}
+
+// Two senders share the group; then one stops cleanly mid-stream. Partitions move twice
+// (a join, a leave) and nothing is sent twice: each revoked partition finishes or
+// abandons its work and commits before it moves.
+func TestPartitionsMoveBetweenSendersWithoutDuplicates(t *testing.T) {
+	e := newTestEnv(t)
+	var accts []*account.Account
+	for i := range 6 {
+		number := fmt.Sprintf("%d", 60100+i)
+		accts = append(accts, e.addAccount(fmt.Sprintf("tenant-move-%d", i), number, "token-"+number, 200))
+	}
+	var envs []*queue.Envelope
+	for i := range 1800 {
+		envs = append(envs, newEnvelope(accts[i%len(accts)], fmt.Sprintf("1559%07d", i%50), fmt.Sprintf("move-%05d", i)))
+	}
+	produced := make(chan struct{})
+	go func() {
+		defer close(produced)
+		for i := 0; i < len(envs); i += 100 {
+			e.produce(envs[i:min(i+100, len(envs))]...)
+			time.Sleep(40 * time.Millisecond)
+		}
+	}()
+	a, stopA := e.runSender(testSenderConfig(), e.graphConfig())
+	defer stopA()
+	eventually(t, 20*time.Second, "first sends", func() error {
+		if n := e.fake.Count(); n < 300 {
+			return fmt.Errorf("%d sent", n)
+		}
+		return nil
+	})
+	b := e.startSender(testSenderConfig(), e.graphConfig())
+	eventually(t, 20*time.Second, "the second sender takes a share", func() error {
+		if b.Stats().Sent == 0 {
+			return fmt.Errorf("b sent nothing yet (a %d)", a.Stats().Sent)
+		}
+		return nil
+	})
+	stopA()
+	<-produced
+	e.waitStatus(30*time.Second, message.StatusSent, envs...)
+
+	got := acceptedByBody(e.fake)
+	for _, env := range envs {
+		if n := len(got[bodyText(env.Payload)]); n != 1 {
+			t.Errorf("%s sent %d times", bodyText(env.Payload), n)
+		}
+	}
+	sa, sb := a.Stats(), b.Stats()
+	t.Logf("a: %+v", sa)
+	t.Logf("b: %+v", sb)
+	if sa.Sent+sb.Sent != int64(len(envs)) {
+		t.Errorf("a sent %d, b sent %d, want %d in all", sa.Sent, sb.Sent, len(envs))
+	}
+}
+
+// A clean stop commits everything finished, even when the periodic commit never ran: the
+// next sender of the group gets no redeliveries.
+func TestCleanStopCommitsWhatItFinished(t *testing.T) {
+	e := newTestEnv(t)
+	acct := e.addAccount("tenant-stop", "61001", "token-stop", 1000)
+	var first, second []*queue.Envelope
+	for i := range 300 {
+		first = append(first, newEnvelope(acct, fmt.Sprintf("1550%07d", i%20), fmt.Sprintf("first-%d", i)))
+	}
+	for i := range 10 {
+		second = append(second, newEnvelope(acct, "15500000001", fmt.Sprintf("second-%d", i)))
+	}
+	a, stopA := e.runSender(testSenderConfig(), e.graphConfig(), func(o *sender.Options) { o.CommitInterval = time.Hour })
+	e.produce(first...)
+	e.waitStatus(20*time.Second, message.StatusSent, first...)
+	stopA()
+	if st := a.Stats(); st.Committed != int64(len(first)) {
+		t.Fatalf("a committed %d offsets at stop, want %d", st.Committed, len(first))
+	}
+	b := e.startSender(testSenderConfig(), e.graphConfig())
+	e.produce(second...)
+	e.waitStatus(20*time.Second, message.StatusSent, second...)
+	if st := b.Stats(); st.GraphCalls != int64(len(second)) || st.Skipped != 0 {
+		t.Fatalf("b: %+v, want only the %d new sends and no redeliveries", st, len(second))
 	}
 }
