@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"crypto/sha1"
 	"encoding/binary"
+	"time"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
@@ -100,6 +101,19 @@ func randomID() uuid.UUID {
 	var id uuid.UUID
 	_, _ = rand.Read(id[:]) // crypto/rand.Read never returns an error (Go ≥ 1.24)
 	id[6] = (id[6] & 0x0f) | 0x40
+	id[8] = (id[8] & 0x3f) | 0x80
+	return id
+}
+
+// timeOrderedID returns a version 7 UUID (RFC 9562): milliseconds since the epoch, then
+// 74 random bits. Ids that grow with time land at the right edge of the messages
+// primary key instead of on random pages, which keeps inserts cheap as the table grows.
+func timeOrderedID(now time.Time) uuid.UUID {
+	var id uuid.UUID
+	_, _ = rand.Read(id[6:])
+	ms := uint64(now.UnixMilli())
+	id[0], id[1], id[2], id[3], id[4], id[5] = byte(ms>>40), byte(ms>>32), byte(ms>>24), byte(ms>>16), byte(ms>>8), byte(ms)
+	id[6] = (id[6] & 0x0f) | 0x70
 	id[8] = (id[8] & 0x3f) | 0x80
 	return id
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/valyala/fastjson"
@@ -189,6 +190,14 @@ func TestIdempotentIDMatchesUUIDv5(t *testing.T) {
 	}
 	if a, b := randomID(), randomID(); a == b || a.Version() != 4 || a.Variant() != uuid.RFC4122 {
 		t.Errorf("randomID: %s %s", a, b)
+	}
+	now := time.Now()
+	a, b := timeOrderedID(now), timeOrderedID(now.Add(time.Millisecond))
+	if a == b || a.Version() != 7 || a.Variant() != uuid.RFC4122 || a.String() >= b.String() {
+		t.Errorf("timeOrderedID: %s then %s", a, b)
+	}
+	if sec, nsec := a.Time().UnixTime(); time.Unix(sec, nsec).UnixMilli() != now.UnixMilli() {
+		t.Errorf("timeOrderedID(%v) carries %v", now, time.Unix(sec, nsec))
 	}
 }
 

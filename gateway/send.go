@@ -116,7 +116,7 @@ func (s *Server) send(ctx *fasthttp.RequestCtx, claims auth.Claims, pathPNID str
 		st.hashBuf = st.hashBuf[:0]
 		id = idempotentID(st.hashBuf, claims.TenantID, key)
 	} else {
-		id = randomID()
+		id = timeOrderedID(now)
 	}
 
 	// One buffer holds the key (the tenant id, so all of a tenant's sends share a
