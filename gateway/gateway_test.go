@@ -597,6 +597,8 @@ func TestGateway(t *testing.T) {
 
 	t.Run("routing errors are JSON", func(t *testing.T) {
 		checkError(t, e.do(t, "GET", "/nope", "", nil, nil), 404, "not_found")
+		huge := strings.Repeat("a", 12<<10)
+		checkError(t, e.do(t, "POST", "/v1/messages", huge, textBody(""), nil), 431, "headers_too_large", huge)
 		checkError(t, e.do(t, "DELETE", "/v1/messages", tokA, nil, nil), 405, "method_not_allowed")
 	})
 

@@ -152,10 +152,10 @@ func drainBody(c net.Conn, contentLength int) {
 	var buf [16 << 10]byte
 	total := 0
 	for total < maxDrainBytes {
-		// fasthttp's reader buffered part of the body already (4 KiB by default), so
-		// near the end wait only briefly for more.
+		// fasthttp's reader buffered part of the body already (up to readBufferSize),
+		// so near the end wait only briefly for more.
 		deadline := end
-		if contentLength < 0 || total >= contentLength-defaultReadBufferSize {
+		if contentLength < 0 || total >= contentLength-readBufferSize {
 			if soon := time.Now().Add(50 * time.Millisecond); soon.Before(end) {
 				deadline = soon
 			}
@@ -171,7 +171,7 @@ func drainBody(c net.Conn, contentLength int) {
 	}
 }
 
-const defaultReadBufferSize = 4096
+const readBufferSize = 8 << 10
 
 // since is the time since start, or 0 when start was not taken.
 func since(start time.Time) time.Duration {
