@@ -46,7 +46,7 @@ func testLogger() *slog.Logger {
 // testEnv is a real stack for the sender: a Postgres database of its own, the embedded
 // broker, the fake Graph API over HTTP, the account repository and resolver.
 type testEnv struct {
-	t        *testing.T
+	t        testing.TB
 	dbURL    string
 	pool     *pgxpool.Pool
 	broker   *queue.Embedded
@@ -60,7 +60,7 @@ type testEnv struct {
 
 const testPartitions = 3
 
-func newTestEnv(t *testing.T) *testEnv {
+func newTestEnv(t testing.TB) *testEnv {
 	t.Helper()
 	e := &testEnv{t: t}
 	e.dbURL, e.pool = storetest.New(t)

@@ -19,6 +19,7 @@ import (
 )
 
 func TestEachTenantSendsWithItsOwnToken(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	type number struct {
 		tenant, id, token string
@@ -69,6 +70,7 @@ func TestEachTenantSendsWithItsOwnToken(t *testing.T) {
 }
 
 func TestPerRecipientOrderHoldsUnderConcurrencyAndRetries(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	a := e.addAccount("tenant-order", "4001", "token-order", 1000)
 	e.fake.SetLatency(2 * time.Millisecond)
@@ -130,6 +132,7 @@ func TestPerRecipientOrderHoldsUnderConcurrencyAndRetries(t *testing.T) {
 }
 
 func TestStoppedAccountsWaitWhileOthersFlow(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	good := e.addAccount("tenant-good", "5001", "token-good", 1000)
 	// The fake knows a newer token than the one stored: Meta answers 190.
@@ -212,6 +215,7 @@ func TestStoppedAccountsWaitWhileOthersFlow(t *testing.T) {
 }
 
 func TestPausedNumberWaitsThenSends(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	tests := []struct {
 		number string
@@ -244,6 +248,7 @@ func TestPausedNumberWaitsThenSends(t *testing.T) {
 }
 
 func TestRetryableErrorsAreRetriedUntilTheySucceed(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	tests := []struct {
 		name string
@@ -290,6 +295,7 @@ func TestRetryableErrorsAreRetriedUntilTheySucceed(t *testing.T) {
 }
 
 func TestTimeoutIsRetried(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	a := e.addAccount("tenant-slow", "8101", "token-slow", 1000)
 	e.fake.SetLatency(time.Second)
@@ -315,6 +321,7 @@ func TestTimeoutIsRetried(t *testing.T) {
 }
 
 func TestPermanentErrorsGoToTheDLQ(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	tests := []struct {
 		code  int
@@ -425,6 +432,7 @@ func TestRateLimitPacesEachNumber(t *testing.T) {
 }
 
 func TestRedeliveredMessagesAreNotSentTwice(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	a := e.addAccount("tenant-dup", "9501", "token-dup", 1000)
 	env := newEnvelope(a, "15557770000", "once")
@@ -461,14 +469,16 @@ func TestRedeliveredMessagesAreNotSentTwice(t *testing.T) {
 // (a join, a leave) and nothing is sent twice: each revoked partition finishes or
 // abandons its work and commits before it moves.
 func TestPartitionsMoveBetweenSendersWithoutDuplicates(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
+	// Twelve tenants, so every partition has some; paced so the stream outlasts a rebalance.
 	var accts []*account.Account
-	for i := range 6 {
+	for i := range 12 {
 		number := fmt.Sprintf("%d", 60100+i)
-		accts = append(accts, e.addAccount(fmt.Sprintf("tenant-move-%d", i), number, "token-"+number, 200))
+		accts = append(accts, e.addAccount(fmt.Sprintf("tenant-move-%d", i), number, "token-"+number, 60))
 	}
 	var envs []*queue.Envelope
-	for i := range 1800 {
+	for i := range 2400 {
 		envs = append(envs, newEnvelope(accts[i%len(accts)], fmt.Sprintf("1559%07d", i%50), fmt.Sprintf("move-%05d", i)))
 	}
 	produced := make(chan struct{})
@@ -515,6 +525,7 @@ func TestPartitionsMoveBetweenSendersWithoutDuplicates(t *testing.T) {
 // A clean stop commits everything finished, even when the periodic commit never ran: the
 // next sender of the group gets no redeliveries.
 func TestCleanStopCommitsWhatItFinished(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t)
 	acct := e.addAccount("tenant-stop", "61001", "token-stop", 1000)
 	var first, second []*queue.Envelope
