@@ -83,7 +83,9 @@ func Run(ctx context.Context, cfg config.Config) error {
 	}
 	cancel()
 
-	writer := queue.NewWriter(queue.WriterConfig{
+	// The producer is franz-go's (see KafkaPublisher for the measurements that chose
+	// it over the kafka-go Writer): same keys, partitions and acks=all.
+	writer, err := NewKafkaPublisher(queue.WriterConfig{
 		Brokers:      cfg.Kafka.Brokers,
 		Topic:        queue.TopicSends,
 		BatchTimeout: cfg.Kafka.BatchTimeout,
@@ -91,9 +93,12 @@ func Run(ctx context.Context, cfg config.Config) error {
 		ClientID:     cfg.Kafka.ClientID,
 		Logger:       log,
 	})
+	if err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
 	defer func() {
 		if err := writer.Close(); err != nil {
-			log.Warn("closing kafka writer", "error", err.Error())
+			log.Warn("closing kafka producer", "error", err.Error())
 		}
 	}()
 
