@@ -349,10 +349,15 @@ func (s *Sender) scanParked(p *partition, r *kafka.Reader, log *slog.Logger) {
 	}
 	n := 0
 	for {
-		m, err := r.FetchMessage(p.ctx)
+		// A backlog whose last offsets cannot be read (deleted meanwhile) must not hold
+		// the wa.sends partition back for ever.
+		ctx, cancel := context.WithTimeout(p.ctx, 10*time.Second)
+		m, err := r.FetchMessage(ctx)
+		cancel()
 		if err != nil {
 			if p.ctx.Err() == nil {
-				log.Warn("scanning retry partition backlog", "err", err)
+				log.Warn("scanning retry partition backlog; recipient order across the retry topic is not guaranteed for the rest of it",
+					"parked", n, "err", err)
 			}
 			return
 		}

@@ -31,15 +31,17 @@ type job struct {
 	origin int64
 }
 
-// originHeader carries a retry copy's origin.
-const originHeader = "aerogate-origin-offset"
+// OriginHeader is the Kafka header of a wa.sends.retry message that carries its origin:
+// the offset the message had in its wa.sends partition, which orders a recipient's
+// messages (decimal).
+const OriginHeader = "aerogate-origin-offset"
 
 func originOf(m kafka.Message, retry bool) int64 {
 	if !retry {
 		return m.Offset
 	}
 	for _, h := range m.Headers {
-		if h.Key == originHeader {
+		if h.Key == OriginHeader {
 			if o, err := strconv.ParseInt(string(h.Value), 10, 64); err == nil && o >= 0 {
 				return o
 			}
@@ -110,6 +112,12 @@ func (s *Sender) handle(j *job) bool {
 	tokenRetried := false
 	for {
 		acct, err := s.opts.Accounts.Resolve(ctx, env.TenantID, env.PhoneNumberID)
+		if errors.Is(err, account.ErrNotFound) {
+			// The gateway found the account when it accepted the message: before failing
+			// it for good, make sure "not found" is not a stale negative cache entry.
+			s.opts.Accounts.Invalidate(env.TenantID, env.PhoneNumberID)
+			acct, err = s.opts.Accounts.Resolve(ctx, env.TenantID, env.PhoneNumberID)
+		}
 		if errors.Is(err, account.ErrNotFound) {
 			return s.failForGood(j, nil, &queue.EnvelopeError{Title: "no whatsapp account for this tenant and phone number id"})
 		}
@@ -339,7 +347,7 @@ func (s *Sender) park(j *job, attempt int, nb *time.Time, e *queue.EnvelopeError
 func (s *Sender) produce(j *job, pub *queue.Publisher, value []byte) bool {
 	msg := kafka.Message{Key: []byte(j.env.TenantID), Value: value, Partition: j.part.id}
 	if j.origin >= 0 {
-		msg.Headers = []kafka.Header{{Key: originHeader, Value: strconv.AppendInt(nil, j.origin, 10)}}
+		msg.Headers = []kafka.Header{{Key: OriginHeader, Value: strconv.AppendInt(nil, j.origin, 10)}}
 	}
 	for attempt := 1; ; attempt++ {
 		err := pub.PublishMessages(context.WithoutCancel(j.part.ctx), msg)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/segmentio/kafka-go"
 
 	"github.com/aerostic/aerogate/internal/account"
 	"github.com/aerostic/aerogate/internal/fakemeta"
@@ -547,5 +548,55 @@ func TestCleanStopCommitsWhatItFinished(t *testing.T) {
 	e.waitStatus(20*time.Second, message.StatusSent, second...)
 	if st := b.Stats(); st.GraphCalls != int64(len(second)) || st.Skipped != 0 {
 		t.Fatalf("b: %+v, want only the %d new sends and no redeliveries", st, len(second))
+	}
+}
+
+// After a restart the sender does not remember what it parked: it reads the retry
+// topic's backlog first, so a new message does not overtake an older one of the same
+// recipient that is still waiting there.
+func TestRestartedSenderKeepsNewMessagesBehindParkedOnes(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t)
+	a := e.addAccount("tenant-restart", "62001", "token-restart", 1000)
+	const rcpt = "15560000001"
+	// What a sender killed right after parking "older" leaves behind: "older" (origin 0,
+	// its wa.sends offset) waiting in the retry topic, "newer" in wa.sends after it.
+	filler := newEnvelope(a, "15560000002", "filler")
+	newer := newEnvelope(a, rcpt, "newer")
+	e.produce(filler, newer)
+	older := newEnvelope(a, rcpt, "older")
+	nb := time.Now().Add(1500 * time.Millisecond)
+	older.NotBefore = &nb
+	older.Attempt = 1
+	older.Error = &queue.EnvelopeError{Code: 131056, Title: "(#131056) Pair rate limit hit"}
+	value, err := queue.Encode(older)
+	if err != nil {
+		t.Fatal(err)
+	}
+	retryPub := queue.NewPublisher(queue.WriterConfig{Brokers: e.broker.Addrs(), Topic: queue.TopicSendsRetry})
+	defer retryPub.Close()
+	if err := retryPub.PublishMessages(context.Background(), kafka.Message{
+		Key: []byte(a.TenantID), Value: value,
+		Headers: []kafka.Header{{Key: sender.OriginHeader, Value: []byte("0")}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	s := e.startSender(testSenderConfig(), e.graphConfig())
+	e.waitStatus(20*time.Second, message.StatusSent, filler, older, newer)
+	var order []string
+	for _, r := range e.fake.Received() {
+		if r.To == rcpt {
+			order = append(order, bodyText(r.Body))
+			if r.At.Before(nb) {
+				t.Errorf("%q sent at %v, before the parked message's not_before %v", bodyText(r.Body), r.At, nb)
+			}
+		}
+	}
+	if !slices.Equal(order, []string{"older", "newer"}) {
+		t.Fatalf("recipient got %v, want older then newer", order)
+	}
+	if st := s.Stats(); st.Followed != 1 {
+		t.Errorf("stats %+v: want the newer message to follow once", st)
 	}
 }
