@@ -108,6 +108,7 @@ type Server struct {
 
 	accepted      atomic.Uint64
 	publishErrors atomic.Uint64
+	publishErrLog everySecond
 	panics        atomic.Uint64
 
 	closeOnce sync.Once

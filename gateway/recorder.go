@@ -59,7 +59,17 @@ type recorder struct {
 	failed  atomic.Uint64
 	written atomic.Uint64
 
-	lastDropLog atomic.Int64
+	dropLog everySecond
+}
+
+// everySecond allows one log line a second: an outage fails thousands of requests a
+// second, and one line with a running total says as much.
+type everySecond struct{ last atomic.Int64 }
+
+func (e *everySecond) allow() bool {
+	now := time.Now().Unix()
+	last := e.last.Load()
+	return now > last && e.last.CompareAndSwap(last, now)
 }
 
 // recordWorkers insert concurrently, so one slow INSERT does not stall the others.
@@ -101,9 +111,7 @@ func (r *recorder) add(rec acceptedRecord) {
 
 func (r *recorder) drop() {
 	n := r.dropped.Add(1)
-	// At most one line a second: a full buffer means thousands of drops a second.
-	now := time.Now().Unix()
-	if last := r.lastDropLog.Load(); now > last && r.lastDropLog.CompareAndSwap(last, now) {
+	if r.dropLog.allow() {
 		r.log.Warn("accepted-message buffer full: record dropped (the sender still creates the row)",
 			"dropped_total", n)
 	}

@@ -94,13 +94,17 @@ func (s *Server) send(ctx *fasthttp.RequestCtx, claims auth.Claims, pathPNID str
 		pnid = string(req.phoneNumberID)
 	}
 
-	acct, err := s.opts.Resolver.Resolve(ctx, claims.TenantID, pnid)
+	// One bounded context for the account lookup (a cache miss reads Postgres) and the
+	// publish. Not derived from ctx: a RequestCtx is not a cancelCtx, so deriving from
+	// it would start a goroutine per request to watch it.
+	clock := time.Now()
+	bounded := s.deadline.get(clock)
+	acct, err := s.opts.Resolver.Resolve(bounded, claims.TenantID, pnid)
 	if err != nil {
 		st.release()
 		s.writeAccountError(ctx, err, pnid == "")
 		return
 	}
-	clock := time.Now()
 	now := clock
 	if !s.realClock {
 		now = s.now()
@@ -127,14 +131,14 @@ func (s *Server) send(ctx *fasthttp.RequestCtx, claims auth.Claims, pathPNID str
 	st.msg = b
 	st.msgs[0] = kafka.Message{Key: b[:keyLen:keyLen], Value: b[keyLen:]}
 
-	// Not derived from ctx: a RequestCtx is not a cancelCtx, so deriving from it would
-	// start a goroutine per request to watch it. The deadline is the bound that matters.
-	err = s.opts.Sends.WriteMessages(s.deadline.get(clock), st.msgs[:]...)
+	err = s.opts.Sends.WriteMessages(bounded, st.msgs[:]...)
 	if err != nil {
 		// The writer may still hold st's bytes: leave st to the garbage collector.
-		s.publishErrors.Add(1)
-		s.log.Warn("publishing send failed", "request_id", string(ctx.Response.Header.Peek(headerRequestID)),
-			"tenant", claims.TenantID, "error", err.Error())
+		n := s.publishErrors.Add(1)
+		if s.publishErrLog.allow() {
+			s.log.Warn("publishing send failed: answering 503", "request_id", string(ctx.Response.Header.Peek(headerRequestID)),
+				"tenant", claims.TenantID, "publish_errors_total", n, "error", err.Error())
+		}
 		ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
 		writeError(ctx, errQueueUnavailable)
 		return

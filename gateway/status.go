@@ -13,6 +13,9 @@ import (
 	"github.com/aerostic/aerogate/internal/message"
 )
 
+// getTimeout bounds the Postgres read of GET /v1/messages/{id}.
+const getTimeout = 5 * time.Second
+
 // getMessage is GET /v1/messages/{id}: the tenant's own message. Another tenant's id,
 // an unknown id and a malformed id all get the same 404.
 func (s *Server) getMessage(ctx *fasthttp.RequestCtx, claims auth.Claims) {
@@ -21,7 +24,9 @@ func (s *Server) getMessage(ctx *fasthttp.RequestCtx, claims auth.Claims) {
 		return
 	}
 	id, _ := ctx.UserValue("id").(string)
-	m, err := s.opts.Messages.Get(ctx, claims.TenantID, id)
+	qctx, cancel := context.WithTimeout(context.Background(), getTimeout)
+	defer cancel()
+	m, err := s.opts.Messages.Get(qctx, claims.TenantID, id)
 	if errors.Is(err, message.ErrNotFound) {
 		writeError(ctx, errMessageNotFound)
 		return
