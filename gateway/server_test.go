@@ -15,6 +15,7 @@ import (
 
 	"github.com/aerostic/aerogate/internal/account"
 	"github.com/aerostic/aerogate/internal/auth"
+	"github.com/aerostic/aerogate/internal/queue"
 )
 
 var benchSecret = []byte("bench-secret-that-is-at-least-32-bytes!!")
@@ -169,5 +170,34 @@ func BenchmarkSendHandler(b *testing.B) {
 	b.Run("send-idempotency-key", func(b *testing.B) { run(b, h, benchBody, "order-4711") })
 	b.Run("send-strip-phone_number_id", func(b *testing.B) {
 		run(b, h, strings.Replace(benchBody, `"to"`, `"phone_number_id":"1001","to"`, 1), "")
+	})
+	// The same handler publishing for real (acks=all) to the embedded broker, from 64
+	// concurrent requests: what one accepted send costs with the producer and broker.
+	b.Run("send-embedded-broker-parallel", func(b *testing.B) {
+		broker, err := queue.StartEmbedded(queue.EmbeddedConfig{Addr: "127.0.0.1:0", Partitions: 12, Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer broker.Close()
+		p, err := NewKafkaPublisher(queue.WriterConfig{Brokers: broker.Addrs(), Topic: queue.TopicSends, Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer p.Close()
+		s, tok := unitServer(b, &fixedResolver{acct: testAccount()}, p)
+		h := s.Handler()
+		b.ReportAllocs()
+		b.SetParallelism(32)
+		b.RunParallel(func(pb *testing.PB) {
+			ctx := sendCtx(tok, benchBody)
+			for pb.Next() {
+				ctx.Response.Reset()
+				h(ctx)
+				if ctx.Response.StatusCode() != fasthttp.StatusAccepted {
+					b.Errorf("status %d: %s", ctx.Response.StatusCode(), ctx.Response.Body())
+					return
+				}
+			}
+		})
 	})
 }
