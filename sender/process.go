@@ -78,6 +78,10 @@ func keyOf(env *queue.Envelope) recipientKey {
 	return recipientKey{TenantID: env.TenantID, PhoneNumberID: env.PhoneNumberID, To: env.Recipient}
 }
 
+// transientMaxDelay caps the waits between tries when Postgres or the account cache
+// fails: those are not the message's fault and do not count as attempts.
+const transientMaxDelay = 5 * time.Second
+
 // process runs one job in its lane and settles its offset.
 func (s *Sender) process(j *job) {
 	finished := s.handle(j)
@@ -124,7 +128,7 @@ func (s *Sender) handle(j *job) bool {
 		if err != nil {
 			transient++
 			s.log.Warn("resolving account", "tenant", env.TenantID, "phone_number_id", env.PhoneNumberID, "err", err)
-			if !sleep(ctx, backoff(transient, s.cfg.RetryBaseDelay, s.cfg.InProcessRetryMax+s.cfg.RetryBaseDelay, nil)) {
+			if !sleep(ctx, backoff(transient, s.cfg.RetryBaseDelay, transientMaxDelay, nil)) {
 				return false
 			}
 			continue
@@ -151,7 +155,7 @@ func (s *Sender) handle(j *job) bool {
 			}
 			transient++
 			s.log.Warn("claiming message", "message_id", env.ID, "err", err)
-			if !sleep(ctx, backoff(transient, s.cfg.RetryBaseDelay, s.cfg.InProcessRetryMax+s.cfg.RetryBaseDelay, nil)) {
+			if !sleep(ctx, backoff(transient, s.cfg.RetryBaseDelay, transientMaxDelay, nil)) {
 				return false
 			}
 			continue
@@ -194,7 +198,7 @@ func (s *Sender) handle(j *job) bool {
 				continue
 			}
 			nb := time.Now().Add(d)
-			log.Info("send failed, retrying later", "action", action, "not_before", nb)
+			log.Debug("send failed, retrying later", "action", action, "not_before", nb)
 			return s.park(j, attempt, &nb, gerr, "retry")
 		case graph.ActionStopAccount:
 			// The token may have been replaced since it was read: try the new one at once.
@@ -269,7 +273,7 @@ func (s *Sender) recordSent(j *job, res graph.SendResult) bool {
 			return true
 		}
 		s.log.Error("recording sent message", "message_id", sent.ID, "wamid", sent.WAMID, "err", err)
-		if !sleep(j.part.ctx, backoff(attempt, s.cfg.RetryBaseDelay, 5*time.Second, nil)) {
+		if !sleep(j.part.ctx, backoff(attempt, s.cfg.RetryBaseDelay, transientMaxDelay, nil)) {
 			return false
 		}
 	}
@@ -307,7 +311,7 @@ func (s *Sender) failForGood(j *job, acct *account.Account, e *queue.EnvelopeErr
 			return true
 		}
 		s.log.Error("recording failed message", "message_id", env.ID, "err", err)
-		if !sleep(j.part.ctx, backoff(attempt, s.cfg.RetryBaseDelay, 5*time.Second, nil)) {
+		if !sleep(j.part.ctx, backoff(attempt, s.cfg.RetryBaseDelay, transientMaxDelay, nil)) {
 			return false
 		}
 	}
