@@ -469,12 +469,14 @@ func (b *Batcher) flushLoop() {
 func (b *Batcher) flush(batch []request) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := b.write(ctx, batch); err == nil || len(batch) == 1 {
+	err := b.write(ctx, batch)
+	if err == nil || len(batch) == 1 {
 		if err != nil {
 			batch[0].result <- response{err: err}
 		}
 		return
 	}
+	b.log.Warn("message batch failed, writing its rows one by one", "rows", len(batch), "err", err)
 	for _, req := range batch {
 		if err := b.write(ctx, []request{req}); err != nil {
 			req.result <- response{err: err}
