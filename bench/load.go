@@ -59,6 +59,29 @@ type recorder struct {
 	ok, fail  atomic.Int64
 }
 
+// do sends request seq and records its outcome; latency counts from since.
+func (r *recorder) do(c *fasthttp.HostClient, t target, req *fasthttp.Request, resp *fasthttp.Response,
+	seq uint64, since time.Time, lat []time.Duration, statuses map[int]int64) []time.Duration {
+	req.Reset()
+	req.Header.SetHost(t.addr)
+	t.fill(req, seq)
+	err := c.Do(req, resp)
+	el := time.Since(since)
+	switch {
+	case err != nil:
+		statuses[-1]++
+		r.fail.Add(1)
+	case resp.StatusCode() == t.accept:
+		statuses[resp.StatusCode()]++
+		r.ok.Add(1)
+		lat = append(lat, el)
+	default:
+		statuses[resp.StatusCode()]++
+		r.fail.Add(1)
+	}
+	return lat
+}
+
 func (r *recorder) merge(lat []time.Duration, statuses map[int]int64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -112,24 +135,7 @@ func closedLoop(t target, conns int, d time.Duration) result {
 			lat := make([]time.Duration, 0, 1<<14)
 			statuses := map[int]int64{}
 			for time.Now().Before(deadline) {
-				req.Reset()
-				req.Header.SetHost(t.addr)
-				t.fill(req, seq.Add(1))
-				t0 := time.Now()
-				err := c.Do(req, resp)
-				el := time.Since(t0)
-				if err != nil {
-					statuses[-1]++
-					rec.fail.Add(1)
-					continue
-				}
-				statuses[resp.StatusCode()]++
-				if resp.StatusCode() == t.accept {
-					rec.ok.Add(1)
-					lat = append(lat, el)
-				} else {
-					rec.fail.Add(1)
-				}
+				lat = rec.do(c, t, req, resp, seq.Add(1), time.Now(), lat, statuses)
 			}
 			rec.merge(lat, statuses)
 		}()
@@ -162,23 +168,7 @@ func openLoop(t target, rate float64, workers int, d time.Duration) result {
 				if wait := time.Until(due); wait > 0 {
 					time.Sleep(wait)
 				}
-				req.Reset()
-				req.Header.SetHost(t.addr)
-				t.fill(req, uint64(k))
-				err := c.Do(req, resp)
-				el := time.Since(due)
-				if err != nil {
-					statuses[-1]++
-					rec.fail.Add(1)
-					continue
-				}
-				statuses[resp.StatusCode()]++
-				if resp.StatusCode() == t.accept {
-					rec.ok.Add(1)
-					lat = append(lat, el)
-				} else {
-					rec.fail.Add(1)
-				}
+				lat = rec.do(c, t, req, resp, uint64(k), due, lat, statuses)
 			}
 			rec.merge(lat, statuses)
 		}()

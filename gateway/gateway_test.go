@@ -58,7 +58,7 @@ type env struct {
 
 type envConfig struct {
 	brokers        []string // nil: start an embedded broker
-	kafkaGoWriter  bool     // publish through kafka-go's Writer instead of KafkaPublisher
+	plainWriter    bool     // publish through a bare kafka-go Writer instead of the coalescing one Run uses
 	publishTimeout time.Duration
 	readyChecks    func(e *env) []gateway.ReadyCheck
 }
@@ -120,17 +120,14 @@ func newEnv(t *testing.T, cfg envConfig) *env {
 	}
 	var writer gateway.Publisher
 	wcfg := queue.WriterConfig{Brokers: e.brokers, Topic: queue.TopicSends, WriteTimeout: 2 * time.Second, Logger: quiet}
-	if cfg.kafkaGoWriter {
+	if cfg.plainWriter {
 		w := queue.NewWriter(wcfg)
 		t.Cleanup(func() { _ = w.Close() })
 		writer = w
 	} else {
-		p, err := gateway.NewKafkaPublisher(wcfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = p.Close() })
-		writer = p
+		c := queue.NewCoalescingWriter(queue.NewWriter(wcfg), queue.CoalescingConfig{})
+		t.Cleanup(func() { _ = c.Close() })
+		writer = c
 	}
 
 	verifier, err := auth.NewVerifier(auth.Config{HMACSecret: jwtSecret, Leeway: time.Second})
@@ -778,10 +775,10 @@ func TestBrokerDown(t *testing.T) {
 	}
 	const publishTimeout = time.Second
 	for _, tc := range tests {
-		for _, kafkaGo := range []bool{false, true} {
-			t.Run(fmt.Sprintf("%s/kafka-go=%v", tc.name, kafkaGo), func(t *testing.T) {
+		for _, plain := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/plain-writer=%v", tc.name, plain), func(t *testing.T) {
 				brokers, stop := tc.start(t)
-				e := newEnv(t, envConfig{brokers: brokers, publishTimeout: publishTimeout, readyChecks: readyChecks, kafkaGoWriter: kafkaGo})
+				e := newEnv(t, envConfig{brokers: brokers, publishTimeout: publishTimeout, readyChecks: readyChecks, plainWriter: plain})
 				tok := token(t, tenantA)
 				if stop != nil {
 					if r := e.do(t, "POST", "/v1/messages", tok, textBody(""), nil); r.status != 202 {

@@ -83,22 +83,19 @@ func Run(ctx context.Context, cfg config.Config) error {
 	}
 	cancel()
 
-	// The producer is franz-go's (see KafkaPublisher for the measurements that chose
-	// it over the kafka-go Writer): same keys, partitions and acks=all.
-	writer, err := NewKafkaPublisher(queue.WriterConfig{
+	// One kafka-go Writer (murmur2 keys, acks=all) fed by a coalescing loop, so that
+	// concurrent requests share produce calls instead of each paying for its own.
+	writer := queue.NewCoalescingWriter(queue.NewWriter(queue.WriterConfig{
 		Brokers:      cfg.Kafka.Brokers,
 		Topic:        queue.TopicSends,
 		BatchTimeout: cfg.Kafka.BatchTimeout,
 		WriteTimeout: cfg.Kafka.WriteTimeout,
 		ClientID:     cfg.Kafka.ClientID,
 		Logger:       log,
-	})
-	if err != nil {
-		return fmt.Errorf("gateway: %w", err)
-	}
+	}), queue.CoalescingConfig{Timeout: cfg.Kafka.WriteTimeout})
 	defer func() {
 		if err := writer.Close(); err != nil {
-			log.Warn("closing kafka producer", "error", err.Error())
+			log.Warn("closing kafka writer", "error", err.Error())
 		}
 	}()
 

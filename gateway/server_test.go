@@ -179,10 +179,7 @@ func BenchmarkSendHandler(b *testing.B) {
 			b.Fatal(err)
 		}
 		defer broker.Close()
-		p, err := NewKafkaPublisher(queue.WriterConfig{Brokers: broker.Addrs(), Topic: queue.TopicSends, Logger: slog.New(slog.DiscardHandler)})
-		if err != nil {
-			b.Fatal(err)
-		}
+		p := queue.NewCoalescingWriter(queue.NewWriter(queue.WriterConfig{Brokers: broker.Addrs(), Topic: queue.TopicSends, Logger: slog.New(slog.DiscardHandler)}), queue.CoalescingConfig{})
 		defer p.Close()
 		s, tok := unitServer(b, &fixedResolver{acct: testAccount()}, p)
 		h := s.Handler()

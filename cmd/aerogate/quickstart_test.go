@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -42,7 +43,7 @@ func TestQuickStart(t *testing.T) {
 		"AEROGATE_KAFKA_PARTITIONS=4",
 	)
 
-	var devLog bytes.Buffer
+	var devLog syncBuffer
 	dev := exec.Command(bin, "dev")
 	dev.Env = env
 	dev.Stdout, dev.Stderr = &devLog, &devLog
@@ -141,6 +142,24 @@ func TestQuickStart(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("aerogate dev did not stop within 30s of SIGTERM")
 	}
+}
+
+// syncBuffer collects a child's output while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func freeAddr(t *testing.T) string {
