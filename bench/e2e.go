@@ -85,9 +85,9 @@ func runE2E(ctx context.Context, o options) (*e2eReport, error) {
 
 	rep := &e2eReport{Tenants: o.tenants, Numbers: len(accts), GraphLatency: o.latency, MPS: o.mps}
 	if o.warmup > 0 {
-		closedLoop(gw, o.conns, o.warmup)
-		if err := waitDelivered(e.fake, e.fake.Count(), 0, 60*time.Second); err != nil {
-			return nil, err
+		warm := closedLoop(gw, o.conns, o.warmup)
+		if err := waitDelivered(e.fake, int(warm.OK), 10*time.Second, 2*time.Minute); err != nil {
+			return nil, fmt.Errorf("warm-up: %w", err)
 		}
 		e.fake.Reset()
 	}
@@ -147,7 +147,7 @@ func (r *e2eReport) analyse(received []fakemeta.Received) {
 		if sp < 0 || end < sp {
 			continue
 		}
-		key := string(rest[sp+1 : end])
+		key := string(rest[:end]) // send time and sequence number: unique per request
 		if seen[key] {
 			r.Duplicates++
 			continue

@@ -26,6 +26,7 @@ type options struct {
 	mps        int
 	out        string
 	cpuprofile string
+	name       string
 }
 
 func main() {
@@ -45,6 +46,7 @@ func main() {
 	fs.DurationVar(&o.latency, "graph-latency", 0, "latency the fake Graph API adds to each send (e2e)")
 	fs.IntVar(&o.mps, "mps", 1000, "throughput_mps of every account (e2e)")
 	fs.StringVar(&o.out, "out", "bench/results", "directory for the JSON and markdown results")
+	fs.StringVar(&o.name, "name", scenario, "base name of the result files")
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the measured runs to this file")
 	_ = fs.Parse(os.Args[2:])
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
@@ -78,13 +80,13 @@ func main() {
 	}
 	md := rep.markdown()
 	fmt.Println(md)
-	if err := save(o.out, scenario, rep, md); err != nil {
+	if err := save(o.out, o.name, scenario, rep, md); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func save(dir, scenario string, rep any, md string) error {
+func save(dir, name, scenario string, rep any, md string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
@@ -94,10 +96,10 @@ func save(dir, scenario string, rep any, md string) error {
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(dir, scenario+".json"), b, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, name+".json"), b, 0o644); err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(dir, scenario+".md"), []byte(md), 0o644)
+	return os.WriteFile(filepath.Join(dir, name+".md"), []byte(md), 0o644)
 }
 
 func logf(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
