@@ -58,19 +58,24 @@ func LoadOrCreateKeys(dataDir string) (Keys, error) {
 		return Keys{}, err
 	}
 	path := filepath.Join(dataDir, keysFile)
-	// O_EXCL: two dev commands started at once must not each write different keys.
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, fs.ErrExist) {
-		return LoadKeys(dataDir)
-	}
+	// Written whole to a temporary file, then linked into place: link fails if the file
+	// exists, so two dev commands started at once agree on the first keys, and a reader
+	// never sees a half-written file.
+	tmp, err := os.CreateTemp(dataDir, keysFile+".*")
 	if err != nil {
-		return Keys{}, fmt.Errorf("writing %s: %w", path, err)
+		return Keys{}, fmt.Errorf("writing dev keys: %w", err)
 	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return Keys{}, fmt.Errorf("writing %s: %w", path, err)
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return Keys{}, fmt.Errorf("writing dev keys: %w", err)
 	}
-	if err := f.Close(); err != nil {
+	if err := tmp.Close(); err != nil {
+		return Keys{}, fmt.Errorf("writing dev keys: %w", err)
+	}
+	if err := os.Link(tmp.Name(), path); errors.Is(err, fs.ErrExist) {
+		return LoadKeys(dataDir)
+	} else if err != nil {
 		return Keys{}, fmt.Errorf("writing %s: %w", path, err)
 	}
 	return k, nil
