@@ -4,7 +4,10 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
+	"runtime/trace"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -16,12 +19,14 @@ import (
 // acks=all publish to the embedded broker) with a bare fasthttp handler that only
 // answers 202, on the same machine and load generator.
 type gatewayReport struct {
-	Bare     result   `json:"bare"`
-	Gateway  result   `json:"gateway"`
-	Ratio    float64  `json:"ratio"`
-	AtLoad   []result `json:"gateway_open_loop"` // at fractions of the gateway's peak
-	Tenants  int      `json:"tenants"`
-	BodySize int      `json:"body_bytes"`
+	Bare       result   `json:"bare"`
+	Gateway    result   `json:"gateway"`
+	Ratio      float64  `json:"ratio"`
+	Peak       float64  `json:"peak"`
+	BareAtLoad result   `json:"bare_open_loop"`    // the bare handler at the top open-loop rate
+	AtLoad     []result `json:"gateway_open_loop"` // at fractions of the gateway's peak
+	Tenants    int      `json:"tenants"`
+	BodySize   int      `json:"body_bytes"`
 }
 
 func runGateway(ctx context.Context, o options) (*gatewayReport, error) {
@@ -64,21 +69,61 @@ func runGateway(ctx context.Context, o options) (*gatewayReport, error) {
 	closedLoop(bare, o.conns, o.warmup)
 
 	rep := &gatewayReport{Tenants: o.tenants, BodySize: len(body)}
-	rep.Bare = closedLoop(bare, o.conns, o.duration)
-	logf("%v", rep.Bare)
-	rep.Gateway = closedLoop(gw, o.conns, o.duration)
-	logf("%v", rep.Gateway)
-	if rep.Bare.RPS == 0 || rep.Gateway.RPS == 0 {
-		return nil, fmt.Errorf("no accepted requests: bare %v, gateway %v", rep.Bare.Statuses, rep.Gateway.Statuses)
+	peak := o.peak
+	if peak <= 0 {
+		rep.Bare = closedLoop(bare, o.conns, o.duration)
+		logf("%v", rep.Bare)
+		rep.Gateway = closedLoop(gw, o.conns, o.duration)
+		logf("%v", rep.Gateway)
+		if rep.Bare.RPS == 0 || rep.Gateway.RPS == 0 {
+			return nil, fmt.Errorf("no accepted requests: bare %v, gateway %v", rep.Bare.Statuses, rep.Gateway.Statuses)
+		}
+		rep.Ratio = rep.Gateway.RPS / rep.Bare.RPS
+		peak = rep.Gateway.RPS
 	}
-	rep.Ratio = rep.Gateway.RPS / rep.Bare.RPS
-	for _, frac := range []float64{0.5, 0.8} {
-		rate := frac * rep.Gateway.RPS
-		r := openLoop(gw, rate, o.conns*4, o.duration)
+	rep.Peak = peak
+	fracs, err := parseFractions(o.fractions)
+	if err != nil {
+		return nil, err
+	}
+	if o.trace != "" {
+		f, err := os.Create(o.trace)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		if err := trace.Start(f); err != nil {
+			return nil, err
+		}
+		defer trace.Stop()
+	}
+	open := func(t target, rate float64) result {
+		r := openLoop(t, rate, o.conns*4, o.duration)
 		logf("%v (target %.0f/s)", r, rate)
-		rep.AtLoad = append(rep.AtLoad, r)
+		if s := stalls(r.Timeline, 10*time.Millisecond); s != "" {
+			logf("  100 ms windows over 10 ms:%s", s)
+		}
+		return r
+	}
+	// The bare handler at the highest gateway rate shows what the load generator and
+	// the machine add by themselves.
+	rep.BareAtLoad = open(bare, fracs[len(fracs)-1]*peak)
+	for _, frac := range fracs {
+		rep.AtLoad = append(rep.AtLoad, open(gw, frac*peak))
 	}
 	return rep, nil
+}
+
+func parseFractions(s string) ([]float64, error) {
+	var out []float64
+	for _, f := range strings.Split(s, ",") {
+		v, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+		if err != nil || v <= 0 {
+			return nil, fmt.Errorf("bad -fractions %q: want positive numbers separated by commas", s)
+		}
+		out = append(out, v)
+	}
+	return out, nil
 }
 
 // startBare serves the baseline: a fasthttp handler that answers what the gateway answers
@@ -106,12 +151,19 @@ func (r *gatewayReport) markdown() string {
 			ms(x.P50), ms(x.P99), x.Failed)
 	}
 	s := "| target | load | conns | accepted/s | p50 | p99 | non-202 |\n|---|---|---|---|---|---|---|\n"
-	s += row("bare fasthttp 202", r.Bare)
-	s += row("POST /v1/messages", r.Gateway)
-	for _, x := range r.AtLoad {
-		s += row(fmt.Sprintf("POST /v1/messages at %.0f%% of peak (%s/s)", 100*x.TargetRate/r.Gateway.RPS, strconv.Itoa(int(x.TargetRate))), x)
+	if r.Bare.OK > 0 {
+		s += row("bare fasthttp 202", r.Bare)
+		s += row("POST /v1/messages", r.Gateway)
 	}
-	s += fmt.Sprintf("\nratio gateway/bare: **%.2f** (%d tenants, %d-byte body)\n", r.Ratio, r.Tenants, r.BodySize)
+	if r.BareAtLoad.OK > 0 {
+		s += row(fmt.Sprintf("bare fasthttp 202 at %s/s", strconv.Itoa(int(r.BareAtLoad.TargetRate))), r.BareAtLoad)
+	}
+	for _, x := range r.AtLoad {
+		s += row(fmt.Sprintf("POST /v1/messages at %.0f%% of peak (%s/s)", 100*x.TargetRate/r.Peak, strconv.Itoa(int(x.TargetRate))), x)
+	}
+	if r.Ratio > 0 {
+		s += fmt.Sprintf("\nratio gateway/bare: **%.2f** (%d tenants, %d-byte body)\n", r.Ratio, r.Tenants, r.BodySize)
+	}
 	return s
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,7 +34,20 @@ type result struct {
 	P99        time.Duration `json:"p99_ns"`
 	Max        time.Duration `json:"max_ns"`
 	Statuses   map[int]int64 `json:"statuses"`
+	// Timeline is the open loop's worst latency per 100 ms of due time, to tell a steady
+	// tail from a few stalls.
+	Timeline []slice `json:"timeline,omitempty"`
 }
+
+// slice is one 100 ms window of an open-loop run, by when its requests were due.
+type slice struct {
+	At    time.Duration `json:"at_ns"`
+	N     int           `json:"n"`
+	Max   time.Duration `json:"max_ns"`
+	Worst int           `json:"over_10ms"`
+}
+
+const sliceWidth = 100 * time.Millisecond
 
 func (r result) String() string {
 	return fmt.Sprintf("%-8s %-6s conns=%-4d ok=%-8d failed=%-5d rps=%-9.0f p50=%-8v p99=%-8v max=%v",
@@ -59,9 +73,10 @@ type recorder struct {
 	ok, fail  atomic.Int64
 }
 
-// do sends request seq and records its outcome; latency counts from since.
+// do sends request seq and records its outcome; latency counts from since. It returns
+// the latency and whether the answer was the accepted status.
 func (r *recorder) do(c *fasthttp.HostClient, t target, req *fasthttp.Request, resp *fasthttp.Response,
-	seq uint64, since time.Time, lat []time.Duration, statuses map[int]int64) []time.Duration {
+	seq uint64, since time.Time, statuses map[int]int64) (time.Duration, bool) {
 	req.Reset()
 	req.Header.SetHost(t.addr)
 	t.fill(req, seq)
@@ -74,12 +89,12 @@ func (r *recorder) do(c *fasthttp.HostClient, t target, req *fasthttp.Request, r
 	case resp.StatusCode() == t.accept:
 		statuses[resp.StatusCode()]++
 		r.ok.Add(1)
-		lat = append(lat, el)
+		return el, true
 	default:
 		statuses[resp.StatusCode()]++
 		r.fail.Add(1)
 	}
-	return lat
+	return el, false
 }
 
 func (r *recorder) merge(lat []time.Duration, statuses map[int]int64) {
@@ -135,7 +150,9 @@ func closedLoop(t target, conns int, d time.Duration) result {
 			lat := make([]time.Duration, 0, 1<<14)
 			statuses := map[int]int64{}
 			for time.Now().Before(deadline) {
-				lat = rec.do(c, t, req, resp, seq.Add(1), time.Now(), lat, statuses)
+				if el, ok := rec.do(c, t, req, resp, seq.Add(1), time.Now(), statuses); ok {
+					lat = append(lat, el)
+				}
 			}
 			rec.merge(lat, statuses)
 		}()
@@ -152,6 +169,7 @@ func openLoop(t target, rate float64, workers int, d time.Duration) result {
 	interval := time.Duration(float64(time.Second) / rate)
 	total := int(d.Seconds() * rate)
 	var rec recorder
+	tl := newTimeline(d)
 	start := time.Now().Add(20 * time.Millisecond)
 	var wg sync.WaitGroup
 	for w := range workers {
@@ -163,16 +181,69 @@ func openLoop(t target, rate float64, workers int, d time.Duration) result {
 			defer fasthttp.ReleaseResponse(resp)
 			lat := make([]time.Duration, 0, total/workers+1)
 			statuses := map[int]int64{}
+			local := newTimeline(d)
 			for k := w; k < total; k += workers {
-				due := start.Add(time.Duration(k) * interval)
+				offset := time.Duration(k) * interval
+				due := start.Add(offset)
 				if wait := time.Until(due); wait > 0 {
 					time.Sleep(wait)
 				}
-				lat = rec.do(c, t, req, resp, uint64(k), due, lat, statuses)
+				if el, ok := rec.do(c, t, req, resp, uint64(k), due, statuses); ok {
+					lat = append(lat, el)
+					local.add(offset, el)
+				}
 			}
 			rec.merge(lat, statuses)
+			tl.merge(local)
 		}()
 	}
 	wg.Wait()
-	return rec.result(t, "open", workers, rate, time.Since(start))
+	res := rec.result(t, "open", workers, rate, time.Since(start))
+	res.Timeline = tl.slices
+	return res
+}
+
+// timeline gathers the worst latency per window of due time.
+type timeline struct {
+	mu     sync.Mutex
+	slices []slice
+}
+
+func newTimeline(d time.Duration) *timeline {
+	n := int(d/sliceWidth) + 1
+	tl := &timeline{slices: make([]slice, n)}
+	for i := range tl.slices {
+		tl.slices[i].At = time.Duration(i) * sliceWidth
+	}
+	return tl
+}
+
+func (tl *timeline) add(offset, lat time.Duration) {
+	s := &tl.slices[min(len(tl.slices)-1, int(offset/sliceWidth))]
+	s.N++
+	s.Max = max(s.Max, lat)
+	if lat > 10*time.Millisecond {
+		s.Worst++
+	}
+}
+
+func (tl *timeline) merge(o *timeline) {
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	for i := range tl.slices {
+		tl.slices[i].N += o.slices[i].N
+		tl.slices[i].Max = max(tl.slices[i].Max, o.slices[i].Max)
+		tl.slices[i].Worst += o.slices[i].Worst
+	}
+}
+
+// stalls describes the windows whose worst latency passed limit, for the log.
+func stalls(tl []slice, limit time.Duration) string {
+	var b strings.Builder
+	for _, s := range tl {
+		if s.Max > limit {
+			fmt.Fprintf(&b, " %.1fs:%s(%d>10ms)", s.At.Seconds(), s.Max.Round(time.Millisecond), s.Worst)
+		}
+	}
+	return b.String()
 }

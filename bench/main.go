@@ -27,6 +27,9 @@ type options struct {
 	out        string
 	cpuprofile string
 	name       string
+	peak       float64 // gateway: skip the closed loops and take this as the peak
+	fractions  string  // gateway: open-loop rates as fractions of the peak
+	trace      string  // gateway: runtime trace of the open-loop runs
 }
 
 func main() {
@@ -48,6 +51,9 @@ func main() {
 	fs.StringVar(&o.out, "out", "bench/results", "directory for the JSON and markdown results")
 	fs.StringVar(&o.name, "name", scenario, "base name of the result files")
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the measured runs to this file")
+	fs.Float64Var(&o.peak, "peak", 0, "gateway: skip the closed-loop runs and use this peak (requests/s) for the open loops")
+	fs.StringVar(&o.fractions, "fractions", "0.5,0.8", "gateway: open-loop rates, as fractions of the peak")
+	fs.StringVar(&o.trace, "trace", "", "gateway: write a runtime trace of the open-loop runs to this file")
 	_ = fs.Parse(os.Args[2:])
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 

@@ -148,26 +148,13 @@ func queueClaims(b *pgx.Batch, msgs []Claim, res []ClaimResult) {
 	if len(msgs) == 0 {
 		return
 	}
-	n := len(msgs)
-	ids := make([]string, n)
-	tenants := make([]string, n)
-	accounts := make([]string, n)
-	phones := make([]string, n)
-	recipients := make([]string, n)
-	keys := make([]string, n)
-	accepted := make([]time.Time, n)
-	index := make(map[string]int, n)
+	cols := makeRowColumns(len(msgs))
+	index := make(map[string]int, len(msgs))
 	for i := range msgs {
-		m := &msgs[i]
-		ids[i], tenants[i], accounts[i] = canonicalID(m.ID), m.TenantID, accountOrNil(m.AccountID)
-		phones[i], recipients[i], keys[i] = m.PhoneNumberID, m.Recipient, m.IdempotencyKey
-		accepted[i] = m.AcceptedAt
-		if accepted[i].IsZero() {
-			accepted[i] = time.Now()
-		}
-		index[ids[i]] = i
+		cols.add(&msgs[i])
+		index[cols.ids[i]] = i
 	}
-	b.Queue(claimSQL, ids, tenants, accounts, phones, recipients, keys, accepted).Query(func(rows pgx.Rows) error {
+	b.Queue(claimSQL, cols.args()...).Query(func(rows pgx.Rows) error {
 		var id string
 		var attempts int
 		_, err := pgx.ForEachRow(rows, []any{&id, &attempts}, func() error {
@@ -194,27 +181,48 @@ func sentColumns(sent []Sent) (ids, wamids []string, ats []time.Time) {
 }
 
 func failedColumns(failed []Failure) []any {
-	n := len(failed)
-	ids := make([]string, n)
-	tenants := make([]string, n)
-	accounts := make([]string, n)
-	phones := make([]string, n)
-	recipients := make([]string, n)
-	keys := make([]string, n)
-	accepted := make([]time.Time, n)
-	codes := make([]int32, n)
-	titles := make([]string, n)
+	cols := makeRowColumns(len(failed))
+	codes := make([]int32, len(failed))
+	titles := make([]string, len(failed))
 	for i := range failed {
-		f := &failed[i]
-		ids[i], tenants[i], accounts[i] = canonicalID(f.ID), f.TenantID, accountOrNil(f.AccountID)
-		phones[i], recipients[i], keys[i] = f.PhoneNumberID, f.Recipient, f.IdempotencyKey
-		accepted[i] = f.AcceptedAt
-		if accepted[i].IsZero() {
-			accepted[i] = time.Now()
-		}
-		codes[i], titles[i] = int32(f.ErrorCode), f.ErrorTitle
+		cols.add(&failed[i].Claim)
+		codes[i], titles[i] = int32(failed[i].ErrorCode), failed[i].ErrorTitle
 	}
-	return []any{ids, tenants, accounts, phones, recipients, keys, accepted, codes, titles}
+	return cols.args(codes, titles)
+}
+
+// rowColumns is a batch of messages' identity, one array per column: the unnest
+// arguments $1–$7 of every statement that may create a message row.
+type rowColumns struct {
+	ids, tenants, accounts, phones, recipients, keys []string
+	accepted                                         []time.Time
+}
+
+func makeRowColumns(n int) rowColumns {
+	return rowColumns{
+		ids: make([]string, 0, n), tenants: make([]string, 0, n), accounts: make([]string, 0, n),
+		phones: make([]string, 0, n), recipients: make([]string, 0, n), keys: make([]string, 0, n),
+		accepted: make([]time.Time, 0, n),
+	}
+}
+
+func (c *rowColumns) add(m *Claim) {
+	at := m.AcceptedAt
+	if at.IsZero() {
+		at = time.Now()
+	}
+	c.ids = append(c.ids, canonicalID(m.ID))
+	c.tenants = append(c.tenants, m.TenantID)
+	c.accounts = append(c.accounts, accountOrNil(m.AccountID))
+	c.phones = append(c.phones, m.PhoneNumberID)
+	c.recipients = append(c.recipients, m.Recipient)
+	c.keys = append(c.keys, m.IdempotencyKey)
+	c.accepted = append(c.accepted, at)
+}
+
+// args returns the columns as statement arguments, followed by extra.
+func (c *rowColumns) args(extra ...any) []any {
+	return append([]any{c.ids, c.tenants, c.accounts, c.phones, c.recipients, c.keys, c.accepted}, extra...)
 }
 
 // canonicalID returns the UUID in its canonical text form (what RETURNING id::text gives

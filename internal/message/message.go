@@ -102,26 +102,14 @@ func (r *Repository) InsertAccepted(ctx context.Context, msgs []Message) error {
 	if len(msgs) == 0 {
 		return nil
 	}
-	n := len(msgs)
-	ids := make([]string, n)
-	tenants := make([]string, n)
-	accounts := make([]string, n)
-	phones := make([]string, n)
-	recipients := make([]string, n)
-	keys := make([]string, n)
-	accepted := make([]time.Time, n)
+	cols := makeRowColumns(len(msgs))
 	for i := range msgs {
 		m := &msgs[i]
-		ids[i], tenants[i], accounts[i] = m.ID, m.TenantID, m.AccountID
-		phones[i], recipients[i], keys[i] = m.PhoneNumberID, m.Recipient, m.IdempotencyKey
-		accepted[i] = m.AcceptedAt
-		if accepted[i].IsZero() {
-			accepted[i] = time.Now()
-		}
+		cols.add(&Claim{ID: m.ID, TenantID: m.TenantID, AccountID: m.AccountID, PhoneNumberID: m.PhoneNumberID,
+			Recipient: m.Recipient, IdempotencyKey: m.IdempotencyKey, AcceptedAt: m.AcceptedAt})
 	}
-	if _, err := r.pool.Exec(ctx, insertAcceptedSQL,
-		ids, tenants, accounts, phones, recipients, keys, accepted); err != nil {
-		return fmt.Errorf("inserting %d accepted messages: %w", n, err)
+	if _, err := r.pool.Exec(ctx, insertAcceptedSQL, cols.args()...); err != nil {
+		return fmt.Errorf("inserting %d accepted messages: %w", len(msgs), err)
 	}
 	return nil
 }
