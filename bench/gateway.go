@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime/pprof"
 	"runtime/trace"
 	"strconv"
 	"strings"
@@ -97,6 +98,12 @@ func runGateway(ctx context.Context, o options) (*gatewayReport, error) {
 		}
 		defer trace.Stop()
 	}
+	if o.allocs != "" {
+		if err := writeProfile("allocs", o.allocs+".before"); err != nil {
+			return nil, err
+		}
+		defer func() { _ = writeProfile("allocs", o.allocs) }()
+	}
 	open := func(t target, rate float64) result {
 		r := openLoop(t, rate, o.conns*4, o.duration)
 		logf("%v (target %.0f/s)", r, rate)
@@ -107,11 +114,22 @@ func runGateway(ctx context.Context, o options) (*gatewayReport, error) {
 	}
 	// The bare handler at the highest gateway rate shows what the load generator and
 	// the machine add by themselves.
-	rep.BareAtLoad = open(bare, fracs[len(fracs)-1]*peak)
+	if o.baseline {
+		rep.BareAtLoad = open(bare, fracs[len(fracs)-1]*peak)
+	}
 	for _, frac := range fracs {
 		rep.AtLoad = append(rep.AtLoad, open(gw, frac*peak))
 	}
 	return rep, nil
+}
+
+func writeProfile(name, path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return pprof.Lookup(name).WriteTo(f, 0)
 }
 
 func parseFractions(s string) ([]float64, error) {

@@ -170,8 +170,13 @@ func openLoop(t target, rate float64, workers int, d time.Duration) result {
 	total := int(d.Seconds() * rate)
 	var rec recorder
 	tl := newTimeline(d)
-	start := time.Now().Add(20 * time.Millisecond)
-	var wg sync.WaitGroup
+	// Every worker opens its connection with one untimed request first: a client at a
+	// steady rate has its connections open, and 512 connects in the first few
+	// milliseconds would put a start-up queue into the tail instead of the server.
+	var warm, wg sync.WaitGroup
+	warm.Add(workers)
+	ready := make(chan struct{})
+	var start time.Time
 	for w := range workers {
 		wg.Add(1)
 		go func() {
@@ -182,6 +187,10 @@ func openLoop(t target, rate float64, workers int, d time.Duration) result {
 			lat := make([]time.Duration, 0, total/workers+1)
 			statuses := map[int]int64{}
 			local := newTimeline(d)
+			var warmRec recorder
+			warmRec.do(c, t, req, resp, uint64(total+w), time.Now(), map[int]int64{})
+			warm.Done()
+			<-ready
 			for k := w; k < total; k += workers {
 				offset := time.Duration(k) * interval
 				due := start.Add(offset)
@@ -197,6 +206,10 @@ func openLoop(t target, rate float64, workers int, d time.Duration) result {
 			tl.merge(local)
 		}()
 	}
+	warm.Wait()
+	time.Sleep(100 * time.Millisecond) // let the warm-up's own work settle
+	start = time.Now().Add(time.Millisecond)
+	close(ready)
 	wg.Wait()
 	res := rec.result(t, "open", workers, rate, time.Since(start))
 	res.Timeline = tl.slices

@@ -30,6 +30,8 @@ type options struct {
 	peak       float64 // gateway: skip the closed loops and take this as the peak
 	fractions  string  // gateway: open-loop rates as fractions of the peak
 	trace      string  // gateway: runtime trace of the open-loop runs
+	allocs     string  // gateway: allocation profiles before and after the open-loop runs
+	baseline   bool    // gateway: run the bare handler in open loop too
 }
 
 func main() {
@@ -54,6 +56,8 @@ func main() {
 	fs.Float64Var(&o.peak, "peak", 0, "gateway: skip the closed-loop runs and use this peak (requests/s) for the open loops")
 	fs.StringVar(&o.fractions, "fractions", "0.5,0.8", "gateway: open-loop rates, as fractions of the peak")
 	fs.StringVar(&o.trace, "trace", "", "gateway: write a runtime trace of the open-loop runs to this file")
+	fs.StringVar(&o.allocs, "allocprofile", "", "gateway: write allocation profiles taken before (FILE.before) and after (FILE) the open-loop runs; compare with go tool pprof -diff_base")
+	fs.BoolVar(&o.baseline, "baseline", true, "gateway: also run the bare handler in open loop at the highest rate")
 	_ = fs.Parse(os.Args[2:])
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 
