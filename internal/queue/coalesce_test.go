@@ -77,7 +77,10 @@ func TestCoalescingWriterOversizedMessageFailsAlone(t *testing.T) {
 	var bigErr error
 	smallErrs := make([]error, 20)
 	wg.Add(1)
-	go func() { defer wg.Done(); bigErr = c.WriteMessages(context.Background(), kafka.Message{Key: []byte("t"), Value: big}) }()
+	go func() {
+		defer wg.Done()
+		bigErr = c.WriteMessages(context.Background(), kafka.Message{Key: []byte("t"), Value: big})
+	}()
 	for i := range smallErrs {
 		wg.Add(1)
 		go func() {
