@@ -49,24 +49,16 @@ func Run(ctx context.Context, cfg config.Config) error {
 	if err != nil {
 		return fmt.Errorf("gateway: parsing secrets.token_keys: %w", err)
 	}
-	resolver, err := account.NewResolver(account.NewRepository(pool, keys), account.ResolverOptions{
+	accounts, err := account.OpenLive(pool, keys, cfg.Database.URL, account.ResolverOptions{
 		TTL:         cfg.Accounts.CacheTTL,
 		NegativeTTL: cfg.Accounts.NegativeCacheTTL,
 		MaxEntries:  cfg.Accounts.CacheMaxEntries,
+		Logger:      log,
 	})
 	if err != nil {
 		return fmt.Errorf("gateway: building account resolver: %w", err)
 	}
-	defer resolver.Close()
-	listenCtx, stopListen := context.WithCancel(context.WithoutCancel(ctx))
-	listenDone := make(chan struct{})
-	go func() {
-		defer close(listenDone)
-		if err := resolver.Listen(listenCtx, cfg.Database.URL); err != nil {
-			log.Error("account invalidation listener stopped", "error", err.Error())
-		}
-	}()
-	defer func() { stopListen(); <-listenDone }()
+	defer accounts.Close()
 
 	verifier, err := auth.NewVerifier(auth.Config{
 		Algorithms:     cfg.JWT.Algorithms,
@@ -112,7 +104,7 @@ func Run(ctx context.Context, cfg config.Config) error {
 	brokers := cfg.Kafka.Brokers
 	srv, err := New(Options{
 		Verifier: verifier,
-		Resolver: resolver,
+		Resolver: accounts.Resolver,
 		Messages: message.NewRepository(pool),
 		Sends:    writer,
 		ReadyChecks: []ReadyCheck{

@@ -36,8 +36,7 @@ func Run(ctx context.Context, cfg config.Config, tune ...func(*Options)) error {
 	if err != nil {
 		return fmt.Errorf("sender: secrets.token_keys: %w", err)
 	}
-	repo := account.NewRepository(pool, keys)
-	resolver, err := account.NewResolver(repo, account.ResolverOptions{
+	accounts, err := account.OpenLive(pool, keys, cfg.Database.URL, account.ResolverOptions{
 		TTL:         cfg.Accounts.CacheTTL,
 		NegativeTTL: cfg.Accounts.NegativeCacheTTL,
 		MaxEntries:  cfg.Accounts.CacheMaxEntries,
@@ -46,20 +45,7 @@ func Run(ctx context.Context, cfg config.Config, tune ...func(*Options)) error {
 	if err != nil {
 		return fmt.Errorf("sender: %w", err)
 	}
-	defer resolver.Close()
-
-	listenCtx, stopListen := context.WithCancel(ctx)
-	listening := make(chan struct{})
-	go func() {
-		defer close(listening)
-		if err := resolver.Listen(listenCtx, cfg.Database.URL); err != nil {
-			log.Error("sender: account change notifications stopped", "err", err)
-		}
-	}()
-	defer func() {
-		stopListen()
-		<-listening
-	}()
+	defer accounts.Close()
 
 	topics := []string{queue.TopicSends, queue.TopicSendsRetry, queue.TopicSendsDLQ}
 	if err := queue.EnsureTopics(ctx, cfg.Kafka.Brokers, topics, cfg.Kafka.Partitions, cfg.Kafka.ReplicationFactor); err != nil {
@@ -73,8 +59,8 @@ func Run(ctx context.Context, cfg config.Config, tune ...func(*Options)) error {
 		Brokers:     cfg.Kafka.Brokers,
 		ClientID:    clientID(cfg.Kafka.ClientID),
 		Config:      cfg.Sender,
-		Accounts:    resolver,
-		AccountRepo: repo,
+		Accounts:    accounts.Resolver,
+		AccountRepo: accounts.Repository,
 		Messages:    message.NewRepository(pool),
 		Graph: graph.NewClient(graph.Config{
 			BaseURL:         cfg.Graph.BaseURL,

@@ -1,0 +1,47 @@
+package account_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/aerostic/aerogate/internal/account"
+)
+
+// TestOpenLiveFollowsChanges: a token refreshed through another repository (another
+// process) reaches a Live resolver without waiting for the TTL, and Close stops it.
+func TestOpenLiveFollowsChanges(t *testing.T) {
+	e := newEnv(t)
+	e.upsert(t, account.UpsertInput{TenantID: "acme", PhoneNumberID: "5550001", AccessToken: "old-token"})
+
+	live, err := account.OpenLive(e.pool, e.keys, e.url, account.ResolverOptions{TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close()
+	eventually(t, 5*time.Second, "listening", func() error {
+		if !live.Resolver.Listening() {
+			return fmt.Errorf("not listening")
+		}
+		return nil
+	})
+	if tok, err := resolveToken(live.Resolver, "acme", "5550001"); err != nil || tok != "old-token" {
+		t.Fatalf("first resolve = %q, %v", tok, err)
+	}
+
+	other := account.NewRepository(e.pool, e.keys)
+	if _, err := other.Upsert(context.Background(), account.UpsertInput{TenantID: "acme", WABAID: "waba-acme", PhoneNumberID: "5550001", AccessToken: "new-token"}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Second, "refreshed token", func() error {
+		tok, err := resolveToken(live.Resolver, "acme", "5550001")
+		if err != nil {
+			return err
+		}
+		if tok != "new-token" {
+			return fmt.Errorf("still %q", tok)
+		}
+		return nil
+	})
+}
