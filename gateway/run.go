@@ -13,7 +13,6 @@ import (
 	"github.com/aerostic/aerogate/internal/auth"
 	"github.com/aerostic/aerogate/internal/message"
 	"github.com/aerostic/aerogate/internal/queue"
-	"github.com/aerostic/aerogate/internal/secret"
 	"github.com/aerostic/aerogate/internal/store"
 )
 
@@ -45,18 +44,9 @@ func Run(ctx context.Context, cfg config.Config) error {
 	}
 	defer pool.Close()
 
-	keys, err := secret.ParseKeyRing(cfg.Secrets.TokenKeys)
+	accounts, err := account.OpenLiveFromConfig(pool, cfg, log)
 	if err != nil {
-		return fmt.Errorf("gateway: parsing secrets.token_keys: %w", err)
-	}
-	accounts, err := account.OpenLive(pool, keys, cfg.Database.URL, account.ResolverOptions{
-		TTL:         cfg.Accounts.CacheTTL,
-		NegativeTTL: cfg.Accounts.NegativeCacheTTL,
-		MaxEntries:  cfg.Accounts.CacheMaxEntries,
-		Logger:      log,
-	})
-	if err != nil {
-		return fmt.Errorf("gateway: building account resolver: %w", err)
+		return fmt.Errorf("gateway: %w", err)
 	}
 	defer accounts.Close()
 

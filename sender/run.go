@@ -12,7 +12,6 @@ import (
 	"github.com/aerostic/aerogate/internal/graph"
 	"github.com/aerostic/aerogate/internal/message"
 	"github.com/aerostic/aerogate/internal/queue"
-	"github.com/aerostic/aerogate/internal/secret"
 	"github.com/aerostic/aerogate/internal/store"
 )
 
@@ -32,16 +31,7 @@ func Run(ctx context.Context, cfg config.Config, tune ...func(*Options)) error {
 		return fmt.Errorf("sender: %w", err)
 	}
 	defer pool.Close()
-	keys, err := secret.ParseKeyRing(cfg.Secrets.TokenKeys)
-	if err != nil {
-		return fmt.Errorf("sender: secrets.token_keys: %w", err)
-	}
-	accounts, err := account.OpenLive(pool, keys, cfg.Database.URL, account.ResolverOptions{
-		TTL:         cfg.Accounts.CacheTTL,
-		NegativeTTL: cfg.Accounts.NegativeCacheTTL,
-		MaxEntries:  cfg.Accounts.CacheMaxEntries,
-		Logger:      log,
-	})
+	accounts, err := account.OpenLiveFromConfig(pool, cfg, log)
 	if err != nil {
 		return fmt.Errorf("sender: %w", err)
 	}
