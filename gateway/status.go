@@ -2,8 +2,8 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
-	"strconv"
 	"sync"
 	"time"
 
@@ -38,54 +38,55 @@ func (s *Server) getMessage(ctx *fasthttp.RequestCtx, claims auth.Claims) {
 		writeError(ctx, errUnavailable)
 		return
 	}
-	b := make([]byte, 0, 512)
-	b = append(b, `{"id":`...)
-	b = appendJSONString(b, m.ID)
-	b = append(b, `,"status":`...)
-	b = appendJSONString(b, string(m.Status))
-	b = append(b, `,"phone_number_id":`...)
-	b = appendJSONString(b, m.PhoneNumberID)
-	b = append(b, `,"to":`...)
-	b = appendJSONString(b, m.Recipient)
-	if m.WAMID != "" {
-		b = append(b, `,"wamid":`...)
-		b = appendJSONString(b, m.WAMID)
-	}
-	if m.IdempotencyKey != "" {
-		b = append(b, `,"idempotency_key":`...)
-		b = appendJSONString(b, m.IdempotencyKey)
+	writeJSON(ctx, fasthttp.StatusOK, statusOf(m))
+}
+
+// messageStatus is the body of GET /v1/messages/{id}.
+type messageStatus struct {
+	ID             string          `json:"id"`
+	Status         message.Status  `json:"status"`
+	PhoneNumberID  string          `json:"phone_number_id"`
+	To             string          `json:"to"`
+	WAMID          string          `json:"wamid,omitempty"`
+	IdempotencyKey string          `json:"idempotency_key,omitempty"`
+	Error          *messageFailure `json:"error,omitempty"`
+	Attempts       int             `json:"attempts"`
+	AcceptedAt     time.Time       `json:"accepted_at"`
+	SentAt         *time.Time      `json:"sent_at,omitempty"`
+	UpdatedAt      time.Time       `json:"updated_at"`
+}
+
+type messageFailure struct {
+	Code  int    `json:"code"`
+	Title string `json:"title"`
+}
+
+func statusOf(m *message.Message) messageStatus {
+	out := messageStatus{
+		ID: m.ID, Status: m.Status, PhoneNumberID: m.PhoneNumberID, To: m.Recipient,
+		WAMID: m.WAMID, IdempotencyKey: m.IdempotencyKey, Attempts: m.Attempts,
+		AcceptedAt: m.AcceptedAt.UTC(), UpdatedAt: m.UpdatedAt.UTC(),
 	}
 	if m.Status == message.StatusFailed {
-		b = append(b, `,"error":{"code":`...)
-		b = appendInt(b, m.ErrorCode)
-		b = append(b, `,"title":`...)
-		b = appendJSONString(b, m.ErrorTitle)
-		b = append(b, '}')
+		out.Error = &messageFailure{Code: m.ErrorCode, Title: m.ErrorTitle}
 	}
-	b = append(b, `,"attempts":`...)
-	b = appendInt(b, m.Attempts)
-	b = append(b, `,"accepted_at":`...)
-	b = appendTime(b, m.AcceptedAt)
 	if m.SentAt != nil {
-		b = append(b, `,"sent_at":`...)
-		b = appendTime(b, *m.SentAt)
+		t := m.SentAt.UTC()
+		out.SentAt = &t
 	}
-	b = append(b, `,"updated_at":`...)
-	b = appendTime(b, m.UpdatedAt)
-	b = append(b, '}')
-	ctx.SetStatusCode(fasthttp.StatusOK)
+	return out
+}
+
+// writeJSON answers with v as JSON; for the routes off the send hot path.
+func writeJSON(ctx *fasthttp.RequestCtx, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		writeError(ctx, errInternal)
+		return
+	}
+	ctx.SetStatusCode(status)
 	ctx.SetContentType("application/json")
 	ctx.SetBody(b)
-}
-
-func appendInt(b []byte, n int) []byte {
-	return strconv.AppendInt(b, int64(n), 10)
-}
-
-func appendTime(b []byte, t time.Time) []byte {
-	b = append(b, '"')
-	b = t.UTC().AppendFormat(b, time.RFC3339Nano)
-	return append(b, '"')
 }
 
 // healthz answers 200 while the process serves.
@@ -117,49 +118,26 @@ func (s *Server) readyz(ctx *fasthttp.RequestCtx) {
 	}
 	wg.Wait()
 
-	ok := true
-	b := append([]byte(nil), `{"status":`...)
-	for _, err := range results {
-		if err != nil {
-			ok = false
-		}
-	}
-	if ok {
-		b = append(b, `"ready"`...)
-	} else {
-		b = append(b, `"unavailable"`...)
-	}
-	b = append(b, `,"checks":{`...)
-	var down []string
+	body := readiness{Status: "ready", Checks: make(map[string]string, len(checks))}
 	for i, c := range checks {
-		if i > 0 {
-			b = append(b, ',')
+		if results[i] == nil {
+			body.Checks[c.Name] = "ok"
+			continue
 		}
-		b = appendJSONString(b, c.Name)
-		b = append(b, ':')
-		if results[i] != nil {
-			b = append(b, `"down"`...)
-			down = append(down, c.Name)
-			s.log.Warn("readiness check failed", "check", c.Name, "error", results[i].Error())
-		} else {
-			b = append(b, `"ok"`...)
-		}
+		body.Checks[c.Name] = "down"
+		body.Down = append(body.Down, c.Name)
+		s.log.Warn("readiness check failed", "check", c.Name, "error", results[i].Error())
 	}
-	b = append(b, '}')
-	if !ok {
-		b = append(b, `,"down":[`...)
-		for i, name := range down {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendJSONString(b, name)
-		}
-		b = append(b, ']')
-		ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
-	} else {
-		ctx.SetStatusCode(fasthttp.StatusOK)
+	status := fasthttp.StatusOK
+	if len(body.Down) > 0 {
+		body.Status, status = "unavailable", fasthttp.StatusServiceUnavailable
 	}
-	b = append(b, '}')
-	ctx.SetContentType("application/json")
-	ctx.SetBody(b)
+	writeJSON(ctx, status, body)
+}
+
+// readiness is the body of /readyz.
+type readiness struct {
+	Status string            `json:"status"`
+	Checks map[string]string `json:"checks"`
+	Down   []string          `json:"down,omitempty"`
 }
