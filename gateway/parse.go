@@ -3,7 +3,6 @@ package gateway
 import (
 	"bytes"
 	"unicode/utf8"
-	"unsafe"
 
 	"github.com/valyala/fastjson"
 )
@@ -294,9 +293,6 @@ func parseBearer(h []byte) ([]byte, bool) {
 	}
 	return tok, true
 }
-
-// b2s views b as a string without copying; b must not change while the string is used.
-func b2s(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 
 // trimJSONSpace drops JSON whitespace around b.
 func trimJSONSpace(b []byte) []byte {

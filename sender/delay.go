@@ -90,13 +90,6 @@ func (q *delayQueue[K, T]) next() (time.Time, bool) {
 	return q.items[0].due, true
 }
 
-// empty reports whether nothing is held.
-func (q *delayQueue[K, T]) empty() bool {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return len(q.items) == 0
-}
-
 // drain removes and returns everything held, in order.
 func (q *delayQueue[K, T]) drain() []T {
 	q.mu.Lock()
