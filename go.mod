@@ -20,6 +20,7 @@ require (
 	github.com/valyala/fasthttp v1.78.0
 	golang.org/x/sync v0.25.0
 	golang.org/x/time v0.16.0
+	github.com/twmb/franz-go/pkg/kmsg v1.15.1
 )
 
 require github.com/twmb/franz-go v1.22.3 // indirect
@@ -46,7 +47,6 @@ require (
 	github.com/savsgio/gotils v0.0.0-20240704082632-aef3928b8a38 // indirect
 	github.com/shopspring/decimal v1.4.0 // indirect
 	github.com/spf13/cast v1.7.0 // indirect
-	github.com/twmb/franz-go/pkg/kmsg v1.15.1 // indirect
 	github.com/valyala/bytebufferpool v1.0.0 // indirect
 	github.com/valyala/fastjson v1.6.10
 	go.yaml.in/yaml/v3 v3.0.3 // indirect

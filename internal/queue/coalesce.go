@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -13,22 +14,29 @@ import (
 // ErrClosed means the writer was closed before the message was handed to Kafka.
 var ErrClosed = errors.New("kafka writer closed")
 
-// CoalescingWriter funnels many concurrent WriteMessages calls into few calls of one
-// kafka-go Writer. The Writer keeps one batch in flight per partition and pays a fixed
-// cost per call (partition assignment, a batch, a timer and a wait per partition);
-// called once per HTTP request it spends most of its CPU on that overhead and every
-// request waits out a batch of its own. Here one loop collects whatever callers are
-// waiting, hands them to the Writer as one call while at most MaxInFlight calls are
-// outstanding, and answers each caller with its own messages' fate: while a call is in
-// flight the next batch grows by itself, so batches follow the load.
+// CoalescingWriter funnels many concurrent WriteMessages calls into few produce
+// requests. Called once per HTTP request, kafka-go's Writer spends most of its CPU on
+// fixed per-call costs and makes every request wait out a batch timer of its own. Here
+// one loop collects whatever callers are waiting and sends them as one produce request
+// per partition leader (see produce), while at most MaxInFlight requests are
+// outstanding, and answers each caller with its own messages' fate: while a request is
+// in flight the next batch grows by itself, so batches follow the load.
 //
-// Semantics are the Writer's: acks as configured on it, keyed partitioning by its
-// Balancer, and an answer only once the broker acknowledged (or refused) the messages.
+// It takes its settings from a kafka-go Writer (NewWriter): the Transport and its
+// connections, Topic, Balancer (murmur2), RequiredAcks, Compression, BatchBytes,
+// MaxAttempts and the write backoff. The Writer's BatchSize and BatchTimeout do not
+// apply: there is no timer, a request leaves as soon as a slot is free. A caller is
+// answered only once the broker acknowledged (or refused) its messages.
 type CoalescingWriter struct {
-	w        *kafka.Writer
-	timeout  time.Duration
-	maxBatch int
-	maxBytes int64
+	w          *kafka.Writer
+	transport  kafka.RoundTripper
+	balancer   kafka.Balancer
+	timeout    time.Duration
+	maxBatch   int
+	maxBytes   int64
+	attempts   int
+	backoffMin time.Duration
+	backoffMax time.Duration
 
 	reqs   chan *coalescedWrite
 	slots  chan struct{}
@@ -40,17 +48,20 @@ type CoalescingWriter struct {
 
 // CoalescingConfig tunes a CoalescingWriter.
 type CoalescingConfig struct {
-	// MaxBatch caps the messages of one Writer call (default 2,000).
+	// MaxBatch caps the messages of one produce request (default 2,000); the Writer's
+	// BatchBytes caps its bytes.
 	MaxBatch int
-	// MaxInFlight caps concurrent Writer calls (default 4).
+	// MaxInFlight caps concurrent produce requests (default 4).
 	MaxInFlight int
-	// Timeout bounds one Writer call (default the Writer's WriteTimeout, else 5s).
+	// Timeout bounds one request with its retries (default the Writer's WriteTimeout,
+	// else 5s).
 	Timeout time.Duration
 }
 
 type coalescedWrite struct {
-	msgs []kafka.Message
-	done chan error
+	msgs  []kafka.Message
+	bytes int64
+	done  chan error
 }
 
 var coalescedWrites = sync.Pool{New: func() any { return &coalescedWrite{done: make(chan error, 1)} }}
@@ -70,13 +81,27 @@ func NewCoalescingWriter(w *kafka.Writer, cfg CoalescingConfig) *CoalescingWrite
 		cfg.Timeout = DefaultWriteTimeout
 	}
 	c := &CoalescingWriter{
-		w:        w,
-		timeout:  cfg.Timeout,
-		maxBatch: cfg.MaxBatch,
-		maxBytes: w.BatchBytes,
-		reqs:     make(chan *coalescedWrite),
-		slots:    make(chan struct{}, cfg.MaxInFlight),
-		closed:   make(chan struct{}),
+		w:          w,
+		transport:  w.Transport,
+		balancer:   w.Balancer,
+		timeout:    cfg.Timeout,
+		maxBatch:   cfg.MaxBatch,
+		maxBytes:   w.BatchBytes,
+		attempts:   max(w.MaxAttempts, 1),
+		backoffMin: cmp.Or(w.WriteBackoffMin, 100*time.Millisecond),
+		backoffMax: cmp.Or(w.WriteBackoffMax, time.Second),
+		reqs:       make(chan *coalescedWrite),
+		slots:      make(chan struct{}, cfg.MaxInFlight),
+		closed:     make(chan struct{}),
+	}
+	if c.transport == nil {
+		c.transport = kafka.DefaultTransport
+	}
+	if c.balancer == nil {
+		c.balancer = &kafka.Murmur2Balancer{}
+	}
+	if c.maxBytes <= 0 {
+		c.maxBytes = DefaultBatchBytes
 	}
 	c.loop.Add(1)
 	go c.run()
@@ -88,15 +113,16 @@ func NewCoalescingWriter(w *kafka.Writer, cfg CoalescingConfig) *CoalescingWrite
 // returns at once; the messages may still be delivered and their bytes may still be
 // read, so the caller must not reuse them after an error.
 func (c *CoalescingWriter) WriteMessages(ctx context.Context, msgs ...kafka.Message) error {
+	var size int64
 	for i := range msgs {
-		// The Writer refuses a whole call when one message is over BatchBytes: check here
-		// so that one oversized message cannot fail the others it is coalesced with.
-		if c.maxBytes > 0 && int64(len(msgs[i].Key)+len(msgs[i].Value)+messageOverhead) > c.maxBytes {
-			return fmt.Errorf("publishing to %s: %w", c.w.Topic, ErrTooLarge)
-		}
+		size += messageSize(&msgs[i])
+	}
+	// Checked here so that an oversized call cannot fail the others it is coalesced with.
+	if size > c.maxBytes {
+		return fmt.Errorf("publishing to %s: %w", c.w.Topic, ErrTooLarge)
 	}
 	r := coalescedWrites.Get().(*coalescedWrite)
-	r.msgs = msgs
+	r.msgs, r.bytes = msgs, size
 	select {
 	case c.reqs <- r:
 	case <-ctx.Done():
@@ -122,6 +148,14 @@ func (c *CoalescingWriter) WriteMessages(ctx context.Context, msgs ...kafka.Mess
 // messageOverhead over-estimates a record's framing in a produce request.
 const messageOverhead = 128
 
+func messageSize(m *kafka.Message) int64 {
+	n := len(m.Key) + len(m.Value) + messageOverhead
+	for _, h := range m.Headers {
+		n += len(h.Key) + len(h.Value) + 8
+	}
+	return int64(n)
+}
+
 func (c *CoalescingWriter) run() {
 	defer c.loop.Done()
 	for {
@@ -134,19 +168,33 @@ func (c *CoalescingWriter) run() {
 		// Waiting for a free slot is what lets the next batch grow under load.
 		c.slots <- struct{}{}
 		batch := []*coalescedWrite{first}
-		n := len(first.msgs)
+		n, size := len(first.msgs), first.bytes
+		// A request stays under BatchBytes in all, so no partition's record set can be
+		// over the broker's limit; a caller that does not fit starts the next batch.
+		var next *coalescedWrite
 	collect:
 		for n < c.maxBatch {
 			select {
 			case r := <-c.reqs:
+				if size+r.bytes > c.maxBytes {
+					next = r
+					break collect
+				}
 				batch = append(batch, r)
 				n += len(r.msgs)
+				size += r.bytes
 			default:
 				break collect
 			}
 		}
 		c.writes.Add(1)
 		go c.write(batch, n)
+		for next != nil {
+			c.slots <- struct{}{}
+			batch, n, next = []*coalescedWrite{next}, len(next.msgs), nil
+			c.writes.Add(1)
+			go c.write(batch, n)
+		}
 	}
 }
 
@@ -158,41 +206,35 @@ func (c *CoalescingWriter) write(batch []*coalescedWrite, n int) {
 		msgs = append(msgs, r.msgs...)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
-	err := c.w.WriteMessages(ctx, msgs...)
+	errs := c.produce(ctx, msgs)
 	cancel()
-	if err == nil {
-		for _, r := range batch {
-			r.done <- nil
-		}
-		return
-	}
-	// kafka-go reports per message when partitions fared differently.
-	var werrs kafka.WriteErrors
-	perMessage := errors.As(err, &werrs) && len(werrs) == len(msgs)
 	i := 0
 	for _, r := range batch {
-		rerr := err
-		if perMessage {
-			rerr = nil
-			for _, e := range werrs[i : i+len(r.msgs)] {
-				if e != nil {
-					rerr = e
-					break
-				}
+		var rerr error
+		if errs == nil {
+			r.done <- nil
+			continue
+		}
+		for _, e := range errs[i : i+len(r.msgs)] {
+			if e != nil {
+				rerr = fmt.Errorf("publishing to %s: %w", c.w.Topic, mapWriteError(e))
+				break
 			}
 		}
 		i += len(r.msgs)
-		if rerr != nil {
-			rerr = fmt.Errorf("publishing to %s: %w", c.w.Topic, mapWriteError(rerr))
-		}
 		r.done <- rerr
 	}
 }
 
-// Close stops accepting writes, waits for the calls in flight, then closes the Writer.
+// Close stops accepting writes, waits for the requests in flight, then closes the
+// Writer and the Transport's connections.
 func (c *CoalescingWriter) Close() error {
 	c.once.Do(func() { close(c.closed) })
 	c.loop.Wait()
 	c.writes.Wait()
-	return c.w.Close()
+	err := c.w.Close()
+	if t, ok := c.transport.(*kafka.Transport); ok {
+		t.CloseIdleConnections()
+	}
+	return err
 }

@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 func newCoalescing(t *testing.T, brokers []string, topic string, cfg CoalescingConfig) *CoalescingWriter {
@@ -135,5 +137,109 @@ func TestCoalescingWriterBrokerDown(t *testing.T) {
 	}
 	if err := c.WriteMessages(context.Background(), kafka.Message{Key: []byte("t"), Value: []byte("late")}); !errors.Is(err, ErrClosed) {
 		t.Fatalf("write after Close: %v, want ErrClosed", err)
+	}
+}
+
+// produceFaults answers the broker's produce requests with an error code on every
+// partition while armed; disarmed, the broker handles them as usual.
+type produceFaults struct {
+	code    atomic.Int32 // 0: disarmed
+	left    atomic.Int32 // requests still to fail; negative: every one
+	refused atomic.Int32
+}
+
+func injectProduceFaults(b *Embedded) *produceFaults {
+	f := &produceFaults{}
+	b.cluster.ControlKey(int16(kmsg.Produce), func(r kmsg.Request) (kmsg.Response, error, bool) {
+		b.cluster.KeepControl()
+		code := int16(f.code.Load())
+		if code == 0 || f.left.Load() == 0 {
+			return nil, nil, false
+		}
+		f.left.Add(-1)
+		f.refused.Add(1)
+		req := r.(*kmsg.ProduceRequest)
+		resp := req.ResponseKind().(*kmsg.ProduceResponse)
+		for _, t := range req.Topics {
+			rt := kmsg.NewProduceResponseTopic()
+			rt.Topic = t.Topic
+			for _, p := range t.Partitions {
+				rp := kmsg.NewProduceResponseTopicPartition()
+				rp.Partition = p.Partition
+				rp.ErrorCode = code
+				rt.Partitions = append(rt.Partitions, rp)
+			}
+			resp.Topics = append(resp.Topics, rt)
+		}
+		return resp, nil, true
+	})
+	return f
+}
+
+// arm fails the next n produce requests (every one when n < 0) with code.
+func (f *produceFaults) arm(code int16, n int32) {
+	f.refused.Store(0)
+	f.left.Store(n)
+	f.code.Store(int32(code))
+}
+
+// TestCoalescingWriterProduceErrors: a retriable partition error (leader moved) is
+// retried and every message lands once; a permanent one fails its callers at once;
+// a retriable one that persists fails after the writer's attempts.
+func TestCoalescingWriterProduceErrors(t *testing.T) {
+	const notLeader, tooLarge = 6, 10
+	b := startBroker(t, EmbeddedConfig{Addr: "127.0.0.1:0", Partitions: 4})
+	faults := injectProduceFaults(b)
+	c := newCoalescing(t, b.Addrs(), TopicSends, CoalescingConfig{})
+
+	// Retriable, once: every caller is acknowledged and each message is on the topic once.
+	faults.arm(notLeader, 1)
+	var wg sync.WaitGroup
+	errs := make([]error, 40)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = c.WriteMessages(context.Background(), kafka.Message{Key: []byte(fmt.Sprintf("tenant-%d", i%9)), Value: []byte(fmt.Sprint(i))})
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("write %d after a leader error: %v", i, err)
+		}
+	}
+	if n := faults.refused.Load(); n != 1 {
+		t.Fatalf("the broker refused %d requests, want 1", n)
+	}
+	msgs := fetch(t, newReader(t, b.Addrs(), "produce-errors", TopicSends), len(errs))
+	seen := map[string]int{}
+	for _, m := range msgs {
+		seen[string(m.Value)]++
+	}
+	for i := range errs {
+		if n := seen[fmt.Sprint(i)]; n != 1 {
+			t.Fatalf("message %d is on the topic %d times, want once", i, n)
+		}
+	}
+
+	// Permanent: one request, the caller gets the mapped error.
+	faults.arm(tooLarge, -1)
+	err := c.WriteMessages(context.Background(), kafka.Message{Key: []byte("t"), Value: []byte("x")})
+	if !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("write refused as too large: %v, want ErrTooLarge", err)
+	}
+	if n := faults.refused.Load(); n != 1 {
+		t.Fatalf("a permanent error was tried %d times, want once", n)
+	}
+
+	// Retriable, for good: ErrUnavailable after MaxAttempts requests (NewWriter: 3).
+	faults.arm(notLeader, -1)
+	err = c.WriteMessages(context.Background(), kafka.Message{Key: []byte("t"), Value: []byte("y")})
+	if !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("write while the leader keeps moving: %v, want ErrUnavailable", err)
+	}
+	if n := faults.refused.Load(); n != 3 {
+		t.Fatalf("a retriable error was tried %d times, want 3 (MaxAttempts)", n)
 	}
 }

@@ -1,0 +1,309 @@
+package queue
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"syscall"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/protocol"
+	metadataAPI "github.com/segmentio/kafka-go/protocol/metadata"
+	produceAPI "github.com/segmentio/kafka-go/protocol/produce"
+)
+
+// produce writes msgs to the writer's topic in one produce request per partition leader
+// (one request in all on a single broker), through the Writer's own Transport, and
+// retries the partitions that failed with a retriable error until the Writer's
+// MaxAttempts or ctx run out. errs[i] is msgs[i]'s fate; nil means every message was
+// acknowledged with the Writer's RequiredAcks.
+//
+// kafka-go's Writer sends one request per partition and waits out BatchTimeout for each
+// batch; a coalesced batch spans every partition, so building the request here turns a
+// dozen requests and a timer wait into one round trip.
+func (c *CoalescingWriter) produce(ctx context.Context, msgs []kafka.Message) []error {
+	var errs []error
+	fail := func(idx []int, err error) {
+		if errs == nil {
+			errs = make([]error, len(msgs))
+		}
+		for _, i := range idx {
+			errs[i] = err
+		}
+	}
+	all := make([]int, len(msgs))
+	for i := range all {
+		all[i] = i
+	}
+
+	// Partitions are chosen once: a retry goes to the same partition, so a key's
+	// messages never split between two partitions.
+	var part []int32
+	pending := all
+	for attempt := 1; ; attempt++ {
+		var err error
+		var retry []int
+		layout, lerr := c.layout(ctx)
+		switch {
+		case lerr != nil:
+			err, retry = lerr, pending
+		default:
+			if part == nil {
+				part = c.partition(msgs, layout.partitions)
+			}
+			var failed []int
+			retry, failed, err = c.produceOnce(ctx, msgs, pending, part, layout)
+			if len(failed) > 0 {
+				fail(failed, err)
+			}
+		}
+		if len(retry) == 0 {
+			return errs
+		}
+		if attempt >= c.attempts || ctx.Err() != nil {
+			fail(retry, err)
+			return errs
+		}
+		if !sleepCtx(ctx, backoff(attempt, c.backoffMin, c.backoffMax)) {
+			fail(retry, errors.Join(err, ctx.Err()))
+			return errs
+		}
+		pending = retry
+	}
+}
+
+// topicLayout is the writer's topic as the Transport's cached metadata has it.
+type topicLayout struct {
+	partitions int
+	leader     []int32 // by partition
+}
+
+// layout reads the topic's partitions and leaders; the Transport answers from its
+// metadata cache (refreshed every MetadataTTL), so this costs no round trip.
+func (c *CoalescingWriter) layout(ctx context.Context) (topicLayout, error) {
+	r, err := c.transport.RoundTrip(ctx, c.w.Addr, &metadataAPI.Request{TopicNames: []string{c.w.Topic}})
+	if err != nil {
+		return topicLayout{}, fmt.Errorf("reading metadata of %s: %w", c.w.Topic, err)
+	}
+	for _, t := range r.(*metadataAPI.Response).Topics {
+		if t.Name != c.w.Topic {
+			continue
+		}
+		if t.ErrorCode != 0 {
+			return topicLayout{}, fmt.Errorf("reading metadata of %s: %w", c.w.Topic, kafka.Error(t.ErrorCode))
+		}
+		l := topicLayout{partitions: len(t.Partitions), leader: make([]int32, len(t.Partitions))}
+		for _, p := range t.Partitions {
+			if int(p.PartitionIndex) >= len(l.leader) || p.PartitionIndex < 0 {
+				return topicLayout{}, fmt.Errorf("reading metadata of %s: partition %d of %d", c.w.Topic, p.PartitionIndex, len(t.Partitions))
+			}
+			l.leader[p.PartitionIndex] = p.LeaderID
+		}
+		if l.partitions == 0 {
+			break
+		}
+		return l, nil
+	}
+	return topicLayout{}, fmt.Errorf("reading metadata of %s: %w", c.w.Topic, kafka.UnknownTopicOrPartition)
+}
+
+// partition applies the Writer's Balancer to every message.
+func (c *CoalescingWriter) partition(msgs []kafka.Message, n int) []int32 {
+	partitions := make([]int, n)
+	for i := range partitions {
+		partitions[i] = i
+	}
+	part := make([]int32, len(msgs))
+	for i := range msgs {
+		part[i] = int32(c.balancer.Balance(msgs[i], partitions...))
+	}
+	return part
+}
+
+// produceOnce sends msgs[pending] as one request per leader, concurrently when the
+// partitions have several leaders. It returns the messages to try again, those that
+// failed for good, and the error behind either.
+func (c *CoalescingWriter) produceOnce(ctx context.Context, msgs []kafka.Message, pending []int, part []int32,
+	layout topicLayout) (retry, failed []int, err error) {
+	// Messages by partition, keeping their order within each.
+	byPartition := make(map[int32][]int, layout.partitions)
+	for _, i := range pending {
+		p := part[i]
+		if int(p) >= layout.partitions {
+			return nil, pending, fmt.Errorf("partition %d of %s is gone (%d partitions)", p, c.w.Topic, layout.partitions)
+		}
+		byPartition[p] = append(byPartition[p], i)
+	}
+	byLeader := map[int32][]int32{}
+	for p := range byPartition {
+		l := layout.leader[p]
+		byLeader[l] = append(byLeader[l], p)
+	}
+
+	type outcome struct {
+		retry, failed []int
+		err           error
+	}
+	send := func(parts []int32) outcome {
+		var o outcome
+		req := &produceAPI.Request{
+			Acks:    int16(c.w.RequiredAcks),
+			Timeout: timeoutMs(ctx),
+			Topics:  []produceAPI.RequestTopic{{Topic: c.w.Topic, Partitions: make([]produceAPI.RequestPartition, 0, len(parts))}},
+		}
+		attrs := protocol.Attributes(c.w.Compression) & 0x7
+		for _, p := range parts {
+			req.Topics[0].Partitions = append(req.Topics[0].Partitions, produceAPI.RequestPartition{
+				Partition: p,
+				RecordSet: protocol.RecordSet{Attributes: attrs, Records: &records{msgs: msgs, idx: byPartition[p]}},
+			})
+		}
+		r, rerr := c.transport.RoundTrip(ctx, c.w.Addr, req)
+		if rerr != nil {
+			o.err = fmt.Errorf("producing to %s: %w", c.w.Topic, rerr)
+			for _, p := range parts {
+				if retriable(rerr) {
+					o.retry = append(o.retry, byPartition[p]...)
+				} else {
+					o.failed = append(o.failed, byPartition[p]...)
+				}
+			}
+			return o
+		}
+		if c.w.RequiredAcks == kafka.RequireNone {
+			return o
+		}
+		answered := make(map[int32]bool, len(parts))
+		for _, t := range r.(*produceAPI.Response).Topics {
+			if t.Topic != c.w.Topic {
+				continue
+			}
+			for _, rp := range t.Partitions {
+				idx, ok := byPartition[rp.Partition]
+				if !ok || answered[rp.Partition] {
+					continue
+				}
+				answered[rp.Partition] = true
+				if rp.ErrorCode == 0 {
+					continue
+				}
+				kerr := kafka.Error(rp.ErrorCode)
+				o.err = fmt.Errorf("producing to %s partition %d: %w", c.w.Topic, rp.Partition, kerr)
+				if kerr.Temporary() {
+					o.retry = append(o.retry, idx...)
+				} else {
+					o.failed = append(o.failed, idx...)
+				}
+			}
+		}
+		for _, p := range parts {
+			if !answered[p] {
+				o.err = fmt.Errorf("producing to %s: no answer for partition %d", c.w.Topic, p)
+				o.retry = append(o.retry, byPartition[p]...)
+			}
+		}
+		return o
+	}
+
+	if len(byLeader) == 1 {
+		for _, parts := range byLeader {
+			o := send(parts)
+			return o.retry, o.failed, o.err
+		}
+	}
+	results := make(chan outcome, len(byLeader))
+	for _, parts := range byLeader {
+		go func() { results <- send(parts) }()
+	}
+	for range byLeader {
+		o := <-results
+		retry = append(retry, o.retry...)
+		failed = append(failed, o.failed...)
+		if o.err != nil {
+			err = o.err
+		}
+	}
+	return retry, failed, err
+}
+
+// records reads msgs[idx] as a produce request's record set.
+type records struct {
+	msgs       []kafka.Message
+	idx        []int
+	next       int
+	rec        protocol.Record
+	key, value bytesReader
+}
+
+func (r *records) ReadRecord() (*protocol.Record, error) {
+	if r.next >= len(r.idx) {
+		return nil, io.EOF
+	}
+	m := &r.msgs[r.idx[r.next]]
+	r.next++
+	r.rec = protocol.Record{Time: m.Time, Headers: m.Headers}
+	if m.Key != nil {
+		r.key.Reset(m.Key)
+		r.rec.Key = &r.key
+	}
+	if m.Value != nil {
+		r.value.Reset(m.Value)
+		r.rec.Value = &r.value
+	}
+	return &r.rec, nil
+}
+
+// bytesReader is a protocol.Bytes over a byte slice.
+type bytesReader struct{ bytes.Reader }
+
+func (*bytesReader) Close() error { return nil }
+
+// retriable tells a transport error worth another attempt (a broker restarting, a
+// leader moving, a dropped connection) from one that will not change.
+func retriable(err error) bool {
+	var temp interface{ Temporary() bool }
+	if errors.As(err, &temp) && temp.Temporary() {
+		return true
+	}
+	var nerr net.Error
+	if errors.As(err, &nerr) && nerr.Timeout() {
+		return true
+	}
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, protocol.ErrNoLeader)
+}
+
+// timeoutMs is the broker-side wait for acks: what is left of ctx, capped to int32.
+func timeoutMs(ctx context.Context) int32 {
+	d := DefaultWriteTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		d = time.Until(dl)
+	}
+	return int32(min(max(d.Milliseconds(), 1), 1<<31-1))
+}
+
+// backoff is the wait before attempt+1: exponential from lo, capped at hi, with jitter.
+func backoff(attempt int, lo, hi time.Duration) time.Duration {
+	d := lo << min(attempt-1, 16)
+	if d <= 0 || d > hi {
+		d = hi
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
