@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"time"
 
@@ -37,6 +38,7 @@ type env struct {
 	dbName string
 	server string
 	roles  []func()
+	kdir   string
 }
 
 type tenantAccount struct {
@@ -81,7 +83,13 @@ func newEnv(ctx context.Context, partitions int) (*env, error) {
 	}
 	cfg.Secrets.TokenKeys = []string{spec}
 
-	e.broker, err = queue.StartEmbedded(queue.EmbeddedConfig{Addr: "127.0.0.1:0", Partitions: partitions})
+	// The broker keeps its log on disk as `aerogate dev` does (kfake's in-memory log
+	// grows by copying, which is not what a deployment pays).
+	if e.kdir, err = os.MkdirTemp("", "aerogate-bench-kafka-"); err != nil {
+		e.close()
+		return nil, err
+	}
+	e.broker, err = queue.StartEmbedded(queue.EmbeddedConfig{Addr: "127.0.0.1:0", Partitions: partitions, DataDir: e.kdir})
 	if err != nil {
 		e.close()
 		return nil, err
@@ -177,6 +185,9 @@ func (e *env) close() {
 	}
 	if e.broker != nil {
 		e.broker.Close()
+	}
+	if e.kdir != "" {
+		_ = os.RemoveAll(e.kdir)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -79,7 +79,12 @@ func runGateway(ctx context.Context, o options) (*gatewayReport, error) {
 	if peak <= 0 {
 		rep.Bare = closedLoop(bare, o.conns, o.duration)
 		logf("%v", rep.Bare)
+		stop, err := startCPUProfile(o.cpuprofile)
+		if err != nil {
+			return nil, err
+		}
 		rep.Gateway = closedLoop(gw, o.conns, o.duration)
+		stop()
 		logf("%v", rep.Gateway)
 		if rep.Bare.RPS == 0 || rep.Gateway.RPS == 0 {
 			return nil, fmt.Errorf("no accepted requests: bare %v, gateway %v", rep.Bare.Statuses, rep.Gateway.Statuses)
@@ -126,6 +131,22 @@ func runGateway(ctx context.Context, o options) (*gatewayReport, error) {
 		rep.AtLoad = append(rep.AtLoad, open(gw, frac*peak))
 	}
 	return rep, nil
+}
+
+// startCPUProfile profiles until the returned function is called; an empty path does nothing.
+func startCPUProfile(path string) (func(), error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
 func writeProfile(name, path string) error {

@@ -34,6 +34,11 @@ type result struct {
 	P99        time.Duration `json:"p99_ns"`
 	Max        time.Duration `json:"max_ns"`
 	Statuses   map[int]int64 `json:"statuses"`
+	// CPU per accepted request, in microseconds: this process (load generator and the
+	// roles under test) and Postgres. Postgres processes that end during the run (a
+	// closed connection) are not counted.
+	CPUSelfUS     float64 `json:"cpu_self_us_per_req"`
+	CPUPostgresUS float64 `json:"cpu_postgres_us_per_req"`
 	// Timeline is the open loop's worst latency per 100 ms of due time, to tell a steady
 	// tail from a few stalls.
 	Timeline []slice `json:"timeline,omitempty"`
@@ -50,8 +55,18 @@ type slice struct {
 const sliceWidth = 100 * time.Millisecond
 
 func (r result) String() string {
-	return fmt.Sprintf("%-8s %-6s conns=%-4d ok=%-8d failed=%-5d rps=%-9.0f p50=%-8v p99=%-8v max=%v",
-		r.Target, r.Mode, r.Conns, r.OK, r.Failed, r.RPS, r.P50.Round(time.Microsecond), r.P99.Round(time.Microsecond), r.Max.Round(time.Microsecond))
+	return fmt.Sprintf("%-8s %-6s conns=%-4d ok=%-8d failed=%-5d rps=%-9.0f p50=%-8v p99=%-8v max=%v cpu/req=%.0fµs+%.0fµs pg",
+		r.Target, r.Mode, r.Conns, r.OK, r.Failed, r.RPS, r.P50.Round(time.Microsecond), r.P99.Round(time.Microsecond), r.Max.Round(time.Microsecond),
+		r.CPUSelfUS, r.CPUPostgresUS)
+}
+
+// withCPU fills in CPU per accepted request from the use measured over the run.
+func (r result) withCPU(u cpuUse) result {
+	if r.OK > 0 {
+		r.CPUSelfUS = float64(u.self.Microseconds()) / float64(r.OK)
+		r.CPUPostgresUS = float64(u.postgres.Microseconds()) / float64(r.OK)
+	}
+	return r
 }
 
 func newClient(addr string, conns int) *fasthttp.HostClient {
@@ -138,6 +153,7 @@ func closedLoop(t target, conns int, d time.Duration) result {
 	var seq atomic.Uint64
 	var rec recorder
 	deadline := time.Now().Add(d)
+	cpu0 := readCPU()
 	start := time.Now()
 	var wg sync.WaitGroup
 	for range conns {
@@ -158,7 +174,7 @@ func closedLoop(t target, conns int, d time.Duration) result {
 		}()
 	}
 	wg.Wait()
-	return rec.result(t, "closed", conns, 0, time.Since(start))
+	return rec.result(t, "closed", conns, 0, time.Since(start)).withCPU(readCPU().sub(cpu0))
 }
 
 // openLoop sends at a fixed rate for d whatever the answers' speed. Latency is measured
@@ -208,10 +224,11 @@ func openLoop(t target, rate float64, workers int, d time.Duration) result {
 	}
 	warm.Wait()
 	time.Sleep(100 * time.Millisecond) // let the warm-up's own work settle
+	cpu0 := readCPU()
 	start = time.Now().Add(time.Millisecond)
 	close(ready)
 	wg.Wait()
-	res := rec.result(t, "open", workers, rate, time.Since(start))
+	res := rec.result(t, "open", workers, rate, time.Since(start)).withCPU(readCPU().sub(cpu0))
 	res.Timeline = tl.slices
 	return res
 }
