@@ -17,10 +17,10 @@ require (
 	github.com/segmentio/kafka-go v0.4.51
 	github.com/spf13/pflag v1.1.0
 	github.com/twmb/franz-go/pkg/kfake v0.0.0-20260918054303-01f206a7e32c
+	github.com/twmb/franz-go/pkg/kmsg v1.15.1
 	github.com/valyala/fasthttp v1.78.0
 	golang.org/x/sync v0.25.0
 	golang.org/x/time v0.16.0
-	github.com/twmb/franz-go/pkg/kmsg v1.15.1
 )
 
 require github.com/twmb/franz-go v1.22.3 // indirect
