@@ -38,6 +38,10 @@ type e2eReport struct {
 	// of the numbers over the steady part of the run.
 	MaxNumberWindow int     `json:"max_number_1s_window"`
 	MeanNumberRate  float64 `json:"mean_number_rate"`
+	// CPU per delivered message from the first accept to the last receipt, in
+	// microseconds: this process (every role and the load generator) and Postgres.
+	CPUSelfUS     float64 `json:"cpu_self_us_per_msg"`
+	CPUPostgresUS float64 `json:"cpu_postgres_us_per_msg"`
 }
 
 func runE2E(ctx context.Context, o options) (*e2eReport, error) {
@@ -91,7 +95,14 @@ func runE2E(ctx context.Context, o options) (*e2eReport, error) {
 		}
 		e.fake.Reset()
 	}
-	rep.Accept = closedLoop(gw, o.conns, o.duration)
+	cpu0 := readCPU()
+	if o.rate > 0 {
+		// At a fixed rate the roles share the machine as in production: the gateway takes
+		// only what the rate needs, and a sender that keeps up shows a flat latency.
+		rep.Accept = openLoop(gw, o.rate, o.conns, o.duration)
+	} else {
+		rep.Accept = closedLoop(gw, o.conns, o.duration)
+	}
 	logf("%v", rep.Accept)
 	// Wait for what was accepted to drain: with a Graph latency and per-number limits the
 	// sender may be well behind the gateway.
@@ -102,9 +113,14 @@ func runE2E(ctx context.Context, o options) (*e2eReport, error) {
 	if err := waitDelivered(e.fake, int(rep.Accept.OK), 5*time.Second, drain); err != nil {
 		logf("%v", err)
 	}
+	used := readCPU().sub(cpu0)
 	rep.analyse(e.fake.Received())
-	logf("delivered %d of %d accepted, %d duplicates, %d refused, %.0f/s end to end, p50 %v p99 %v",
-		rep.Delivered, rep.Accept.OK, rep.Duplicates, rep.Refused, rep.E2ERate, rep.P50, rep.P99)
+	if rep.Delivered > 0 {
+		rep.CPUSelfUS = float64(used.self.Microseconds()) / float64(rep.Delivered)
+		rep.CPUPostgresUS = float64(used.postgres.Microseconds()) / float64(rep.Delivered)
+	}
+	logf("delivered %d of %d accepted, %d duplicates, %d refused, %.0f/s end to end, p50 %v p99 %v, cpu/msg %.0fµs+%.0fµs pg",
+		rep.Delivered, rep.Accept.OK, rep.Duplicates, rep.Refused, rep.E2ERate, rep.P50, rep.P99, rep.CPUSelfUS, rep.CPUPostgresUS)
 	return rep, nil
 }
 
@@ -206,10 +222,14 @@ func (r *e2eReport) analyse(received []fakemeta.Received) {
 }
 
 func (r *e2eReport) markdown() string {
-	s := "| tenants | numbers | graph latency | mps/number | accepted/s | delivered | duplicates | end-to-end/s | accept→delivery p50 | p99 | busiest number 1 s window | mean number rate |\n"
-	s += "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
-	s += fmt.Sprintf("| %d | %d | %v | %d | %.0f | %d | %d | %.0f | %s | %s | %d | %.1f/s |\n",
-		r.Tenants, r.Numbers, r.GraphLatency, r.MPS, r.Accept.RPS, r.Delivered, r.Duplicates, r.E2ERate,
-		ms(r.P50), ms(r.P99), r.MaxNumberWindow, r.MeanNumberRate)
+	load := "closed"
+	if r.Accept.TargetRate > 0 {
+		load = fmt.Sprintf("open %.0f/s", r.Accept.TargetRate)
+	}
+	s := "| tenants | numbers | graph latency | mps/number | load | accepted/s | delivered | duplicates | end-to-end/s | accept→delivery p50 | p99 | busiest number 1 s window | mean number rate | CPU/msg (process + Postgres) |\n"
+	s += "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+	s += fmt.Sprintf("| %d | %d | %v | %d | %s | %.0f | %d | %d | %.0f | %s | %s | %d | %.1f/s | %.0f µs + %.0f µs |\n",
+		r.Tenants, r.Numbers, r.GraphLatency, r.MPS, load, r.Accept.RPS, r.Delivered, r.Duplicates, r.E2ERate,
+		ms(r.P50), ms(r.P99), r.MaxNumberWindow, r.MeanNumberRate, r.CPUSelfUS, r.CPUPostgresUS)
 	return s
 }

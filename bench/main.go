@@ -24,6 +24,7 @@ type options struct {
 	partitions int
 	latency    time.Duration
 	mps        int
+	rate       float64 // e2e: open-loop accept rate; 0 runs a closed loop
 	out        string
 	cpuprofile string
 	name       string
@@ -50,6 +51,7 @@ func main() {
 	fs.IntVar(&o.partitions, "partitions", 12, "partitions of each topic")
 	fs.DurationVar(&o.latency, "graph-latency", 0, "latency the fake Graph API adds to each send (e2e)")
 	fs.IntVar(&o.mps, "mps", 1000, "throughput_mps of every account (e2e)")
+	fs.Float64Var(&o.rate, "rate", 0, "e2e: send at this many requests/s (open loop, -conns workers) instead of as fast as the gateway accepts")
 	fs.StringVar(&o.out, "out", "bench/results", "directory for the JSON and markdown results")
 	fs.StringVar(&o.name, "name", scenario, "base name of the result files")
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile to this file: of the gateway's closed-loop run (gateway), of the measured run (e2e)")
