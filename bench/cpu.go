@@ -17,6 +17,10 @@ type cpuUse struct {
 	postgres time.Duration
 }
 
+// benchDatabase is the database of this run: Postgres backends serving other databases
+// (another program on the machine) are not counted. Set by newEnv.
+var benchDatabase string
+
 // clockTick is USER_HZ, the unit of /proc/<pid>/stat times; 100 on every Linux we run.
 const clockTick = 100
 
@@ -30,6 +34,9 @@ func readCPU() cpuUse {
 	for _, d := range dirs {
 		comm, err := os.ReadFile(filepath.Join(d, "comm"))
 		if err != nil || strings.TrimSpace(string(comm)) != "postgres" {
+			continue
+		}
+		if !ours(d) {
 			continue
 		}
 		stat, err := os.ReadFile(filepath.Join(d, "stat"))
@@ -54,4 +61,24 @@ func readCPU() cpuUse {
 
 func (u cpuUse) sub(o cpuUse) cpuUse {
 	return cpuUse{self: u.self - o.self, postgres: u.postgres - o.postgres}
+}
+
+// ours tells a Postgres process of this run: a backend connected to benchDatabase, or
+// one of the server's shared processes (WAL writer, checkpointer, background writer,
+// autovacuum), which work for every database.
+func ours(procDir string) bool {
+	b, err := os.ReadFile(filepath.Join(procDir, "cmdline"))
+	if err != nil {
+		return false
+	}
+	// A backend's title is "postgres: <cluster>: <user> <database> <client> <state>".
+	title := strings.Fields(strings.ReplaceAll(string(b), "\x00", " "))
+	if len(title) < 3 {
+		return true // the postmaster
+	}
+	switch title[2] {
+	case "walwriter", "checkpointer", "background", "autovacuum", "logical", "stats", "archiver", "walsender", "startup":
+		return true
+	}
+	return len(title) >= 4 && title[3] == benchDatabase
 }

@@ -95,7 +95,7 @@ func runE2E(ctx context.Context, o options) (*e2eReport, error) {
 		}
 		e.fake.Reset()
 	}
-	cpu0 := readCPU()
+	cpu0, start := readCPU(), time.Now()
 	if o.rate > 0 {
 		// At a fixed rate the roles share the machine as in production: the gateway takes
 		// only what the rate needs, and a sender that keeps up shows a flat latency.
@@ -114,7 +114,7 @@ func runE2E(ctx context.Context, o options) (*e2eReport, error) {
 		logf("%v", err)
 	}
 	used := readCPU().sub(cpu0)
-	rep.analyse(e.fake.Received())
+	rep.analyse(e.fake.Received(), start)
 	if rep.Delivered > 0 {
 		rep.CPUSelfUS = float64(used.self.Microseconds()) / float64(rep.Delivered)
 		rep.CPUPostgresUS = float64(used.postgres.Microseconds()) / float64(rep.Delivered)
@@ -143,7 +143,8 @@ func waitDelivered(f *fakemeta.Server, want int, idle, limit time.Duration) erro
 	return nil
 }
 
-func (r *e2eReport) analyse(received []fakemeta.Received) {
+// analyse counts the sends made since start; stragglers of the warm-up are left out.
+func (r *e2eReport) analyse(received []fakemeta.Received, start time.Time) {
 	seen := make(map[string]bool, len(received))
 	var lat []time.Duration
 	var first, last time.Time
@@ -163,17 +164,20 @@ func (r *e2eReport) analyse(received []fakemeta.Received) {
 		if sp < 0 || end < sp {
 			continue
 		}
+		nanos, err := strconv.ParseInt(string(rest[:sp]), 10, 64)
+		if err != nil {
+			continue
+		}
+		sentAt := time.Unix(0, nanos)
+		if sentAt.Before(start) {
+			continue
+		}
 		key := string(rest[:end]) // send time and sequence number: unique per request
 		if seen[key] {
 			r.Duplicates++
 			continue
 		}
 		seen[key] = true
-		nanos, err := strconv.ParseInt(string(rest[:sp]), 10, 64)
-		if err != nil {
-			continue
-		}
-		sentAt := time.Unix(0, nanos)
 		lat = append(lat, m.At.Sub(sentAt))
 		if first.IsZero() || sentAt.Before(first) {
 			first = sentAt

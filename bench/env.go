@@ -50,6 +50,7 @@ func newEnv(ctx context.Context, partitions int) (*env, error) {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	e.dbName = "aerogate_bench_" + hex.EncodeToString(b[:])
+	benchDatabase = e.dbName
 	admin, err := pgx.Connect(ctx, e.server)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to postgres: %w", err)
