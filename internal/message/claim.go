@@ -15,6 +15,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -154,6 +156,7 @@ func queueClaims(b *pgx.Batch, msgs []Claim, res []ClaimResult) {
 		cols.add(&msgs[i])
 		index[cols.ids[i]] = i
 	}
+	// Rows come back by id, so the columns may be reordered (args sorts them).
 	b.Queue(claimSQL, cols.args()...).Query(func(rows pgx.Rows) error {
 		var id string
 		var attempts int
@@ -167,12 +170,17 @@ func queueClaims(b *pgx.Batch, msgs []Claim, res []ClaimResult) {
 	})
 }
 
+// sentColumns returns the mark-sent arguments in id order (see rowColumns.args).
 func sentColumns(sent []Sent) (ids, wamids []string, ats []time.Time) {
+	canonical := make([]string, len(sent))
+	for i, s := range sent {
+		canonical[i] = canonicalID(s.ID)
+	}
 	ids = make([]string, len(sent))
 	wamids = make([]string, len(sent))
 	ats = make([]time.Time, len(sent))
-	for i, s := range sent {
-		ids[i], wamids[i], ats[i] = canonicalID(s.ID), s.WAMID, s.SentAt
+	for i, j := range idOrder(canonical) {
+		ids[i], wamids[i], ats[i] = canonical[j], sent[j].WAMID, sent[j].SentAt
 		if ats[i].IsZero() {
 			ats[i] = time.Now()
 		}
@@ -180,15 +188,32 @@ func sentColumns(sent []Sent) (ids, wamids []string, ats []time.Time) {
 	return ids, wamids, ats
 }
 
+// failedColumns returns the mark-failed arguments in id order (see rowColumns.args).
 func failedColumns(failed []Failure) []any {
+	ids := make([]string, len(failed))
+	for i := range failed {
+		ids[i] = canonicalID(failed[i].ID)
+	}
 	cols := makeRowColumns(len(failed))
 	codes := make([]int32, len(failed))
 	titles := make([]string, len(failed))
-	for i := range failed {
-		cols.add(&failed[i].Claim)
-		codes[i], titles[i] = int32(failed[i].ErrorCode), failed[i].ErrorTitle
+	for i, j := range idOrder(ids) {
+		cols.add(&failed[j].Claim)
+		codes[i], titles[i] = int32(failed[j].ErrorCode), failed[j].ErrorTitle
 	}
 	return cols.args(codes, titles)
+}
+
+// idOrder returns the indexes of ids in ascending id order.
+func idOrder(ids []string) []int {
+	order := make([]int, len(ids))
+	for i := range order {
+		order[i] = i
+	}
+	if !slices.IsSorted(ids) {
+		slices.SortStableFunc(order, func(a, b int) int { return strings.Compare(ids[a], ids[b]) })
+	}
+	return order
 }
 
 // rowColumns is a batch of messages' identity, one array per column: the unnest
@@ -220,9 +245,33 @@ func (c *rowColumns) add(m *Claim) {
 	c.accepted = append(c.accepted, at)
 }
 
-// args returns the columns as statement arguments, followed by extra.
+// args returns the columns as statement arguments, followed by extra, with the rows
+// sorted by id. Every statement that writes message rows (the gateway's accepted insert,
+// claims, outcomes) takes its row locks in id order, so concurrent batches wait on
+// each other instead of deadlocking: an accepted insert and a claim of the same rows in
+// different orders deadlocked, and the failed batch was rewritten row by row. Extra
+// columns are not reordered: a caller with extra columns adds its rows in id order.
 func (c *rowColumns) args(extra ...any) []any {
+	if !slices.IsSorted(c.ids) {
+		order := idOrder(c.ids)
+		c.ids = permute(c.ids, order)
+		c.tenants = permute(c.tenants, order)
+		c.accounts = permute(c.accounts, order)
+		c.phones = permute(c.phones, order)
+		c.recipients = permute(c.recipients, order)
+		c.keys = permute(c.keys, order)
+		c.accepted = permute(c.accepted, order)
+	}
 	return append([]any{c.ids, c.tenants, c.accounts, c.phones, c.recipients, c.keys, c.accepted}, extra...)
+}
+
+// permute returns s reordered so that element i is s[order[i]].
+func permute[T any](s []T, order []int) []T {
+	out := make([]T, len(s))
+	for i, j := range order {
+		out[i] = s[j]
+	}
+	return out
 }
 
 // canonicalID returns the UUID in its canonical text form (what RETURNING id::text gives

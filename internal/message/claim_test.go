@@ -4,6 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -12,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/aerostic/aerogate/internal/message"
+	"github.com/aerostic/aerogate/internal/store"
 	"github.com/aerostic/aerogate/internal/store/storetest"
 )
 
@@ -325,4 +331,161 @@ func TestBatcherSameIDTwiceAndBadRows(t *testing.T) {
 	if _, err := b.Claim(ctx, newClaim("t")); !errors.Is(err, message.ErrBatcherClosed) {
 		t.Fatalf("after Close: %v", err)
 	}
+}
+
+// Rows are written in id order by every statement, so the gateway's accepted inserts
+// and the sender's claims and outcomes of the same rows, batched in different orders,
+// wait on each other instead of deadlocking; and each row of an outcome batch keeps its
+// own values when the batch is reordered.
+func TestConcurrentWritesOfTheSameRowsInAnyOrder(t *testing.T) {
+	_, pool := storetest.New(t)
+	repo := message.NewRepository(pool)
+	ctx := context.Background()
+	for round := range 5 {
+		claims := make([]message.Claim, 240)
+		for i := range claims {
+			claims[i] = newClaim(fmt.Sprint("t", i%5))
+		}
+		shuffled := func(seed int) []message.Claim {
+			out := slices.Clone(claims)
+			rand.New(rand.NewPCG(uint64(round), uint64(seed))).Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
+			return out
+		}
+		var wg sync.WaitGroup
+		errs := make(chan error, 16)
+		for w := range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				mine := shuffled(w)
+				for len(mine) > 0 {
+					n := min(len(mine), 60)
+					var err error
+					if w%2 == 0 {
+						msgs := make([]message.Message, n)
+						for i, c := range mine[:n] {
+							msgs[i] = message.Message{ID: c.ID, TenantID: c.TenantID, AccountID: c.AccountID,
+								PhoneNumberID: c.PhoneNumberID, Recipient: c.Recipient, AcceptedAt: c.AcceptedAt}
+						}
+						err = repo.InsertAccepted(ctx, msgs)
+					} else {
+						_, err = repo.ClaimMany(ctx, mine[:n])
+					}
+					if err != nil {
+						errs <- err
+						return
+					}
+					mine = mine[n:]
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatalf("round %d: %v", round, err)
+		}
+	}
+
+	claims := make([]message.Claim, 50)
+	failures := make([]message.Failure, len(claims))
+	sent := make([]message.Sent, len(claims))
+	for i := range claims {
+		claims[i] = newClaim("t")
+		failures[i] = message.Failure{Claim: claims[i], ErrorCode: 131000 + i, ErrorTitle: fmt.Sprint("title ", i)}
+		sent[i] = message.Sent{ID: claims[i].ID, WAMID: "wamid." + claims[i].ID}
+	}
+	if err := repo.MarkFailedMany(ctx, failures[:25]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := repo.ClaimMany(ctx, claims[25:]); err != nil {
+		t.Fatal(err)
+	}
+	if err := repo.MarkSentMany(ctx, sent[25:]); err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range claims {
+		got, ok := loadRow(t, pool, c.ID)
+		switch {
+		case !ok:
+			t.Fatalf("row %d missing", i)
+		case i < 25 && (got.status != message.StatusFailed || got.errorCode != 131000+i || got.errorTitle != fmt.Sprint("title ", i)):
+			t.Errorf("failed row %d: %+v", i, got)
+		case i >= 25 && (got.status != message.StatusSent || got.wamid != "wamid."+c.ID || got.tenant != c.TenantID):
+			t.Errorf("sent row %d: %+v", i, got)
+		}
+	}
+}
+
+// BenchmarkClaimAndMarkSent is the sender's Postgres work for batches of messages the
+// gateway had recorded accepted: one claim statement, then one mark-sent statement, by
+// batch size. It reports the CPU of the Postgres server process running the
+// statements per message (pg-µs/msg) next to the wall time.
+func BenchmarkClaimAndMarkSent(b *testing.B) {
+	url, _ := storetest.New(b)
+	ctx := context.Background()
+	// One connection, so that its server process's CPU is the statements' alone.
+	pool, err := store.Open(ctx, url, 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pool.Close()
+	var backend int
+	if err := pool.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&backend); err != nil {
+		b.Fatal(err)
+	}
+	postgresCPU := func() time.Duration { return processCPU(backend) }
+	repo := message.NewRepository(pool)
+	for _, n := range []int{10, 50, 200} {
+		b.Run(fmt.Sprint("rows=", n), func(b *testing.B) {
+			var pg time.Duration
+			for b.Loop() {
+				b.StopTimer()
+				claims := make([]message.Claim, n)
+				rows := make([]message.Message, n)
+				sent := make([]message.Sent, n)
+				for i := range claims {
+					c := newClaim(fmt.Sprint("tenant-", i%7))
+					claims[i] = c
+					rows[i] = message.Message{ID: c.ID, TenantID: c.TenantID, AccountID: c.AccountID,
+						PhoneNumberID: c.PhoneNumberID, Recipient: c.Recipient, AcceptedAt: c.AcceptedAt}
+					sent[i] = message.Sent{ID: c.ID, WAMID: "wamid." + c.ID, SentAt: time.Now()}
+				}
+				if err := repo.InsertAccepted(ctx, rows); err != nil {
+					b.Fatal(err)
+				}
+				pg0 := postgresCPU()
+				b.StartTimer()
+				if _, err := repo.ClaimMany(ctx, claims); err != nil {
+					b.Fatal(err)
+				}
+				if err := repo.MarkSentMany(ctx, sent); err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				pg += postgresCPU() - pg0
+				b.StartTimer()
+			}
+			b.ReportMetric(float64(pg.Microseconds())/float64(b.N*n), "pg-µs/msg")
+			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*n), "µs/msg")
+		})
+	}
+}
+
+// processCPU is the CPU time process pid has used.
+func processCPU(pid int) time.Duration {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(stat)
+	if i := strings.LastIndexByte(s, ')'); i >= 0 {
+		s = s[i+1:]
+	}
+	f := strings.Fields(s)
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
 }
