@@ -38,7 +38,7 @@ var usages = map[string]string{
 	"kafka.brokers":                 "Kafka brokers, comma-separated; empty in dev means the embedded broker",
 	"kafka.partitions":              "partition count of the topics aerogate creates",
 	"kafka.replication_factor":      "replication factor of the topics aerogate creates",
-	"kafka.batch_timeout":           "longest wait to fill a produce batch",
+	"kafka.batch_timeout":           "longest wait to fill a produce batch of the sender's retry and DLQ producers (the gateway sends as soon as a request slot is free)",
 	"kafka.write_timeout":           "longest produce call; past it the gateway answers 503",
 	"kafka.client_id":               "client id sent to the brokers",
 	"dev.data_dir":                  "where dev keeps the embedded broker's log and its generated keys",

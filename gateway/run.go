@@ -19,15 +19,6 @@ import (
 // shutdownTimeout bounds the graceful shutdown after ctx is cancelled.
 const shutdownTimeout = 15 * time.Second
 
-// sendBatchSize caps the messages of one partition's produce request. kafka-go allocates
-// a batch's whole capacity up front (152 bytes a message, so 152 KiB at its default of
-// 1,000) for every partition batch, even one holding a single message; at a few
-// messages a batch that was ~50 KiB of garbage per accepted send and a GC cycle every
-// ~130 ms (measured by go run ./bench gateway -allocprofile). The coalescing writer's
-// calls put a few messages on each partition, so 64 rarely splits one, and a full batch
-// is sent at once instead of waiting out the batch timeout.
-const sendBatchSize = 64
-
 // Run builds every dependency from cfg, serves on cfg.HTTP.Addr, and returns after a
 // graceful shutdown once ctx is cancelled (or with the error that stopped it). It is how
 // `aerogate gateway` and `aerogate dev` start the gateway; dev sets cfg.Kafka.Brokers to
@@ -74,13 +65,11 @@ func Run(ctx context.Context, cfg config.Config) error {
 	}
 	cancel()
 
-	// One kafka-go Writer (murmur2 keys, acks=all) fed by a coalescing loop, so that
-	// concurrent requests share produce calls instead of each paying for its own.
+	// Concurrent requests share produce requests (one per partition leader, murmur2
+	// keys, acks=all) instead of each paying for its own; no batch timer is involved.
 	writer := queue.NewCoalescingWriter(queue.NewWriter(queue.WriterConfig{
 		Brokers:      cfg.Kafka.Brokers,
 		Topic:        queue.TopicSends,
-		BatchTimeout: cfg.Kafka.BatchTimeout,
-		BatchSize:    sendBatchSize,
 		WriteTimeout: cfg.Kafka.WriteTimeout,
 		ClientID:     cfg.Kafka.ClientID,
 		Logger:       log,
