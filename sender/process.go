@@ -173,7 +173,7 @@ func (s *Sender) handle(j *job) bool {
 		s.stats.graphCalls.Add(1)
 		res, err := s.opts.Graph.SendMessage(context.WithoutCancel(ctx), acct.PhoneNumberID, acct.AccessToken.Reveal(), env.Payload)
 		if err == nil {
-			return s.recordSent(j, res)
+			return s.recordSent(j, acct, res)
 		}
 
 		gerr := toEnvelopeError(err)
@@ -262,8 +262,8 @@ func toEnvelopeError(err error) *queue.EnvelopeError {
 // recordSent stores wamid and sent. If Postgres cannot be reached it keeps trying until
 // the partition goes away; then the message is redelivered and sent again (the
 // documented window: answered but not recorded).
-func (s *Sender) recordSent(j *job, res graph.SendResult) bool {
-	sent := message.Sent{ID: j.env.ID, WAMID: res.WAMID, SentAt: time.Now()}
+func (s *Sender) recordSent(j *job, acct *account.Account, res graph.SendResult) bool {
+	sent := message.Sent{Claim: claimOf(j.env, acct), WAMID: res.WAMID, SentAt: time.Now()}
 	for attempt := 1; ; attempt++ {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(j.part.ctx), 10*time.Second)
 		err := s.batcher.MarkSent(ctx, sent)

@@ -52,9 +52,10 @@ type ClaimResult struct {
 	Attempts int
 }
 
-// Sent is a successful Graph call.
+// Sent is a successful Graph call. The row is created (sent) if it does not exist, like
+// a Failure's, so the message's identity is needed.
 type Sent struct {
-	ID     string
+	Claim
 	WAMID  string
 	SentAt time.Time
 }
@@ -84,14 +85,27 @@ RETURNING m.id::text, m.attempts`
 
 // markSentSQL records wamid and sent. Status only moves forward: a row that a webhook
 // already moved to delivered or read keeps its status; a failed row stays failed.
+//
+// It is an upsert on the primary key rather than an UPDATE joined to unnest: the join's
+// plan is Postgres's choice, and a cached generic plan made while the table was small
+// (a new database, before autovacuum's first ANALYZE) hash-joins a sequential scan of
+// the whole table for every batch; the arbiter index is one lookup per row whatever the
+// statistics say.
 const markSentSQL = `
-UPDATE messages AS m
+INSERT INTO messages AS m (id, tenant_id, account_id, phone_number_id, recipient, idempotency_key,
+                           status, attempts, wamid, accepted_at, sent_at, updated_at)
+SELECT t.id::uuid, t.tenant_id, t.account_id::uuid, t.phone_number_id, t.recipient,
+       NULLIF(t.idempotency_key, ''), 'sent', 1, t.wamid, t.accepted_at, t.sent_at, now()
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[],
+              $8::text[], $9::timestamptz[])
+       AS t(id, tenant_id, account_id, phone_number_id, recipient, idempotency_key, accepted_at,
+            wamid, sent_at)
+ON CONFLICT (id) DO UPDATE
    SET status = CASE WHEN m.status IN ('accepted', 'sending') THEN 'sent' ELSE m.status END,
-       wamid = coalesce(m.wamid, t.wamid),
-       sent_at = coalesce(m.sent_at, t.sent_at),
+       wamid = coalesce(m.wamid, excluded.wamid),
+       sent_at = coalesce(m.sent_at, excluded.sent_at),
        updated_at = now()
-  FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS t(id, wamid, sent_at)
- WHERE m.id = t.id::uuid AND m.status <> 'failed'`
+ WHERE m.status <> 'failed'`
 
 const markFailedSQL = `
 INSERT INTO messages AS m (id, tenant_id, account_id, phone_number_id, recipient, idempotency_key,
@@ -127,8 +141,7 @@ func (r *Repository) MarkSentMany(ctx context.Context, sent []Sent) error {
 	if len(sent) == 0 {
 		return nil
 	}
-	ids, wamids, ats := sentColumns(sent)
-	if _, err := r.pool.Exec(ctx, markSentSQL, ids, wamids, ats); err != nil {
+	if _, err := r.pool.Exec(ctx, markSentSQL, sentColumns(sent)...); err != nil {
 		return fmt.Errorf("recording %d sent messages: %w", len(sent), err)
 	}
 	return nil
@@ -171,21 +184,22 @@ func queueClaims(b *pgx.Batch, msgs []Claim, res []ClaimResult) {
 }
 
 // sentColumns returns the mark-sent arguments in id order (see rowColumns.args).
-func sentColumns(sent []Sent) (ids, wamids []string, ats []time.Time) {
-	canonical := make([]string, len(sent))
-	for i, s := range sent {
-		canonical[i] = canonicalID(s.ID)
+func sentColumns(sent []Sent) []any {
+	ids := make([]string, len(sent))
+	for i := range sent {
+		ids[i] = canonicalID(sent[i].ID)
 	}
-	ids = make([]string, len(sent))
-	wamids = make([]string, len(sent))
-	ats = make([]time.Time, len(sent))
-	for i, j := range idOrder(canonical) {
-		ids[i], wamids[i], ats[i] = canonical[j], sent[j].WAMID, sent[j].SentAt
+	cols := makeRowColumns(len(sent))
+	wamids := make([]string, len(sent))
+	ats := make([]time.Time, len(sent))
+	for i, j := range idOrder(ids) {
+		cols.add(&sent[j].Claim)
+		wamids[i], ats[i] = sent[j].WAMID, sent[j].SentAt
 		if ats[i].IsZero() {
 			ats[i] = time.Now()
 		}
 	}
-	return ids, wamids, ats
+	return cols.args(wamids, ats)
 }
 
 // failedColumns returns the mark-failed arguments in id order (see rowColumns.args).
@@ -562,8 +576,7 @@ func (b *Batcher) write(ctx context.Context, batch []request) error {
 	claimRes := make([]ClaimResult, len(claims))
 	queueClaims(pb, claims, claimRes)
 	if len(sent) > 0 {
-		ids, wamids, ats := sentColumns(sent)
-		pb.Queue(markSentSQL, ids, wamids, ats)
+		pb.Queue(markSentSQL, sentColumns(sent)...)
 	}
 	if len(failed) > 0 {
 		pb.Queue(markFailedSQL, failedColumns(failed)...)

@@ -131,10 +131,11 @@ func TestMarkSentAndMarkFailedOnlyMoveForward(t *testing.T) {
 	t.Run("sent", func(t *testing.T) {
 		tests := []struct {
 			name      string
-			seed      message.Status
+			seed      message.Status // "" = no row
 			want      message.Status
 			wantWAMID bool // the new wamid is stored
 		}{
+			{"no row yet", "", message.StatusSent, true},
 			{"sending becomes sent", message.StatusSending, message.StatusSent, true},
 			{"delivered stays delivered", message.StatusDelivered, message.StatusDelivered, false},
 			{"read stays read", message.StatusRead, message.StatusRead, false},
@@ -144,8 +145,10 @@ func TestMarkSentAndMarkFailedOnlyMoveForward(t *testing.T) {
 		claims := make([]message.Claim, len(tests))
 		for i, tt := range tests {
 			claims[i] = newClaim("t")
-			seedRow(t, pool, claims[i], tt.seed, 1)
-			sent = append(sent, message.Sent{ID: claims[i].ID, WAMID: "wamid.new." + claims[i].ID, SentAt: at})
+			if tt.seed != "" {
+				seedRow(t, pool, claims[i], tt.seed, 1)
+			}
+			sent = append(sent, message.Sent{Claim: claims[i], WAMID: "wamid.new." + claims[i].ID, SentAt: at})
 		}
 		if err := repo.MarkSentMany(ctx, sent); err != nil {
 			t.Fatalf("MarkSentMany: %v", err)
@@ -248,7 +251,7 @@ func TestBatcherAnswersEveryCallerUnderConcurrency(t *testing.T) {
 				return
 			}
 			if i%2 == 0 {
-				err = b.MarkSent(ctx, message.Sent{ID: c.ID, WAMID: "wamid." + c.ID, SentAt: time.Now()})
+				err = b.MarkSent(ctx, message.Sent{Claim: c, WAMID: "wamid." + c.ID, SentAt: time.Now()})
 			} else {
 				err = b.MarkFailed(ctx, message.Failure{Claim: c, ErrorCode: 100, ErrorTitle: "Invalid parameter"})
 			}
@@ -392,7 +395,7 @@ func TestConcurrentWritesOfTheSameRowsInAnyOrder(t *testing.T) {
 	for i := range claims {
 		claims[i] = newClaim("t")
 		failures[i] = message.Failure{Claim: claims[i], ErrorCode: 131000 + i, ErrorTitle: fmt.Sprint("title ", i)}
-		sent[i] = message.Sent{ID: claims[i].ID, WAMID: "wamid." + claims[i].ID}
+		sent[i] = message.Sent{Claim: claims[i], WAMID: "wamid." + claims[i].ID}
 	}
 	if err := repo.MarkFailedMany(ctx, failures[:25]); err != nil {
 		t.Fatal(err)
@@ -448,7 +451,7 @@ func BenchmarkClaimAndMarkSent(b *testing.B) {
 					claims[i] = c
 					rows[i] = message.Message{ID: c.ID, TenantID: c.TenantID, AccountID: c.AccountID,
 						PhoneNumberID: c.PhoneNumberID, Recipient: c.Recipient, AcceptedAt: c.AcceptedAt}
-					sent[i] = message.Sent{ID: c.ID, WAMID: "wamid." + c.ID, SentAt: time.Now()}
+					sent[i] = message.Sent{Claim: c, WAMID: "wamid." + c.ID, SentAt: time.Now()}
 				}
 				if err := repo.InsertAccepted(ctx, rows); err != nil {
 					b.Fatal(err)
