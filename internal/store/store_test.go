@@ -3,12 +3,14 @@ package store_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/aerostic/aerogate/internal/store"
 	"github.com/aerostic/aerogate/internal/store/storetest"
@@ -186,5 +188,34 @@ func TestNotifyTrigger(t *testing.T) {
 	}
 	if strings.Contains(n.Payload, "access_token") {
 		t.Fatalf("payload %q mentions the token", n.Payload)
+	}
+}
+
+// TestMessageWAMIDUnique: a wamid names one message, while any number of messages wait
+// without one (accepted, sending).
+func TestMessageWAMIDUnique(t *testing.T) {
+	ctx := context.Background()
+	_, pool := storetest.New(t)
+	insert := func(id string, wamid any) error {
+		_, err := pool.Exec(ctx, `INSERT INTO messages (id, tenant_id, account_id, phone_number_id, recipient, wamid)
+			VALUES ($1, 't1', '00000000-0000-7000-8000-000000000001', '1001', '919800000000', $2)`, id, wamid)
+		return err
+	}
+	for i, id := range []string{"00000000-0000-7000-8000-0000000000a1", "00000000-0000-7000-8000-0000000000a2"} {
+		if err := insert(id, nil); err != nil {
+			t.Fatalf("message %d without a wamid: %v", i, err)
+		}
+	}
+	if err := insert("00000000-0000-7000-8000-0000000000a3", "wamid.X"); err != nil {
+		t.Fatalf("message with a wamid: %v", err)
+	}
+	var pgErr *pgconn.PgError
+	err := insert("00000000-0000-7000-8000-0000000000a4", "wamid.X")
+	if !errors.As(err, &pgErr) || pgErr.Code != "23505" {
+		t.Fatalf("second message with the same wamid: %v, want a unique violation", err)
+	}
+	var id string
+	if err := pool.QueryRow(ctx, "SELECT id::text FROM messages WHERE wamid = 'wamid.X'").Scan(&id); err != nil || id != "00000000-0000-7000-8000-0000000000a3" {
+		t.Fatalf("message by wamid: %q, %v", id, err)
 	}
 }
