@@ -123,9 +123,16 @@ func NewWriter(cfg WriterConfig) *kafka.Writer {
 			DialTimeout:    min(DefaultDialTimeout, cfg.WriteTimeout),
 			ClientID:       cfg.ClientID,
 			MetadataTopics: metadataTopics,
+			// Partition leaders come from this cache, refreshed at a random moment within
+			// the TTL: after a leader moves (a broker restarting) writes to its partitions
+			// fail until then. kafka-go's 6 s default would mean seconds of 503s.
+			MetadataTTL: metadataTTL,
 		},
 	}
 }
+
+// metadataTTL bounds how stale a writer's partition leaders can be.
+const metadataTTL = time.Second
 
 func (cfg WriterConfig) withDefaults() WriterConfig {
 	if cfg.BatchTimeout <= 0 {
