@@ -51,6 +51,7 @@ func newEnv(ctx context.Context, partitions int) (*env, error) {
 	_, _ = rand.Read(b[:])
 	e.dbName = "aerogate_bench_" + hex.EncodeToString(b[:])
 	benchDatabase = e.dbName
+	onInterrupt(e.dropStorage)
 	admin, err := pgx.Connect(ctx, e.server)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to postgres: %w", err)
@@ -187,6 +188,12 @@ func (e *env) close() {
 	if e.broker != nil {
 		e.broker.Close()
 	}
+	e.dropStorage()
+}
+
+// dropStorage removes what the run created outside the process: its database and the
+// broker's log. It also runs on Ctrl-C or SIGTERM, so an interrupted run leaves nothing.
+func (e *env) dropStorage() {
 	if e.kdir != "" {
 		_ = os.RemoveAll(e.kdir)
 	}

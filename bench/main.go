@@ -10,8 +10,11 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
+	"sync"
+	"syscall"
 	"time"
 )
 
@@ -112,6 +115,32 @@ func save(dir, name, scenario string, rep any, md string) error {
 		return err
 	}
 	return os.WriteFile(filepath.Join(dir, name+".md"), []byte(md), 0o644)
+}
+
+var (
+	interruptMu    sync.Mutex
+	interruptHooks []func()
+	interruptOnce  sync.Once
+)
+
+// onInterrupt runs fn when the process gets SIGINT or SIGTERM, before it exits.
+func onInterrupt(fn func()) {
+	interruptOnce.Do(func() {
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+		go func() {
+			<-sig
+			logf("bench: interrupted, dropping the run's database")
+			interruptMu.Lock()
+			for _, h := range interruptHooks {
+				h()
+			}
+			os.Exit(130)
+		}()
+	})
+	interruptMu.Lock()
+	defer interruptMu.Unlock()
+	interruptHooks = append(interruptHooks, fn)
 }
 
 func logf(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
