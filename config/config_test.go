@@ -571,3 +571,23 @@ func FuzzLoadYAML(f *testing.F) {
 		}
 	})
 }
+
+func TestUnknownEnv(t *testing.T) {
+	got := UnknownEnv([]string{
+		"AEROGATE_HTTP_ADDR=127.0.0.1:1",     // a key
+		"AEROGATE_HTTP_ADR=127.0.0.1:2",      // a typo of one
+		"AEROGATE_ACCESS_TOKEN=secret-value", // read by accounts add
+		"AEROGATE_CONFIG=/x.yaml",            // the config file
+		"AEROGATE_SOMETHING_ELSE=1",          // nothing near
+		"PATH=/usr/bin",                      // not ours
+	})
+	want := []string{"AEROGATE_HTTP_ADR (did you mean AEROGATE_HTTP_ADDR?)", "AEROGATE_SOMETHING_ELSE"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("UnknownEnv = %q, want %q", got, want)
+	}
+	for _, s := range got {
+		if strings.Contains(s, "127.0.0.1") || strings.Contains(s, "secret") {
+			t.Fatalf("UnknownEnv leaked a value: %q", s)
+		}
+	}
+}

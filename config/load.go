@@ -7,6 +7,7 @@ import (
 	"os"
 	"reflect"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -355,4 +356,67 @@ func toList(raw any) ([]string, bool) {
 		}
 	}
 	return out, true
+}
+
+// otherEnv are AEROGATE_* variables that are not configuration keys but are read
+// elsewhere (the config file path, `accounts add`, the test suite).
+var otherEnv = map[string]bool{
+	EnvConfigFile:                true,
+	"AEROGATE_ACCESS_TOKEN":      true,
+	"AEROGATE_TEST_DATABASE_URL": true,
+}
+
+// UnknownEnv names the AEROGATE_* variables in environ that aerogate does not read, each
+// with the closest variable it does read when one is near: a mistyped name would
+// otherwise do nothing at all. Only names are returned, never values.
+func UnknownEnv(environ []string) []string {
+	var out []string
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(name, EnvPrefix) || otherEnv[name] {
+			continue
+		}
+		if _, ok := keys().byEnv[name]; ok {
+			continue
+		}
+		msg := name
+		if near := nearestEnv(name); near != "" {
+			msg += " (did you mean " + near + "?)"
+		}
+		out = append(out, msg)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// nearestEnv is the known variable within a few edits of name, or "".
+func nearestEnv(name string) string {
+	best, bestDist := "", 4
+	for env := range keys().byEnv {
+		if d := editDistance(name, env); d < bestDist {
+			best, bestDist = env, d
+		}
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance between two ASCII names.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }

@@ -77,6 +77,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	slog.SetDefault(newLogger(cfg.Log, stderr))
+	for _, name := range config.UnknownEnv(os.Environ()) {
+		slog.Warn("ignoring unknown environment variable " + name)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
