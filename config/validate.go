@@ -11,10 +11,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
-)
 
-// Algorithms a tenant JWT may use; internal/auth verifies exactly these.
-var jwtAlgorithms = []string{"HS256", "HS384", "HS512", "RS256", "ES256", "EdDSA"}
+	"github.com/aerostic/aerogate/internal/auth"
+)
 
 // TokenKeySize is the size of a secrets.token_keys key (AES-256).
 const TokenKeySize = 32
@@ -155,12 +154,12 @@ func (j JWT) validate(dev bool) []error {
 	}
 	var hmac, public bool
 	if len(j.Algorithms) == 0 {
-		bad("jwt.algorithms", "at least one of %s", strings.Join(jwtAlgorithms, ", "))
+		bad("jwt.algorithms", "at least one of %s", strings.Join(auth.SupportedAlgorithms, ", "))
 	}
 	for _, a := range j.Algorithms {
 		switch {
-		case !slices.Contains(jwtAlgorithms, a):
-			bad("jwt.algorithms", "%q not supported (use %s)", a, strings.Join(jwtAlgorithms, ", "))
+		case !slices.Contains(auth.SupportedAlgorithms, a):
+			bad("jwt.algorithms", "%q not supported (use %s)", a, strings.Join(auth.SupportedAlgorithms, ", "))
 		case strings.HasPrefix(a, "HS"):
 			hmac = true
 		default:

@@ -106,8 +106,9 @@ type Verifier struct {
 	issuer string
 }
 
-// supportedAlgorithms are the algorithms a Config may allow.
-var supportedAlgorithms = []string{"HS256", "HS384", "HS512", "RS256", "ES256", "EdDSA"}
+// SupportedAlgorithms are the algorithms a Config may allow; config validates
+// jwt.algorithms against this list.
+var SupportedAlgorithms = []string{"HS256", "HS384", "HS512", "RS256", "ES256", "EdDSA"}
 
 func isHMAC(alg string) bool { return strings.HasPrefix(alg, "HS") }
 
@@ -119,8 +120,8 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 	}
 	var wantHMAC, wantPublic bool
 	for _, a := range algs {
-		if !slices.Contains(supportedAlgorithms, a) {
-			return nil, fmt.Errorf("auth: algorithm %q not supported (use %s)", a, strings.Join(supportedAlgorithms, ", "))
+		if !slices.Contains(SupportedAlgorithms, a) {
+			return nil, fmt.Errorf("auth: algorithm %q not supported (use %s)", a, strings.Join(SupportedAlgorithms, ", "))
 		}
 		if isHMAC(a) {
 			wantHMAC = true
