@@ -105,7 +105,7 @@ type Options struct {
 	ProduceBatchTimeout time.Duration
 	ProduceTimeout      time.Duration
 	// DBBatchMax and DBBatchDelay shape the batching of claims and outcomes (defaults
-	// 500 rows, 2ms).
+	// 500 rows, 5ms).
 	DBBatchMax   int
 	DBBatchDelay time.Duration
 }
