@@ -20,6 +20,7 @@ import (
 
 	"github.com/fasthttp/router"
 	"github.com/valyala/fasthttp"
+	"github.com/valyala/fastjson"
 	"golang.org/x/time/rate"
 )
 
@@ -91,7 +92,8 @@ type Server struct {
 	hasErrs    atomic.Bool // fast path: no injected errors at all
 
 	recMu    sync.Mutex
-	received []Received
+	received [][]Received // in chunks of receivedChunk, so that a long run never copies what it holds
+	nRecv    int
 	total    atomic.Int64 // sends seen, including refused ones
 	accepted atomic.Int64
 
@@ -255,7 +257,11 @@ func (s *Server) ClearErrors() {
 func (s *Server) Received() []Received {
 	s.recMu.Lock()
 	defer s.recMu.Unlock()
-	return append([]Received(nil), s.received...)
+	out := make([]Received, 0, s.nRecv)
+	for _, c := range s.received {
+		out = append(out, c...)
+	}
+	return out
 }
 
 // Count returns how many sends were accepted (given a wamid).
@@ -266,21 +272,39 @@ func (s *Server) Count() int { return int(s.accepted.Load()) }
 func (s *Server) Reset() {
 	s.ClearErrors()
 	s.recMu.Lock()
-	s.received = nil
+	s.received, s.nRecv = nil, 0
 	s.recMu.Unlock()
 	s.accepted.Store(0)
 	s.total.Store(0)
 }
 
-func (s *Server) record(r Received) {
+// receivedChunk is how many records one chunk of the received list holds.
+const receivedChunk = 4096
+
+func (s *Server) record(r *Received) {
 	s.recMu.Lock()
-	s.received = append(s.received, r)
-	if m := s.opts.MaxReceived; m > 0 && len(s.received) > m {
-		// Drop the oldest half at once so that trimming is amortized.
-		keep := m / 2
-		s.received = append(s.received[:0:0], s.received[len(s.received)-keep:]...)
+	defer s.recMu.Unlock()
+	last := len(s.received) - 1
+	if last < 0 || len(s.received[last]) == cap(s.received[last]) {
+		s.received = append(s.received, make([]Received, 0, receivedChunk))
+		last++
 	}
-	s.recMu.Unlock()
+	s.received[last] = append(s.received[last], *r)
+	s.nRecv++
+	if m := s.opts.MaxReceived; m > 0 && s.nRecv > m {
+		// Keep the newest half at once so that trimming is amortized.
+		keep := make([]Received, 0, max(m/2, receivedChunk))
+		skip := s.nRecv - m/2
+		for _, c := range s.received {
+			if skip >= len(c) {
+				skip -= len(c)
+				continue
+			}
+			keep = append(keep, c[skip:]...)
+			skip = 0
+		}
+		s.received, s.nRecv = [][]Received{keep}, len(keep)
+	}
 }
 
 // sendBody is the part of a Cloud API message body the fake checks.
@@ -290,6 +314,10 @@ type sendBody struct {
 }
 
 var bearer = []byte("Bearer ")
+
+// parsers decode send bodies: the fake is on the hot path of every bench, and
+// encoding/json cost more than the rest of a send's handling.
+var parsers fastjson.ParserPool
 
 func (s *Server) handleSend(ctx *fasthttp.RequestCtx) {
 	// Checks and the throughput bucket run on arrival; the latency delays only the answer.
@@ -310,33 +338,43 @@ func (s *Server) handleSend(ctx *fasthttp.RequestCtx) {
 	}
 
 	var body sendBody
-	if err := json.Unmarshal(rec.Body, &body); err == nil {
+	p := parsers.Get()
+	v, err := p.ParseBytes(rec.Body)
+	valid := err == nil
+	if valid {
+		body.MessagingProduct = string(v.GetStringBytes("messaging_product"))
+		body.To = string(v.GetStringBytes("to"))
 		rec.To = body.To
 	}
+	parsers.Put(p)
 
-	spec, ok := s.check(hasBearer, phone, rec.Token, rec.Body, &body)
+	spec, ok := s.check(hasBearer, phone, rec.Token, valid, &body)
 	if !ok {
 		rec.ErrorCode = spec.Code
-		s.record(rec)
+		s.record(&rec)
 		writeError(ctx, spec, "")
 		return
 	}
 	rec.WAMID = s.idPrefix + strconv.FormatUint(s.idSeq.Add(1), 36)
 	s.accepted.Add(1)
-	s.record(rec)
+	s.record(&rec)
 
 	ctx.SetStatusCode(fasthttp.StatusOK)
 	ctx.SetContentType("application/json")
-	waID := digits(body.To)
-	// Hand-built: both strings are JSON-quoted, and this is the hot path of the bench.
-	b := ctx.Response.BodyWriter()
-	fmt.Fprintf(b, `{"messaging_product":"whatsapp","contacts":[{"input":%s,"wa_id":%s}],"messages":[{"id":%s}]}`,
-		quote(body.To), quote(waID), quote(rec.WAMID))
+	b := make([]byte, 0, 160+2*len(body.To)+len(rec.WAMID))
+	b = append(b, `{"messaging_product":"whatsapp","contacts":[{"input":`...)
+	b = appendJSONString(b, body.To)
+	b = append(b, `,"wa_id":`...)
+	b = appendJSONString(b, digits(body.To))
+	b = append(b, `}],"messages":[{"id":`...)
+	b = appendJSONString(b, rec.WAMID)
+	b = append(b, `}]}`...)
+	ctx.SetBody(b)
 }
 
 // check runs Meta's checks in Meta's order: token, body, then (the fake's own) injected
 // errors and throughput.
-func (s *Server) check(hasBearer bool, phone, token string, raw []byte, body *sendBody) (ErrorSpec, bool) {
+func (s *Server) check(hasBearer bool, phone, token string, validJSON bool, body *sendBody) (ErrorSpec, bool) {
 	if !hasBearer || token == "" {
 		return ErrorSpec{HTTPStatus: fasthttp.StatusUnauthorized, Code: CodeAccessToken,
 			Title: "An active access token must be used to query information about the current user."}, false
@@ -351,7 +389,7 @@ func (s *Server) check(hasBearer bool, phone, token string, raw []byte, body *se
 		return ErrorSpec{HTTPStatus: fasthttp.StatusUnauthorized, Code: CodeAccessToken, Subcode: 463,
 			Title: "Error validating access token: Session has expired or the token is invalid."}, false
 	}
-	if !json.Valid(raw) {
+	if !validJSON {
 		return ErrorSpec{HTTPStatus: fasthttp.StatusBadRequest, Code: CodeInvalidParameter,
 			Title: "(#100) The parameter messaging_product is required."}, false
 	}
@@ -580,9 +618,18 @@ func writeJSON(ctx *fasthttp.RequestCtx, status int, v any) {
 	ctx.SetBody(b)
 }
 
-func quote(s string) string {
-	b, _ := json.Marshal(s)
-	return string(b)
+// appendJSONString appends s as a JSON string: plain printable ASCII as it is, anything
+// else through encoding/json.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s)
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 func digits(s string) string {

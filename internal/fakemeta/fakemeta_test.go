@@ -461,3 +461,23 @@ func BenchmarkSend(b *testing.B) {
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "sends/s")
 }
+
+// BenchmarkHandleSend is the fake's own work per send, without the HTTP exchange.
+func BenchmarkHandleSend(b *testing.B) {
+	s := New(Options{AcceptAnyToken: true, MaxReceived: 100000})
+	h := s.Handler()
+	var ctx fasthttp.RequestCtx
+	b.ReportAllocs()
+	for b.Loop() {
+		ctx.Request.Reset()
+		ctx.Response.Reset()
+		ctx.Request.Header.SetMethod("POST")
+		ctx.Request.SetRequestURI("/v22.0/" + phone + "/messages")
+		ctx.Request.Header.Set("Authorization", "Bearer t")
+		ctx.Request.SetBodyString(body)
+		h(&ctx)
+		if ctx.Response.StatusCode() != 200 {
+			b.Fatalf("%d %s", ctx.Response.StatusCode(), ctx.Response.Body())
+		}
+	}
+}
