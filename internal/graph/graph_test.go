@@ -536,3 +536,13 @@ func FuzzParseSuccess(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkParseSuccess(b *testing.B) {
+	body := []byte(`{"messaging_product":"whatsapp","contacts":[{"input":"+15551234567","wa_id":"15551234567"}],"messages":[{"id":"wamid.HBgLMTU1NTEyMzQ1NjcVAgARGBI5QTNDQTVCM0Q0Q0Q2RTY3RTcA"}]}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := parseSuccess(200, body); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
