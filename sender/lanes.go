@@ -3,6 +3,7 @@ package sender
 import (
 	"slices"
 	"sync"
+	"time"
 )
 
 // recipientKey names an ordered stream of sends: one recipient of one phone number of one
@@ -15,22 +16,39 @@ type recipientKey struct {
 }
 
 // lanes runs jobs one key at a time, in the order they were enqueued, and different keys
-// concurrently. A key's lane goroutine exists only while it has work, so memory follows
-// what is in flight (bounded by the partitions' MaxInFlight), not how many recipients
-// ever appeared.
+// concurrently. A key's lane exists only while it has work, so memory follows what is in
+// flight (bounded by the partitions' MaxInFlight), not how many recipients ever appeared.
+//
+// A lane runs on a worker goroutine that, once its lane is empty, waits up to
+// laneWorkerIdle for another lane before it exits. A goroutine per lane was started for
+// nearly every message (recipients rarely have two queued) and grew its stack from the
+// minimum through the Graph call each time: copying stacks cost more than the lanes'
+// own work. Idle workers are bounded by the lanes that ran at once in the last
+// laneWorkerIdle.
 type lanes[K comparable, J any] struct {
 	run func(J)
 
 	mu     sync.Mutex
 	active map[K]*lane[J]
+	// idle hands a new lane to a waiting worker (unbuffered: only a worker blocked on it
+	// takes one; otherwise enqueue starts a worker).
+	idle chan laneStart[K, J]
 }
 
 type lane[J any] struct {
 	queue []J
 }
 
+type laneStart[K comparable, J any] struct {
+	key K
+	ln  *lane[J]
+}
+
+// laneWorkerIdle is how long a worker without a lane waits for one before it exits.
+const laneWorkerIdle = 2 * time.Second
+
 func newLanes[K comparable, J any](run func(J)) *lanes[K, J] {
-	return &lanes[K, J]{run: run, active: make(map[K]*lane[J])}
+	return &lanes[K, J]{run: run, active: make(map[K]*lane[J]), idle: make(chan laneStart[K, J])}
 }
 
 // enqueue appends j to key's lane, starting the lane if it was idle.
@@ -45,7 +63,27 @@ func (l *lanes[K, J]) enqueue(key K, j J) {
 	ln = &lane[J]{queue: []J{j}}
 	l.active[key] = ln
 	l.mu.Unlock()
-	go l.drain(key, ln)
+	start := laneStart[K, J]{key, ln}
+	select {
+	case l.idle <- start:
+	default:
+		go l.worker(start)
+	}
+}
+
+// worker runs lanes until none comes for laneWorkerIdle.
+func (l *lanes[K, J]) worker(start laneStart[K, J]) {
+	timer := time.NewTimer(laneWorkerIdle)
+	defer timer.Stop()
+	for {
+		l.drain(start.key, start.ln)
+		timer.Reset(laneWorkerIdle)
+		select {
+		case start = <-l.idle:
+		case <-timer.C:
+			return
+		}
+	}
 }
 
 func (l *lanes[K, J]) drain(key K, ln *lane[J]) {
