@@ -28,10 +28,6 @@ type Config struct {
 	Version         string        // default v22.0
 	Timeout         time.Duration // per request; default 15s
 	MaxConnsPerHost int           // default 1024
-	// PipelineConns, when positive, sends requests HTTP/1.1-pipelined over that many
-	// connections instead of one request at a time over up to MaxConnsPerHost of them.
-	// Off by default: see Client for what it buys and what it costs.
-	PipelineConns int
 }
 
 // Defaults.
@@ -237,22 +233,8 @@ type SendResult struct {
 // connections are pooled up to MaxConnsPerHost. A context's deadline bounds the
 // request; a cancellation without a deadline is only seen before the request starts,
 // because fasthttp cannot abort a request in flight.
-//
-// With Config.PipelineConns the requests are pipelined (fasthttp's PipelineClient):
-// each connection writes whatever requests are waiting in one write and reads the
-// answers in order, so the system calls per send, both here and at the server, fall by
-// the batch size. Against the fake Graph API that took the sender's CPU per message from
-// ~135 to ~80 µs (BenchmarkSenderDrain). What it costs: an answer delays the answers
-// queued behind it on its connection, and a connection that breaks fails every request
-// written on it and not yet answered; those are retried as transport errors, and Meta may
-// have taken them, so at-least-once at Meta covers up to the requests pipelined on one
-// connection instead of one. RFC 9112 (9.3.2) lets a client pipeline POSTs only if it
-// can recover from such a partial failure, which the claim and the retry rules do; whether
-// Meta's edge handles pipelined requests well is to be checked before turning it on there.
 type Client struct {
-	hc interface {
-		DoDeadline(req *fasthttp.Request, resp *fasthttp.Response, deadline time.Time) error
-	}
+	hc      *fasthttp.HostClient
 	prefix  string // scheme://host/[path/]version/
 	timeout time.Duration
 	err     error // invalid configuration: every send fails with it
@@ -295,26 +277,6 @@ func New(cfg Config) (*Client, error) {
 		addr = net.JoinHostPort(u.Hostname(), port)
 	}
 	path := strings.TrimRight(u.EscapedPath(), "/")
-	prefix := u.Scheme + "://" + u.Host + path + "/" + cfg.Version + "/"
-	if cfg.PipelineConns > 0 {
-		return &Client{
-			hc: &fasthttp.PipelineClient{
-				Addr:                addr,
-				IsTLS:               isTLS,
-				Name:                "aerogate",
-				MaxConns:            cfg.PipelineConns,
-				MaxPendingRequests:  max(cfg.MaxConnsPerHost/cfg.PipelineConns, 64),
-				MaxIdleConnDuration: 10 * time.Second,
-				ReadTimeout:         cfg.Timeout,
-				WriteTimeout:        cfg.Timeout,
-				MaxResponseBodySize: maxResponseBytes,
-				ReadBufferSize:      16 << 10,
-				DialDualStack:       true,
-			},
-			prefix:  prefix,
-			timeout: cfg.Timeout,
-		}, nil
-	}
 	return &Client{
 		hc: &fasthttp.HostClient{
 			Addr:                addr,
@@ -332,7 +294,7 @@ func New(cfg Config) (*Client, error) {
 			RetryIfErr:    func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
 			DialDualStack: true,
 		},
-		prefix:  prefix,
+		prefix:  u.Scheme + "://" + u.Host + path + "/" + cfg.Version + "/",
 		timeout: cfg.Timeout,
 	}, nil
 }

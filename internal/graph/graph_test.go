@@ -1,7 +1,6 @@
 package graph
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,12 +9,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/valyala/fasthttp"
 
 	"github.com/aerostic/aerogate/internal/fakemeta"
 )
@@ -500,64 +496,8 @@ func TestNewValidatesConfig(t *testing.T) {
 		}
 	}
 	c, err := New(Config{})
-	if err != nil || c.prefix != "https://graph.facebook.com/v22.0/" {
-		t.Fatalf("defaults: %v %q", err, c.prefix)
-	}
-	if hc, ok := c.hc.(*fasthttp.HostClient); !ok || hc.Addr != "graph.facebook.com:443" || !hc.IsTLS {
-		t.Errorf("defaults: %#v", c.hc)
-	}
-	c, err = New(Config{PipelineConns: 2})
-	if pc, ok := c.hc.(*fasthttp.PipelineClient); err != nil || !ok || pc.Addr != "graph.facebook.com:443" || !pc.IsTLS || pc.MaxConns != 2 {
-		t.Errorf("pipelined: %v %#v", err, c.hc)
-	}
-}
-
-// Pipelined, every send still gets its own answer: many at once over two connections,
-// with errors for some recipients in between.
-func TestSendMessagePipelined(t *testing.T) {
-	t.Parallel()
-	s := fake(t, fakemeta.Options{})
-	s.FailRecipient("1555000013", -1, fakemeta.ErrorSpec{Code: CodeUndeliverable, Title: "Message undeliverable"})
-	c, err := New(Config{BaseURL: s.URL(), Timeout: 5 * time.Second, PipelineConns: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	const n = 400
-	var wg sync.WaitGroup
-	wamids := make([]string, n)
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			to := fmt.Sprint(1555000000 + i%50)
-			res, err := c.SendMessage(context.Background(), phone, token,
-				fmt.Appendf(nil, `{"messaging_product":"whatsapp","to":"%s","type":"text","text":{"body":"%d"}}`, to, i))
-			if i%50 == 13 {
-				if e := asError(t, err); e.Code != CodeUndeliverable || e.Action() != ActionFail {
-					t.Errorf("send %d: %+v", i, e)
-				}
-				return
-			}
-			if err != nil || res.WAID != to {
-				t.Errorf("send %d to %s: %+v %v", i, to, res, err)
-			}
-			wamids[i] = res.WAMID
-		}()
-	}
-	wg.Wait()
-	byWAMID := map[string]fakemeta.Received{}
-	for _, r := range s.Received() {
-		if r.WAMID != "" {
-			byWAMID[r.WAMID] = r
-		}
-	}
-	for i, w := range wamids {
-		if i%50 == 13 {
-			continue
-		}
-		if r, ok := byWAMID[w]; !ok || !bytes.Contains(r.Body, fmt.Appendf(nil, `"body":"%d"`, i)) {
-			t.Errorf("send %d got wamid %q, which the fake gave to %s", i, w, r.Body)
-		}
+	if err != nil || c.prefix != "https://graph.facebook.com/v22.0/" || c.hc.Addr != "graph.facebook.com:443" || !c.hc.IsTLS {
+		t.Errorf("defaults: %v %q %q", err, c.prefix, c.hc.Addr)
 	}
 }
 
