@@ -169,7 +169,7 @@ func (s *Server) Start(addr string) error {
 	s.done = make(chan struct{})
 	go func() {
 		defer close(s.done)
-		if err := s.srv.Serve(ln); err != nil {
+		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, net.ErrClosed) {
 			s.log.Error("fakemeta: serving", "err", err)
 		}
 	}()
@@ -192,6 +192,9 @@ func (s *Server) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	err := s.srv.ShutdownWithContext(ctx)
+	// Shutdown closes only the listeners Serve has registered: a Close right after Start
+	// can come first, and Serve would then accept for ever.
+	_ = s.ln.Close()
 	<-s.done
 	if err != nil {
 		return fmt.Errorf("fakemeta: shutting down: %w", err)

@@ -481,3 +481,24 @@ func BenchmarkHandleSend(b *testing.B) {
 		}
 	}
 }
+
+// Close right after Start returns even when Serve has not started accepting yet.
+func TestCloseRightAfterStart(t *testing.T) {
+	t.Parallel()
+	for range 200 {
+		s := New(Options{})
+		if err := s.Start("127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- s.Close() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("Close did not return")
+		}
+	}
+}
