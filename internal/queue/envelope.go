@@ -46,7 +46,9 @@ func (e *Envelope) validate() error {
 		return fmt.Errorf("%w: missing tenant_id", ErrInvalidEnvelope)
 	case e.PhoneNumberID == "":
 		return fmt.Errorf("%w: missing phone_number_id", ErrInvalidEnvelope)
-	case len(e.Payload) == 0 || e.Payload[0] != '{' || !json.Valid(e.Payload):
+	// Only the shape: Unmarshal (Decode) and Marshal (Encode) already reject a RawMessage
+	// that is not valid JSON; a second pass cost ~0.5 µs a message (BenchmarkDecode).
+	case len(e.Payload) == 0 || e.Payload[0] != '{':
 		return fmt.Errorf("%w: payload is not a JSON object", ErrInvalidEnvelope)
 	case e.Attempt < 0:
 		return fmt.Errorf("%w: negative attempt", ErrInvalidEnvelope)

@@ -435,6 +435,7 @@ func TestDecode(t *testing.T) {
 		{"missing phone number id", `{"id":"1","tenant_id":"t","payload":{}}`, false},
 		{"missing payload", `{"id":"1","tenant_id":"t","phone_number_id":"1"}`, false},
 		{"payload not an object", `{"id":"1","tenant_id":"t","phone_number_id":"1","payload":"x"}`, false},
+		{"payload not JSON inside", `{"id":"1","tenant_id":"t","phone_number_id":"1","payload":{"a":}}`, false},
 		{"negative attempt", `{"id":"1","tenant_id":"t","phone_number_id":"1","payload":{},"attempt":-1}`, false},
 		{"bad time", `{"id":"1","tenant_id":"t","phone_number_id":"1","payload":{},"accepted_at":"yesterday"}`, false},
 		{"wrong type", `{"id":1,"tenant_id":"t","phone_number_id":"1","payload":{}}`, false},
@@ -552,5 +553,22 @@ func TestGroupMembersSharePartitions(t *testing.T) {
 	}
 	if byMember[0]+byMember[1] > n+20 {
 		t.Errorf("members read %v messages for %d sent: too many redeliveries", byMember, n)
+	}
+}
+
+func TestEncodeRejectsPayloadThatIsNotJSON(t *testing.T) {
+	e := &Envelope{ID: "1", TenantID: "t", PhoneNumberID: "1", Payload: json.RawMessage(`{"a":`)}
+	if _, err := Encode(e); err == nil {
+		t.Fatal("Encode accepted a payload that is not JSON")
+	}
+}
+
+func BenchmarkDecode(b *testing.B) {
+	v := []byte(`{"id":"0192f0c4-6d1e-7b3a-9c5e-1f2a3b4c5d6e","tenant_id":"tenant-0001","account_id":"0192f0c4-6d1e-7b3a-9c5e-1f2a3b4c5d6f","phone_number_id":"100000100","to":"919876543210","payload":{"messaging_product":"whatsapp","to":"919876543210","type":"text","text":{"body":"Your order #12345 has shipped and will arrive tomorrow"}},"accepted_at":"2026-11-25T12:00:00Z"}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Decode(v); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
