@@ -13,6 +13,7 @@ import (
 
 	"github.com/aerostic/aerogate/internal/message"
 	"github.com/aerostic/aerogate/internal/queue"
+	"github.com/aerostic/aerogate/internal/retry"
 )
 
 // partition is one assigned partition of one generation.
@@ -266,7 +267,7 @@ func (s *Sender) runPartition(p *partition, ready map[int]chan struct{}) {
 				break
 			}
 			log.Warn("fetching", "err", err)
-			sleep(p.ctx, 500*time.Millisecond)
+			retry.Sleep(p.ctx, 500*time.Millisecond)
 			continue
 		}
 		p.tracker.add(m.Offset)

@@ -16,6 +16,7 @@ import (
 	"github.com/aerostic/aerogate/internal/graph"
 	"github.com/aerostic/aerogate/internal/message"
 	"github.com/aerostic/aerogate/internal/queue"
+	"github.com/aerostic/aerogate/internal/retry"
 )
 
 // job is one fetched message on its way through a lane.
@@ -128,7 +129,7 @@ func (s *Sender) handle(j *job) bool {
 		if err != nil {
 			transient++
 			s.log.Warn("resolving account", "tenant", env.TenantID, "phone_number_id", env.PhoneNumberID, "err", err)
-			if !sleep(ctx, backoff(transient, s.cfg.RetryBaseDelay, transientMaxDelay, nil)) {
+			if !retry.Sleep(ctx, retry.Backoff(transient, s.cfg.RetryBaseDelay, transientMaxDelay, nil)) {
 				return false
 			}
 			continue
@@ -155,7 +156,7 @@ func (s *Sender) handle(j *job) bool {
 			}
 			transient++
 			s.log.Warn("claiming message", "message_id", env.ID, "err", err)
-			if !sleep(ctx, backoff(transient, s.cfg.RetryBaseDelay, transientMaxDelay, nil)) {
+			if !retry.Sleep(ctx, retry.Backoff(transient, s.cfg.RetryBaseDelay, transientMaxDelay, nil)) {
 				return false
 			}
 			continue
@@ -189,10 +190,10 @@ func (s *Sender) handle(j *job) bool {
 			s.stats.retried.Add(1)
 			// A pair rate error (131056) delays only this recipient: the lane sleeps,
 			// other recipients of the number keep going.
-			d := backoff(attempt, s.cfg.RetryBaseDelay, s.cfg.RetryMaxDelay, nil)
+			d := retry.Backoff(attempt, s.cfg.RetryBaseDelay, s.cfg.RetryMaxDelay, nil)
 			if d <= s.cfg.InProcessRetryMax {
 				log.Debug("send failed, retrying in process", "action", action, "delay", d)
-				if !sleep(ctx, d) {
+				if !retry.Sleep(ctx, d) {
 					return false
 				}
 				continue
@@ -273,7 +274,7 @@ func (s *Sender) recordSent(j *job, acct *account.Account, res graph.SendResult)
 			return true
 		}
 		s.log.Error("recording sent message", "message_id", sent.ID, "wamid", sent.WAMID, "err", err)
-		if !sleep(j.part.ctx, backoff(attempt, s.cfg.RetryBaseDelay, transientMaxDelay, nil)) {
+		if !retry.Sleep(j.part.ctx, retry.Backoff(attempt, s.cfg.RetryBaseDelay, transientMaxDelay, nil)) {
 			return false
 		}
 	}
@@ -311,7 +312,7 @@ func (s *Sender) failForGood(j *job, acct *account.Account, e *queue.EnvelopeErr
 			return true
 		}
 		s.log.Error("recording failed message", "message_id", env.ID, "err", err)
-		if !sleep(j.part.ctx, backoff(attempt, s.cfg.RetryBaseDelay, transientMaxDelay, nil)) {
+		if !retry.Sleep(j.part.ctx, retry.Backoff(attempt, s.cfg.RetryBaseDelay, transientMaxDelay, nil)) {
 			return false
 		}
 	}
@@ -359,24 +360,9 @@ func (s *Sender) produce(j *job, pub *queue.Publisher, value []byte) bool {
 			return true
 		}
 		s.log.Warn("writing to kafka", "topic", pub.Writer().Topic, "message_id", j.env.ID, "err", err)
-		if !sleep(j.part.ctx, backoff(attempt, 50*time.Millisecond, 2*time.Second, nil)) {
+		if !retry.Sleep(j.part.ctx, retry.Backoff(attempt, 50*time.Millisecond, 2*time.Second, nil)) {
 			return false
 		}
-	}
-}
-
-// sleep waits d or until ctx ends; it reports whether d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
 	}
 }
 

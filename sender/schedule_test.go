@@ -103,40 +103,6 @@ func TestOffsetTrackerRandomOrder(t *testing.T) {
 	}
 }
 
-func TestBackoffFullJitterBounds(t *testing.T) {
-	base, max := 100*time.Millisecond, 2*time.Second
-	tests := []struct {
-		attempt int
-		ceiling time.Duration
-	}{
-		{1, 100 * time.Millisecond},
-		{2, 200 * time.Millisecond},
-		{3, 400 * time.Millisecond},
-		{5, 1600 * time.Millisecond},
-		{6, 2 * time.Second},
-		{60, 2 * time.Second}, // no overflow
-	}
-	for _, tt := range tests {
-		// The top of the range is reachable and nothing is above it.
-		top := backoff(tt.attempt, base, max, func(n int64) int64 { return n - 1 })
-		if top != tt.ceiling {
-			t.Errorf("attempt %d: ceiling %v, want %v", tt.attempt, top, tt.ceiling)
-		}
-		if low := backoff(tt.attempt, base, max, func(int64) int64 { return 0 }); low != 0 {
-			t.Errorf("attempt %d: floor %v, want 0", tt.attempt, low)
-		}
-		for range 200 {
-			d := backoff(tt.attempt, base, max, nil)
-			if d < 0 || d > tt.ceiling {
-				t.Fatalf("attempt %d: %v outside [0, %v]", tt.attempt, d, tt.ceiling)
-			}
-		}
-	}
-	if d := backoff(3, 0, time.Second, nil); d != 0 {
-		t.Errorf("zero base: %v", d)
-	}
-}
-
 func TestLanesKeepPerKeyOrderAndRunKeysConcurrently(t *testing.T) {
 	type job struct {
 		key string

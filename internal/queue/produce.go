@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"syscall"
 	"time"
@@ -15,6 +14,8 @@ import (
 	"github.com/segmentio/kafka-go/protocol"
 	metadataAPI "github.com/segmentio/kafka-go/protocol/metadata"
 	produceAPI "github.com/segmentio/kafka-go/protocol/produce"
+
+	"github.com/aerostic/aerogate/internal/retry"
 )
 
 // produce writes msgs to the writer's topic in one produce request per partition leader
@@ -29,6 +30,9 @@ import (
 func (c *CoalescingWriter) produce(ctx context.Context, msgs []kafka.Message) []error {
 	var errs []error
 	fail := func(idx []int, err error) {
+		if len(idx) == 0 {
+			return
+		}
 		if errs == nil {
 			errs = make([]error, len(msgs))
 		}
@@ -36,44 +40,37 @@ func (c *CoalescingWriter) produce(ctx context.Context, msgs []kafka.Message) []
 			errs[i] = err
 		}
 	}
-	all := make([]int, len(msgs))
-	for i := range all {
-		all[i] = i
+	pending := make([]int, len(msgs))
+	for i := range pending {
+		pending[i] = i
 	}
 
 	// Partitions are chosen once: a retry goes to the same partition, so a key's
 	// messages never split between two partitions.
 	var part []int32
-	pending := all
 	for attempt := 1; ; attempt++ {
-		var err error
-		var retry []int
-		layout, lerr := c.layout(ctx)
-		switch {
-		case lerr != nil:
-			err, retry = lerr, pending
-		default:
+		layout, err := c.layout(ctx)
+		again := pending
+		if err == nil {
 			if part == nil {
 				part = c.partition(msgs, layout.partitions)
 			}
 			var failed []int
-			retry, failed, err = c.produceOnce(ctx, msgs, pending, part, layout)
-			if len(failed) > 0 {
-				fail(failed, err)
-			}
+			again, failed, err = c.produceOnce(ctx, msgs, pending, part, layout)
+			fail(failed, err)
 		}
-		if len(retry) == 0 {
+		if len(again) == 0 {
 			return errs
 		}
 		if attempt >= c.attempts || ctx.Err() != nil {
-			fail(retry, err)
+			fail(again, err)
 			return errs
 		}
-		if !sleepCtx(ctx, backoff(attempt, c.backoffMin, c.backoffMax)) {
-			fail(retry, errors.Join(err, ctx.Err()))
+		if !retry.Sleep(ctx, retry.Backoff(attempt, c.backoffMin, c.backoffMax, nil)) {
+			fail(again, errors.Join(err, ctx.Err()))
 			return errs
 		}
-		pending = retry
+		pending = again
 	}
 }
 
@@ -129,7 +126,7 @@ func (c *CoalescingWriter) partition(msgs []kafka.Message, n int) []int32 {
 // partitions have several leaders. It returns the messages to try again, those that
 // failed for good, and the error behind either.
 func (c *CoalescingWriter) produceOnce(ctx context.Context, msgs []kafka.Message, pending []int, part []int32,
-	layout topicLayout) (retry, failed []int, err error) {
+	layout topicLayout) (again, failed []int, err error) {
 	// Messages by partition, keeping their order within each.
 	byPartition := make(map[int32][]int, layout.partitions)
 	for _, i := range pending {
@@ -146,7 +143,7 @@ func (c *CoalescingWriter) produceOnce(ctx context.Context, msgs []kafka.Message
 	}
 
 	type outcome struct {
-		retry, failed []int
+		again, failed []int
 		err           error
 	}
 	send := func(parts []int32) outcome {
@@ -166,12 +163,12 @@ func (c *CoalescingWriter) produceOnce(ctx context.Context, msgs []kafka.Message
 		r, rerr := c.transport.RoundTrip(ctx, c.w.Addr, req)
 		if rerr != nil {
 			o.err = fmt.Errorf("producing to %s: %w", c.w.Topic, rerr)
+			to := &o.failed
+			if retriable(rerr) {
+				to = &o.again
+			}
 			for _, p := range parts {
-				if retriable(rerr) {
-					o.retry = append(o.retry, byPartition[p]...)
-				} else {
-					o.failed = append(o.failed, byPartition[p]...)
-				}
+				*to = append(*to, byPartition[p]...)
 			}
 			return o
 		}
@@ -195,7 +192,7 @@ func (c *CoalescingWriter) produceOnce(ctx context.Context, msgs []kafka.Message
 				kerr := kafka.Error(rp.ErrorCode)
 				o.err = fmt.Errorf("producing to %s partition %d: %w", c.w.Topic, rp.Partition, kerr)
 				if kerr.Temporary() {
-					o.retry = append(o.retry, idx...)
+					o.again = append(o.again, idx...)
 				} else {
 					o.failed = append(o.failed, idx...)
 				}
@@ -204,7 +201,7 @@ func (c *CoalescingWriter) produceOnce(ctx context.Context, msgs []kafka.Message
 		for _, p := range parts {
 			if !answered[p] {
 				o.err = fmt.Errorf("producing to %s: no answer for partition %d", c.w.Topic, p)
-				o.retry = append(o.retry, byPartition[p]...)
+				o.again = append(o.again, byPartition[p]...)
 			}
 		}
 		return o
@@ -213,7 +210,7 @@ func (c *CoalescingWriter) produceOnce(ctx context.Context, msgs []kafka.Message
 	if len(byLeader) == 1 {
 		for _, parts := range byLeader {
 			o := send(parts)
-			return o.retry, o.failed, o.err
+			return o.again, o.failed, o.err
 		}
 	}
 	results := make(chan outcome, len(byLeader))
@@ -222,13 +219,13 @@ func (c *CoalescingWriter) produceOnce(ctx context.Context, msgs []kafka.Message
 	}
 	for range byLeader {
 		o := <-results
-		retry = append(retry, o.retry...)
+		again = append(again, o.again...)
 		failed = append(failed, o.failed...)
 		if o.err != nil {
 			err = o.err
 		}
 	}
-	return retry, failed, err
+	return again, failed, err
 }
 
 // records reads msgs[idx] as a produce request's record set.
@@ -286,24 +283,4 @@ func timeoutMs(ctx context.Context) int32 {
 		d = time.Until(dl)
 	}
 	return int32(min(max(d.Milliseconds(), 1), 1<<31-1))
-}
-
-// backoff is the wait before attempt+1: exponential from lo, capped at hi, with jitter.
-func backoff(attempt int, lo, hi time.Duration) time.Duration {
-	d := lo << min(attempt-1, 16)
-	if d <= 0 || d > hi {
-		d = hi
-	}
-	return d/2 + rand.N(d/2+1)
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
