@@ -158,24 +158,28 @@ func messageSize(m *kafka.Message) int64 {
 
 func (c *CoalescingWriter) run() {
 	defer c.loop.Done()
+	// next is a caller that did not fit the previous batch: it starts the next one.
+	var next *coalescedWrite
 	for {
-		var first *coalescedWrite
-		select {
-		case first = <-c.reqs:
-		case <-c.closed:
-			return
+		first := next
+		if first == nil {
+			select {
+			case first = <-c.reqs:
+			case <-c.closed:
+				return
+			}
 		}
+		next = nil
 		// Waiting for a free slot is what lets the next batch grow under load.
 		c.slots <- struct{}{}
 		batch := []*coalescedWrite{first}
 		n, size := len(first.msgs), first.bytes
-		// A request stays under BatchBytes in all, so no partition's record set can be
-		// over the broker's limit; a caller that does not fit starts the next batch.
-		var next *coalescedWrite
 	collect:
 		for n < c.maxBatch {
 			select {
 			case r := <-c.reqs:
+				// A request stays under BatchBytes in all, so no partition's record set
+				// can be over the broker's limit.
 				if size+r.bytes > c.maxBytes {
 					next = r
 					break collect
@@ -189,12 +193,6 @@ func (c *CoalescingWriter) run() {
 		}
 		c.writes.Add(1)
 		go c.write(batch, n)
-		for next != nil {
-			c.slots <- struct{}{}
-			batch, n, next = []*coalescedWrite{next}, len(next.msgs), nil
-			c.writes.Add(1)
-			go c.write(batch, n)
-		}
 	}
 }
 

@@ -243,3 +243,33 @@ func TestCoalescingWriterProduceErrors(t *testing.T) {
 		t.Fatalf("a retriable error was tried %d times, want 3 (MaxAttempts)", n)
 	}
 }
+
+// TestCoalescingWriterSplitsAtBatchBytes: callers that together exceed BatchBytes are
+// spread over several produce requests, and every one is acknowledged and delivered.
+func TestCoalescingWriterSplitsAtBatchBytes(t *testing.T) {
+	b := startBroker(t, EmbeddedConfig{Addr: "127.0.0.1:0", Partitions: 2})
+	w := NewWriter(WriterConfig{Brokers: b.Addrs(), Topic: TopicSends, WriteTimeout: 2 * time.Second, BatchBytes: 4 << 10, ClientID: "test"})
+	c := NewCoalescingWriter(w, CoalescingConfig{MaxInFlight: 1})
+	t.Cleanup(func() { c.Close() })
+
+	value := strings.Repeat("v", 500)
+	const callers = 40 // ~25 KiB in all, at most ~6 callers a request
+	var wg sync.WaitGroup
+	errs := make([]error, callers)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = c.WriteMessages(context.Background(), kafka.Message{Key: []byte(fmt.Sprint(i % 3)), Value: []byte(fmt.Sprintf("%d:%s", i, value))})
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
+	}
+	if n := len(fetch(t, newReader(t, b.Addrs(), "split-test", TopicSends), callers)); n != callers {
+		t.Fatalf("read %d messages, want %d", n, callers)
+	}
+}
