@@ -113,11 +113,11 @@ func runE2E(ctx context.Context, o options) (*e2eReport, error) {
 	if err := waitDelivered(e.fake, int(rep.Accept.OK), 5*time.Second, drain); err != nil {
 		logf("%v", err)
 	}
-	used := readCPU().sub(cpu0)
+	used := readCPU().Sub(cpu0)
 	rep.analyse(e.fake.Received(), start)
 	if rep.Delivered > 0 {
-		rep.CPUSelfUS = float64(used.self.Microseconds()) / float64(rep.Delivered)
-		rep.CPUPostgresUS = float64(used.postgres.Microseconds()) / float64(rep.Delivered)
+		rep.CPUSelfUS = float64(used.Process.Microseconds()) / float64(rep.Delivered)
+		rep.CPUPostgresUS = float64(used.Postgres.Microseconds()) / float64(rep.Delivered)
 	}
 	logf("delivered %d of %d accepted, %d duplicates, %d refused, %.0f/s end to end, p50 %v p99 %v, cpu/msg %.0fµs+%.0fµs pg",
 		rep.Delivered, rep.Accept.OK, rep.Duplicates, rep.Refused, rep.E2ERate, rep.P50, rep.P99, rep.CPUSelfUS, rep.CPUPostgresUS)

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/aerostic/aerogate/internal/cputime"
 )
 
 // target is one HTTP endpoint under load. fill writes request number seq into req.
@@ -61,10 +63,10 @@ func (r result) String() string {
 }
 
 // withCPU fills in CPU per accepted request from the use measured over the run.
-func (r result) withCPU(u cpuUse) result {
+func (r result) withCPU(u cputime.Usage) result {
 	if r.OK > 0 {
-		r.CPUSelfUS = float64(u.self.Microseconds()) / float64(r.OK)
-		r.CPUPostgresUS = float64(u.postgres.Microseconds()) / float64(r.OK)
+		r.CPUSelfUS = float64(u.Process.Microseconds()) / float64(r.OK)
+		r.CPUPostgresUS = float64(u.Postgres.Microseconds()) / float64(r.OK)
 	}
 	return r
 }
@@ -174,7 +176,7 @@ func closedLoop(t target, conns int, d time.Duration) result {
 		}()
 	}
 	wg.Wait()
-	return rec.result(t, "closed", conns, 0, time.Since(start)).withCPU(readCPU().sub(cpu0))
+	return rec.result(t, "closed", conns, 0, time.Since(start)).withCPU(readCPU().Sub(cpu0))
 }
 
 // openLoop sends at a fixed rate for d whatever the answers' speed. Latency is measured
@@ -228,7 +230,7 @@ func openLoop(t target, rate float64, workers int, d time.Duration) result {
 	start = time.Now().Add(time.Millisecond)
 	close(ready)
 	wg.Wait()
-	res := rec.result(t, "open", workers, rate, time.Since(start)).withCPU(readCPU().sub(cpu0))
+	res := rec.result(t, "open", workers, rate, time.Since(start)).withCPU(readCPU().Sub(cpu0))
 	res.Timeline = tl.slices
 	return res
 }

@@ -3,15 +3,13 @@ package sender_test
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
-	"strconv"
+	"net/url"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/aerostic/aerogate/internal/account"
+	"github.com/aerostic/aerogate/internal/cputime"
 	"github.com/aerostic/aerogate/internal/message"
 	"github.com/aerostic/aerogate/internal/queue"
 )
@@ -48,7 +46,12 @@ func BenchmarkSenderDrain(b *testing.B) {
 	cfg := testSenderConfig()
 	cfg.MaxInFlight = 1024
 	b.ResetTimer()
-	cpu0 := readCPU()
+	u, err := url.Parse(e.dbURL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	database := strings.TrimPrefix(u.Path, "/")
+	cpu0 := cputime.Read(database)
 	start := time.Now()
 	s := e.startSender(cfg, e.graphConfig())
 	for s.Stats().Sent < int64(total) {
@@ -56,48 +59,9 @@ func BenchmarkSenderDrain(b *testing.B) {
 	}
 	b.StopTimer()
 	took := time.Since(start)
-	cpu := readCPU().sub(cpu0)
+	cpu := cputime.Read(database).Sub(cpu0)
 	b.ReportMetric(float64(total)/took.Seconds(), "msgs/s")
-	b.ReportMetric(float64(cpu.self.Microseconds())/float64(total), "cpu-µs/msg")
-	b.ReportMetric(float64(cpu.postgres.Microseconds())/float64(total), "pg-µs/msg")
+	b.ReportMetric(float64(cpu.Process.Microseconds())/float64(total), "cpu-µs/msg")
+	b.ReportMetric(float64(cpu.Postgres.Microseconds())/float64(total), "pg-µs/msg")
 	e.waitStatus(time.Minute, message.StatusSent, envs...)
-}
-
-// cpuUse is CPU time spent by this process and by the machine's Postgres server
-// processes (as the bench command measures it).
-type cpuUse struct{ self, postgres time.Duration }
-
-func readCPU() cpuUse {
-	var u cpuUse
-	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
-		u.self = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-	}
-	dirs, _ := filepath.Glob("/proc/[0-9]*")
-	for _, d := range dirs {
-		comm, err := os.ReadFile(filepath.Join(d, "comm"))
-		if err != nil || strings.TrimSpace(string(comm)) != "postgres" {
-			continue
-		}
-		stat, err := os.ReadFile(filepath.Join(d, "stat"))
-		if err != nil {
-			continue
-		}
-		s := string(stat)
-		if i := strings.LastIndexByte(s, ')'); i >= 0 {
-			s = s[i+1:]
-		}
-		f := strings.Fields(s)
-		if len(f) < 13 {
-			continue
-		}
-		ut, _ := strconv.ParseInt(f[11], 10, 64)
-		st, _ := strconv.ParseInt(f[12], 10, 64)
-		u.postgres += time.Duration(ut+st) * time.Second / 100 // USER_HZ
-	}
-	return u
-}
-
-func (u cpuUse) sub(o cpuUse) cpuUse {
-	return cpuUse{self: u.self - o.self, postgres: u.postgres - o.postgres}
 }
