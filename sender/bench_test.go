@@ -3,8 +3,6 @@ package sender_test
 import (
 	"context"
 	"fmt"
-	"net/url"
-	"strings"
 	"testing"
 	"time"
 
@@ -46,11 +44,7 @@ func BenchmarkSenderDrain(b *testing.B) {
 	cfg := testSenderConfig()
 	cfg.MaxInFlight = 1024
 	b.ResetTimer()
-	u, err := url.Parse(e.dbURL)
-	if err != nil {
-		b.Fatal(err)
-	}
-	database := strings.TrimPrefix(u.Path, "/")
+	database := e.pool.Config().ConnConfig.Database
 	cpu0 := cputime.Read(database)
 	start := time.Now()
 	s := e.startSender(cfg, e.graphConfig())

@@ -2,8 +2,6 @@ package cputime
 
 import (
 	"context"
-	"net/url"
-	"strings"
 	"testing"
 	"time"
 
@@ -13,12 +11,8 @@ import (
 // TestReadCountsThisProcessAndItsDatabase: work in this process and queries on a test
 // database both show up; the clock never runs backwards.
 func TestReadCountsThisProcessAndItsDatabase(t *testing.T) {
-	dbURL, pool := storetest.New(t)
-	u, err := url.Parse(dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	database := strings.TrimPrefix(u.Path, "/")
+	_, pool := storetest.New(t)
+	database := pool.Config().ConnConfig.Database
 	ctx := context.Background()
 	if _, err := pool.Exec(ctx, "SELECT 1"); err != nil { // open the backend before the first reading
 		t.Fatal(err)

@@ -430,10 +430,7 @@ func BenchmarkMessageWrites(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer pool.Close()
-	var database string
-	if err := pool.QueryRow(ctx, "SELECT current_database()").Scan(&database); err != nil {
-		b.Fatal(err)
-	}
+	database := pool.Config().ConnConfig.Database
 	repo := message.NewRepository(pool)
 	for _, n := range []int{10, 50, 200} {
 		b.Run(fmt.Sprint("rows=", n), func(b *testing.B) {
