@@ -63,18 +63,25 @@ type envConfig struct {
 	readyChecks    func(e *env) []gateway.ReadyCheck
 }
 
-func newEnv(t *testing.T, cfg envConfig) *env {
+// testKeys returns a fresh token key spec and the key ring made of it.
+func testKeys(t testing.TB) (spec string, keys *secret.KeyRing) {
 	t.Helper()
-	ctx := context.Background()
-	dbURL, pool := storetest.New(t)
 	spec, err := secret.GenerateKeySpec("k1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys, err := secret.ParseKeyRing([]string{spec})
+	keys, err = secret.ParseKeyRing([]string{spec})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return spec, keys
+}
+
+func newEnv(t *testing.T, cfg envConfig) *env {
+	t.Helper()
+	ctx := context.Background()
+	dbURL, pool := storetest.New(t)
+	_, keys := testKeys(t)
 	e := &env{pool: pool, repo: account.NewRepository(pool, keys), msgs: message.NewRepository(pool), accounts: map[string]*account.Account{}}
 
 	past := time.Now().Add(-time.Hour)

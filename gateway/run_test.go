@@ -13,7 +13,6 @@ import (
 	"github.com/aerostic/aerogate/internal/account"
 	"github.com/aerostic/aerogate/internal/auth"
 	"github.com/aerostic/aerogate/internal/queue"
-	"github.com/aerostic/aerogate/internal/secret"
 	"github.com/aerostic/aerogate/internal/store/storetest"
 )
 
@@ -26,14 +25,7 @@ func TestRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(broker.Close)
-	spec, err := secret.GenerateKeySpec("k1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys, err := secret.ParseKeyRing([]string{spec})
-	if err != nil {
-		t.Fatal(err)
-	}
+	spec, keys := testKeys(t)
 	if _, err := account.NewRepository(pool, keys).Upsert(context.Background(), account.UpsertInput{
 		TenantID: tenantA, WABAID: "w", PhoneNumberID: "1001", AccessToken: accessTokenA, IsDefault: true,
 	}); err != nil {
