@@ -265,15 +265,27 @@ func toEnvelopeError(err error) *queue.EnvelopeError {
 // documented window: answered but not recorded).
 func (s *Sender) recordSent(j *job, acct *account.Account, res graph.SendResult) bool {
 	sent := message.Sent{Claim: claimOf(j.env, acct), WAMID: res.WAMID, SentAt: time.Now()}
+	if !s.record(j, func(ctx context.Context) error { return s.batcher.MarkSent(ctx, sent) },
+		"recording sent message", "message_id", sent.ID, "wamid", sent.WAMID) {
+		return false
+	}
+	s.stats.sent.Add(1)
+	return true
+}
+
+// record runs write until it succeeds, logging each failure with msg and attrs, or until
+// the partition goes away (false: the message is abandoned and redelivered). A write
+// outlives the partition's context by up to 10s: an outcome of a Graph call already made
+// is worth keeping.
+func (s *Sender) record(j *job, write func(context.Context) error, msg string, attrs ...any) bool {
 	for attempt := 1; ; attempt++ {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(j.part.ctx), 10*time.Second)
-		err := s.batcher.MarkSent(ctx, sent)
+		err := write(ctx)
 		cancel()
 		if err == nil {
-			s.stats.sent.Add(1)
 			return true
 		}
-		s.log.Error("recording sent message", "message_id", sent.ID, "wamid", sent.WAMID, "err", err)
+		s.log.Error(msg, append(attrs, "err", err)...)
 		if !retry.Sleep(j.part.ctx, retry.Backoff(attempt, s.cfg.RetryBaseDelay, transientMaxDelay, nil)) {
 			return false
 		}
@@ -303,19 +315,12 @@ func (s *Sender) failForGood(j *job, acct *account.Account, e *queue.EnvelopeErr
 		return true
 	}
 	f := message.Failure{Claim: claimOf(j.env, acct), ErrorCode: e.Code, ErrorTitle: e.Title}
-	for attempt := 1; ; attempt++ {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(j.part.ctx), 10*time.Second)
-		err := s.batcher.MarkFailed(ctx, f)
-		cancel()
-		if err == nil {
-			s.stats.failed.Add(1)
-			return true
-		}
-		s.log.Error("recording failed message", "message_id", env.ID, "err", err)
-		if !retry.Sleep(j.part.ctx, retry.Backoff(attempt, s.cfg.RetryBaseDelay, transientMaxDelay, nil)) {
-			return false
-		}
+	if !s.record(j, func(ctx context.Context) error { return s.batcher.MarkFailed(ctx, f) },
+		"recording failed message", "message_id", env.ID) {
+		return false
 	}
+	s.stats.failed.Add(1)
+	return true
 }
 
 // park hands the message to wa.sends.retry (attempt failed attempts so far, not before
