@@ -1,0 +1,144 @@
+// Package metrics is the one home of aerogate's Prometheus metric families, so every role
+// names the same thing the same way and an operator's dashboard works for every process.
+//
+// Families are package-level collectors registered on Registry (not the client's global
+// default registry, so a library that registers its own collectors cannot collide with
+// ours). One process serves one registry on /metrics; `aerogate dev` runs every role in one
+// process, which is why each family is owned by the part that updates it rather than by a
+// role. Label values are bounded: routes are the router's patterns, never raw paths; codes
+// are Meta's error codes; partitions are the topic's partitions. Hot paths hold curried
+// children (WithLabelValues once, at construction) instead of looking labels up per event.
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
+)
+
+const namespace = "aerogate"
+
+// Registry holds every aerogate family plus the Go runtime and process collectors.
+var Registry = prometheus.NewRegistry()
+
+// latencyBuckets covers an in-memory answer (100 µs) to a Graph call at its timeout (15 s).
+var latencyBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 15}
+
+var (
+	// HTTPRequests counts answered HTTP requests by role, route pattern and status code.
+	HTTPRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "http_requests_total",
+		Help: "HTTP requests answered, by role, route pattern and status code.",
+	}, []string{"role", "route", "status"})
+	// HTTPDuration is the time from reading a request to writing its answer.
+	HTTPDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: namespace, Name: "http_request_duration_seconds",
+		Help:    "Time to answer an HTTP request, by role and route pattern.",
+		Buckets: latencyBuckets,
+	}, []string{"role", "route"})
+
+	// ProduceDuration is the time of one acknowledged produce request to Kafka.
+	ProduceDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: namespace, Name: "kafka_produce_duration_seconds",
+		Help:    "Time from sending a produce batch to its acknowledgement (or failure), by topic.",
+		Buckets: latencyBuckets,
+	}, []string{"topic"})
+	// ProduceRecords is how many records one produce batch carried.
+	ProduceRecords = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: namespace, Name: "kafka_produce_records",
+		Help:    "Records per produce batch, by topic.",
+		Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096},
+	}, []string{"topic"})
+	// ProduceErrors counts produce batches that failed, by topic and outcome
+	// ("not_written": the broker refused or was unreachable; "unknown": no answer in time).
+	ProduceErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "kafka_produce_errors_total",
+		Help: "Produce batches that failed, by topic and outcome (not_written or unknown).",
+	}, []string{"topic", "outcome"})
+
+	// ConsumerLag is the high watermark minus the next offset to fetch, per partition.
+	ConsumerLag = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "kafka_consumer_lag",
+		Help: "Messages between a partition's high watermark and the consumer's position.",
+	}, []string{"group", "topic", "partition"})
+	// ConsumerCommits counts offset commits per partition.
+	ConsumerCommits = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "kafka_consumer_commits_total",
+		Help: "Offset commits, by consumer group, topic and partition.",
+	}, []string{"group", "topic", "partition"})
+	// ConsumerCommittedOffset is the last committed offset per partition.
+	ConsumerCommittedOffset = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "kafka_consumer_committed_offset",
+		Help: "Last committed offset, by consumer group, topic and partition.",
+	}, []string{"group", "topic", "partition"})
+
+	// Sends counts the sender's final and intermediate outcomes of Graph sends by Meta
+	// error code ("" when there was none): sent, retried, failed, parked, skipped.
+	Sends = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "sends_total",
+		Help: "Send attempts by outcome (sent, retried, failed, parked, skipped) and Meta error code.",
+	}, []string{"outcome", "code"})
+	// GraphDuration is the time of one Graph API call.
+	GraphDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: namespace, Name: "graph_request_duration_seconds",
+		Help:    "Time of one Graph API call, by operation.",
+		Buckets: latencyBuckets,
+	}, []string{"operation"})
+	// RateLimitWaits counts sends held back by pacing, by reason (number, pair, paused).
+	RateLimitWaits = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "rate_limit_waits_total",
+		Help: "Sends that had to wait for pacing, by reason (number, pair, paused).",
+	}, []string{"reason"})
+	// RateLimitWaitSeconds is how long those sends waited.
+	RateLimitWaitSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: namespace, Name: "rate_limit_wait_seconds",
+		Help:    "How long a send waited for pacing, by reason.",
+		Buckets: []float64{.001, .005, .01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
+	}, []string{"reason"})
+
+	// AccountCache counts account resolver lookups by result (hit, negative_hit, miss).
+	AccountCache = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "account_cache_requests_total",
+		Help: "Account cache lookups by result (hit, negative_hit, miss).",
+	}, []string{"result"})
+	// AccountCacheInvalidations counts accounts dropped from the cache by a change
+	// notification (or all of them after the LISTEN connection was lost).
+	AccountCacheInvalidations = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "account_cache_invalidations_total",
+		Help: "Account cache invalidations, by kind (account, all).",
+	}, []string{"kind"})
+	// JWTCache counts verified-token cache lookups by result (hit, miss).
+	JWTCache = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "jwt_cache_requests_total",
+		Help: "Verified-JWT cache lookups by result (hit, miss).",
+	}, []string{"result"})
+
+	// Ready is 1 while a readiness check passes and 0 while it fails, by check name.
+	Ready = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "ready",
+		Help: "1 while the named readiness check passes, else 0.",
+	}, []string{"check"})
+)
+
+func init() {
+	Registry.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		HTTPRequests, HTTPDuration,
+		ProduceDuration, ProduceRecords, ProduceErrors,
+		ConsumerLag, ConsumerCommits, ConsumerCommittedOffset,
+		Sends, GraphDuration, RateLimitWaits, RateLimitWaitSeconds,
+		AccountCache, AccountCacheInvalidations, JWTCache,
+		Ready,
+	)
+}
+
+// Handler serves Registry in the Prometheus text (or OpenMetrics) format.
+func Handler() fasthttp.RequestHandler {
+	return fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(Registry, promhttp.HandlerOpts{
+		Registry:          Registry,
+		EnableOpenMetrics: true,
+	}))
+}
