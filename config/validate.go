@@ -6,19 +6,17 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/aerostic/aerogate/internal/auth"
+	"github.com/aerostic/aerogate/internal/whatsapp"
 )
 
 // TokenKeySize is the size of a secrets.token_keys key (AES-256).
 const TokenKeySize = 32
-
-var graphVersion = regexp.MustCompile(`^v[0-9]{1,3}\.[0-9]{1,2}$`)
 
 // Validate checks every key and returns all problems joined, each naming its key,
 // so an operator fixes everything in one go. Secret values are never quoted.
@@ -88,8 +86,8 @@ func (c Config) Validate() error {
 	hostPort("dev.fake_graph_addr", c.Dev.FakeGraphAddr, false)
 
 	httpURL("graph.base_url", c.Graph.BaseURL, true)
-	if !graphVersion.MatchString(c.Graph.Version) {
-		bad("graph.version", "must look like v22.0, got %q", c.Graph.Version)
+	if _, err := whatsapp.ParseGraphVersion(c.Graph.Version); err != nil {
+		bad("graph.version", "%v, got %q", err, c.Graph.Version)
 	}
 	positiveDur("graph.timeout", c.Graph.Timeout)
 	positive("graph.max_conns_per_host", c.Graph.MaxConnsPerHost)
@@ -134,8 +132,8 @@ func (c Config) Validate() error {
 	}
 	positiveDur("sender.in_process_retry_max", c.Sender.InProcessRetryMax)
 	positiveDur("sender.paused_retry_delay", c.Sender.PausedRetryDelay)
-	if n := c.Sender.DefaultThroughputMPS; n < 1 || n > 1000 {
-		bad("sender.default_throughput_mps", "must be 1-1000, got %d", n)
+	if _, err := whatsapp.ParseThroughput(c.Sender.DefaultThroughputMPS); err != nil {
+		bad("sender.default_throughput_mps", "%v, got %d", err, c.Sender.DefaultThroughputMPS)
 	}
 
 	if !slices.Contains([]string{"debug", "info", "warn", "error"}, strings.ToLower(c.Log.Level)) {

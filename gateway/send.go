@@ -12,6 +12,7 @@ import (
 
 	"github.com/aerostic/aerogate/internal/account"
 	"github.com/aerostic/aerogate/internal/auth"
+	"github.com/aerostic/aerogate/internal/whatsapp"
 )
 
 const headerIdempotencyKey = "Idempotency-Key"
@@ -21,6 +22,7 @@ const headerIdempotencyKey = "Idempotency-Key"
 // when nothing was written).
 type sendState struct {
 	parser  fastjson.Parser
+	arena   fastjson.Arena // the normalized `to` of a re-marshalled payload
 	payload []byte // the payload when aerogate-only fields were removed
 	msg     []byte // key + envelope: one buffer, two slices
 	hashBuf []byte
@@ -50,12 +52,12 @@ func (s *Server) sendV1(ctx *fasthttp.RequestCtx, claims auth.Claims) {
 // the same send, answered with Meta's response shape and status (200).
 func (s *Server) sendGraph(ctx *fasthttp.RequestCtx, claims auth.Claims) {
 	version, _ := ctx.UserValue("version").(string)
-	if !validGraphVersion(version) {
+	if whatsapp.CheckGraphVersion(version) != nil {
 		writeError(ctx, errInvalidGraphAPIVersion)
 		return
 	}
 	pnid, _ := ctx.UserValue("phone_number_id").(string)
-	if !validPhoneNumberID([]byte(pnid)) {
+	if whatsapp.CheckPhoneNumberID(pnid) != nil {
 		writeError(ctx, errInvalidPhoneNumberID)
 		return
 	}
@@ -76,7 +78,7 @@ func (s *Server) send(ctx *fasthttp.RequestCtx, claims auth.Claims, pathPNID str
 	}
 
 	st := sendStates.Get().(*sendState)
-	req, payload, apiErr := parseSendRequest(&st.parser, body, claims.TenantID, s.tenantField, st.payload)
+	req, payload, apiErr := parseSendRequest(&st.parser, &st.arena, body, claims.TenantID, s.tenantField, st.payload)
 	st.payload = payload
 	if apiErr != nil {
 		st.release()
@@ -151,7 +153,7 @@ func (s *Server) send(ctx *fasthttp.RequestCtx, claims auth.Claims, pathPNID str
 			tenantID:  claims.TenantID,
 			accountID: acct.ID,
 			phone:     acct.PhoneNumberID,
-			recipient: newDigits(req.recipient()),
+			recipient: req.waID,
 			key:       string(key),
 			at:        now,
 		})

@@ -83,7 +83,7 @@ func TestPanicRecovery(t *testing.T) {
 		req.SetRequestURI("http://" + ln.Addr().String() + "/v1/messages")
 		req.Header.SetMethod("POST")
 		req.Header.Set("Authorization", "Bearer "+tok)
-		req.SetBodyString(`{"messaging_product":"whatsapp","to":"1","type":"text","text":{"body":"x"}}`)
+		req.SetBodyString(`{"messaging_product":"whatsapp","to":"15551234567","type":"text","text":{"body":"x"}}`)
 		if err := c.DoTimeout(req, resp, 5*time.Second); err != nil {
 			t.Fatal(err)
 		}
@@ -102,7 +102,7 @@ func TestPanicRecovery(t *testing.T) {
 
 func TestPublishFailureNeverAccepts(t *testing.T) {
 	s, tok := unitServer(t, &fixedResolver{acct: testAccount()}, failingSink{})
-	ctx := sendCtx(tok, `{"messaging_product":"whatsapp","to":"1","type":"text","text":{"body":"x"}}`)
+	ctx := sendCtx(tok, `{"messaging_product":"whatsapp","to":"15551234567","type":"text","text":{"body":"x"}}`)
 	s.Handler()(ctx)
 	if ctx.Response.StatusCode() != 503 || string(ctx.Response.Header.Peek("Retry-After")) != "1" {
 		t.Fatalf("got %d %s", ctx.Response.StatusCode(), ctx.Response.Body())

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -20,6 +19,8 @@ import (
 
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fastjson"
+
+	"github.com/aerostic/aerogate/internal/whatsapp"
 )
 
 // Config configures the client.
@@ -39,7 +40,6 @@ const (
 
 	maxResponseBytes = 64 << 10
 	maxFieldLen      = 300 // longest Title/Details/Type kept from an answer
-	maxPhoneIDLen    = 32
 )
 
 // Action is what a caller does about an error.
@@ -240,8 +240,6 @@ type Client struct {
 	err     error // invalid configuration: every send fails with it
 }
 
-var versionRE = regexp.MustCompile(`^v[0-9]{1,3}\.[0-9]{1,3}$`)
-
 // New returns a client, or an error naming what is wrong with cfg.
 func New(cfg Config) (*Client, error) {
 	if cfg.BaseURL == "" {
@@ -264,8 +262,8 @@ func New(cfg Config) (*Client, error) {
 		u.RawQuery != "" || u.Fragment != "" {
 		return nil, fmt.Errorf("graph base url %q: want http(s)://host[:port][/path]", cfg.BaseURL)
 	}
-	if !versionRE.MatchString(cfg.Version) {
-		return nil, fmt.Errorf("graph version %q: want vNN.N", cfg.Version)
+	if _, err := whatsapp.ParseGraphVersion(cfg.Version); err != nil {
+		return nil, fmt.Errorf("graph version %q: %w", cfg.Version, err)
 	}
 	isTLS := u.Scheme == "https"
 	addr := u.Host
@@ -320,7 +318,7 @@ func (c *Client) SendMessage(ctx context.Context, phoneNumberID, token string, p
 	if c.err != nil {
 		return SendResult{}, &Error{Title: "invalid graph client configuration: " + c.err.Error(), cause: c.err}
 	}
-	if !validPhoneNumberID(phoneNumberID) {
+	if whatsapp.CheckPhoneNumberID(phoneNumberID) != nil {
 		return SendResult{}, &Error{HTTPStatus: fasthttp.StatusBadRequest, Code: CodeInvalidParameter,
 			Title: "invalid phone number id (not sent)"}
 	}
@@ -467,18 +465,6 @@ func number(n json.Number) int {
 		return 0
 	}
 	return int(v)
-}
-
-func validPhoneNumberID(s string) bool {
-	if s == "" || len(s) > maxPhoneIDLen {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
 }
 
 // validToken allows what can go in a header value: printable ASCII without spaces.
