@@ -410,6 +410,9 @@ func TestGateway(t *testing.T) {
 			{"missing type object", `{"messaging_product":"whatsapp","to":"15551234567","type":"image"}`, 400, "invalid_message_object"},
 			{"duplicate field", `{"messaging_product":"whatsapp","to":"15551234567","to":"2","type":"text","text":{"body":"x"}}`, 400, "duplicate_field"},
 			{"bad phone_number_id", `{"messaging_product":"whatsapp","phone_number_id":"a/b","to":"15551234567","type":"text","text":{"body":"x"}}`, 400, "invalid_phone_number_id"},
+			{"dev phone_number_id", `{"messaging_product":"whatsapp","phone_number_id":"dev-1","to":"15551234567","type":"text","text":{"body":"x"}}`, 400, "invalid_phone_number_id"},
+			{"text of 4,097 characters", `{"messaging_product":"whatsapp","to":"15551234567","type":"text","text":{"body":"` + strings.Repeat("ü", 4097) + `"}}`, 400, "invalid_text_body"},
+			{"to of 16 digits", `{"messaging_product":"whatsapp","to":"+1234 5678 9012 3456","type":"text","text":{"body":"x"}}`, 400, "invalid_to"},
 			{"over the send limit", `{"messaging_product":"whatsapp","to":"15551234567","type":"text","text":{"body":"` + strings.Repeat("x", 64<<10) + `"}}`, 413, "body_too_large"},
 			{"over every limit", `{"messaging_product":"whatsapp","to":"15551234567","type":"text","text":{"body":"` + strings.Repeat("x", 3<<20) + `"}}`, 413, "body_too_large"},
 		}
@@ -593,9 +596,53 @@ func TestGateway(t *testing.T) {
 		}
 
 		checkError(t, e.do(t, "POST", "/22.0/1001/messages", tokA, textBody(""), nil), 400, "invalid_version")
+		checkError(t, e.do(t, "POST", "/v22.0/dev-1/messages", tokA, textBody(""), nil), 400, "invalid_phone_number_id")
 		checkError(t, e.do(t, "POST", "/v22.0/1001/messages", tokA, textBody(`,"phone_number_id":"1002"`), nil), 400, "phone_number_id_mismatch")
 		if r := e.do(t, "POST", "/v22.0/1001/messages", tokA, textBody(`,"phone_number_id":"1001"`), nil); r.status != 200 {
 			t.Errorf("equal phone_number_id in path and body: %d %s", r.status, r.body)
+		}
+	})
+
+	t.Run("recipient formats and the text limit", func(t *testing.T) {
+		long := strings.Repeat("ü", 4096) // 4,096 characters, 8,192 bytes
+		for _, path := range []string{"/v1/messages", "/v22.0/1001/messages"} {
+			r := e.do(t, "POST", path, tokA, []byte(`{"messaging_product":"whatsapp","to":"+91 98765 43210","type":"text","text":{"body":"`+long+`"}}`), nil)
+			if r.status != 200 && r.status != 202 {
+				t.Fatalf("%s with 4,096 characters: %d %s", path, r.status, r.body)
+			}
+			var v struct {
+				ID       string
+				Contacts []struct {
+					Input string `json:"input"`
+					WaID  string `json:"wa_id"`
+				}
+				Messages []struct{ ID string }
+			}
+			if err := json.Unmarshal(r.body, &v); err != nil {
+				t.Fatal(err)
+			}
+			if path != "/v1/messages" {
+				if len(v.Contacts) != 1 || v.Contacts[0].Input != "+91 98765 43210" || v.Contacts[0].WaID != "919876543210" || len(v.Messages) != 1 {
+					t.Fatalf("Cloud API answer %s", r.body)
+				}
+				v.ID = v.Messages[0].ID
+			}
+			env, err := queue.Decode(readEnvelope(t, e.brokers, v.ID).Value)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var payload struct {
+				To   string `json:"to"`
+				Text struct {
+					Body string `json:"body"`
+				} `json:"text"`
+			}
+			if err := json.Unmarshal(env.Payload, &payload); err != nil {
+				t.Fatal(err)
+			}
+			if env.Recipient != "919876543210" || payload.To != "919876543210" || payload.Text.Body != long {
+				t.Errorf("%s: envelope to %q, payload to %q, body intact %v", path, env.Recipient, payload.To, payload.Text.Body == long)
+			}
 		}
 	})
 
