@@ -22,12 +22,14 @@ const headerIdempotencyKey = "Idempotency-Key"
 // when nothing was written).
 type sendState struct {
 	parser  fastjson.Parser
-	arena   fastjson.Arena // the normalized `to` of a re-marshalled payload
 	payload []byte // the payload when aerogate-only fields were removed
 	msg     []byte // key + envelope: one buffer, two slices
 	hashBuf []byte
 	out     []byte
 	msgs    [1]kafka.Message
+
+	// arena holds the normalized `to` of a re-marshalled payload.
+	arena fastjson.Arena
 }
 
 var sendStates = sync.Pool{New: func() any { return new(sendState) }}

@@ -167,6 +167,12 @@ func BenchmarkSendHandler(b *testing.B) {
 		}, benchBody, "")
 	})
 	b.Run("send", func(b *testing.B) { run(b, h, benchBody, "") })
+	// `to` as bare digits is forwarded as it came; "+15551234567" (benchBody) and
+	// "+1 555 123 4567" are re-marshalled once with `to` as digits.
+	b.Run("send-to-digits", func(b *testing.B) { run(b, h, strings.Replace(benchBody, `"+15551234567"`, `"15551234567"`, 1), "") })
+	b.Run("send-to-spaces", func(b *testing.B) {
+		run(b, h, strings.Replace(benchBody, `"+15551234567"`, `"+1 555 123 4567"`, 1), "")
+	})
 	b.Run("send-idempotency-key", func(b *testing.B) { run(b, h, benchBody, "order-4711") })
 	b.Run("send-strip-phone_number_id", func(b *testing.B) {
 		run(b, h, strings.Replace(benchBody, `"to"`, `"phone_number_id":"1001","to"`, 1), "")
