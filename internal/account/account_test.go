@@ -15,9 +15,9 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/aerostic/aerogate/internal/account"
-	"github.com/aerostic/aerogate/internal/whatsapp"
 	"github.com/aerostic/aerogate/internal/secret"
 	"github.com/aerostic/aerogate/internal/store/storetest"
+	"github.com/aerostic/aerogate/internal/whatsapp"
 )
 
 type env struct {
