@@ -22,13 +22,18 @@ import (
 // (one request in all on a single broker), through the Writer's own Transport, and
 // retries the partitions that failed with a retriable error until the Writer's
 // MaxAttempts or ctx run out. errs[i] is msgs[i]'s fate; nil means every message was
-// acknowledged with the Writer's RequiredAcks.
+// acknowledged with the Writer's RequiredAcks. A failed message's error wraps
+// ErrOutcomeUnknown when any of its attempts may have reached the log (a request
+// written and not answered, or answered with an error given after the append), else
+// ErrNotWritten.
 //
 // kafka-go's Writer sends one request per partition and waits out BatchTimeout for each
 // batch; a coalesced batch spans every partition, so building the request here turns a
 // dozen requests and a timer wait into one round trip.
 func (c *CoalescingWriter) produce(ctx context.Context, msgs []kafka.Message) []error {
 	var errs []error
+	// maybe[i]: an attempt of msgs[i] may have reached the log (allocated on the first).
+	var maybe []bool
 	fail := func(idx []int, err error) {
 		if len(idx) == 0 {
 			return
@@ -36,8 +41,30 @@ func (c *CoalescingWriter) produce(ctx context.Context, msgs []kafka.Message) []
 		if errs == nil {
 			errs = make([]error, len(msgs))
 		}
+		var known, unknown error
 		for _, i := range idx {
-			errs[i] = err
+			if maybe != nil && maybe[i] {
+				if unknown == nil {
+					unknown = outcomeError(err, true)
+				}
+				errs[i] = unknown
+				continue
+			}
+			if known == nil {
+				known = outcomeError(err, false)
+			}
+			errs[i] = known
+		}
+	}
+	sent := func(idx []int) {
+		if len(idx) == 0 {
+			return
+		}
+		if maybe == nil {
+			maybe = make([]bool, len(msgs))
+		}
+		for _, i := range idx {
+			maybe[i] = true
 		}
 	}
 	pending := make([]int, len(msgs))
@@ -55,8 +82,9 @@ func (c *CoalescingWriter) produce(ctx context.Context, msgs []kafka.Message) []
 			if part == nil {
 				part = c.partition(msgs, layout.partitions)
 			}
-			var failed []int
-			again, failed, err = c.produceOnce(ctx, msgs, pending, part, layout)
+			var failed, unsure []int
+			again, failed, unsure, err = c.produceOnce(ctx, msgs, pending, part, layout)
+			sent(unsure)
 			fail(failed, err)
 		}
 		if len(again) == 0 {
@@ -124,15 +152,16 @@ func (c *CoalescingWriter) partition(msgs []kafka.Message, n int) []int32 {
 
 // produceOnce sends msgs[pending] as one request per leader, concurrently when the
 // partitions have several leaders. It returns the messages to try again, those that
-// failed for good, and the error behind either.
+// failed for good, those of either kind whose request may have reached the log (see
+// mayHaveWritten), and the error behind the failures.
 func (c *CoalescingWriter) produceOnce(ctx context.Context, msgs []kafka.Message, pending []int, part []int32,
-	layout topicLayout) (again, failed []int, err error) {
+	layout topicLayout) (again, failed, unsure []int, err error) {
 	// Messages by partition, keeping their order within each.
 	byPartition := make(map[int32][]int, layout.partitions)
 	for _, i := range pending {
 		p := part[i]
 		if int(p) >= layout.partitions {
-			return nil, pending, fmt.Errorf("partition %d of %s is gone (%d partitions)", p, c.w.Topic, layout.partitions)
+			return nil, pending, nil, fmt.Errorf("partition %d of %s is gone (%d partitions)", p, c.w.Topic, layout.partitions)
 		}
 		byPartition[p] = append(byPartition[p], i)
 	}
@@ -143,8 +172,8 @@ func (c *CoalescingWriter) produceOnce(ctx context.Context, msgs []kafka.Message
 	}
 
 	type outcome struct {
-		again, failed []int
-		err           error
+		again, failed, unsure []int
+		err                   error
 	}
 	send := func(parts []int32) outcome {
 		var o outcome
@@ -169,6 +198,9 @@ func (c *CoalescingWriter) produceOnce(ctx context.Context, msgs []kafka.Message
 			}
 			for _, p := range parts {
 				*to = append(*to, byPartition[p]...)
+				if mayHaveWritten(rerr) {
+					o.unsure = append(o.unsure, byPartition[p]...)
+				}
 			}
 			return o
 		}
@@ -191,6 +223,9 @@ func (c *CoalescingWriter) produceOnce(ctx context.Context, msgs []kafka.Message
 				}
 				kerr := kafka.Error(rp.ErrorCode)
 				o.err = fmt.Errorf("producing to %s partition %d: %w", c.w.Topic, rp.Partition, kerr)
+				if appendedCode(kerr) {
+					o.unsure = append(o.unsure, idx...)
+				}
 				if kerr.Temporary() {
 					o.again = append(o.again, idx...)
 				} else {
@@ -202,6 +237,7 @@ func (c *CoalescingWriter) produceOnce(ctx context.Context, msgs []kafka.Message
 			if !answered[p] {
 				o.err = fmt.Errorf("producing to %s: no answer for partition %d", c.w.Topic, p)
 				o.again = append(o.again, byPartition[p]...)
+				o.unsure = append(o.unsure, byPartition[p]...)
 			}
 		}
 		return o
@@ -210,7 +246,7 @@ func (c *CoalescingWriter) produceOnce(ctx context.Context, msgs []kafka.Message
 	if len(byLeader) == 1 {
 		for _, parts := range byLeader {
 			o := send(parts)
-			return o.again, o.failed, o.err
+			return o.again, o.failed, o.unsure, o.err
 		}
 	}
 	results := make(chan outcome, len(byLeader))
@@ -221,11 +257,12 @@ func (c *CoalescingWriter) produceOnce(ctx context.Context, msgs []kafka.Message
 		o := <-results
 		again = append(again, o.again...)
 		failed = append(failed, o.failed...)
+		unsure = append(unsure, o.unsure...)
 		if o.err != nil {
 			err = o.err
 		}
 	}
-	return again, failed, err
+	return again, failed, unsure, err
 }
 
 // records reads msgs[idx] as a produce request's record set.

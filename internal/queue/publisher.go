@@ -10,9 +10,10 @@ import (
 )
 
 // ErrUnavailable means the broker did not acknowledge a write (down, unreachable,
-// timed out, not enough in-sync replicas, no leader, unknown topic). The write may or
-// may not have landed: the caller answers "try again" (the gateway: 503 with
-// Retry-After) and a retry with the same idempotency key yields the same message.
+// timed out, not enough in-sync replicas, no leader, unknown topic). Such an error also
+// wraps ErrNotWritten or ErrOutcomeUnknown, which says whether the write may have
+// landed: the gateway answers 503 for the first and 504 with the message id for the
+// second.
 var ErrUnavailable = errors.New("kafka unavailable")
 
 // ErrTooLarge means a message is larger than the writer's BatchBytes.
@@ -35,7 +36,9 @@ func NewPublisher(cfg WriterConfig) *Publisher {
 func (p *Publisher) Writer() *kafka.Writer { return p.w }
 
 // Publish writes one message and returns once the broker acknowledged it, or an error
-// wrapping ErrUnavailable (or ErrTooLarge) within the writer's WriteTimeout.
+// wrapping ErrUnavailable (or ErrTooLarge) within the writer's WriteTimeout. kafka-go's
+// Writer reports only its last attempt, so a failed Publish is ErrOutcomeUnknown unless
+// the message was too large (see ClassifyWriteError).
 func (p *Publisher) Publish(ctx context.Context, key, value []byte) error {
 	return p.PublishMessages(ctx, kafka.Message{Key: key, Value: value})
 }
@@ -49,28 +52,8 @@ func (p *Publisher) PublishMessages(ctx context.Context, msgs ...kafka.Message) 
 	if err == nil {
 		return nil
 	}
-	return fmt.Errorf("publishing to %s: %w", p.w.Topic, mapWriteError(err))
+	return fmt.Errorf("publishing to %s: %w", p.w.Topic, ClassifyWriteError(err))
 }
 
 // Close flushes pending batches and closes connections.
 func (p *Publisher) Close() error { return p.w.Close() }
-
-func mapWriteError(err error) error {
-	var tooLarge kafka.MessageTooLargeError
-	if errors.As(err, &tooLarge) || errors.Is(err, kafka.MessageSizeTooLarge) {
-		return fmt.Errorf("%w: %w", ErrTooLarge, err)
-	}
-	var werrs kafka.WriteErrors
-	if errors.As(err, &werrs) {
-		// Report the first failure; all messages of a call share the fate of their batch.
-		for _, e := range werrs {
-			if e != nil {
-				return mapWriteError(e)
-			}
-		}
-	}
-	if errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
-		return err
-	}
-	return fmt.Errorf("%w: %w", ErrUnavailable, err)
-}

@@ -120,6 +120,9 @@ func NewWriter(cfg WriterConfig) *kafka.Writer {
 		AllowAutoTopicCreation: false,
 		ErrorLogger:            kafkaLogger(cfg.Logger, "kafka writer"),
 		Transport: &kafka.Transport{
+			// Tells a request that never reached a broker from one that did (ErrNotWritten
+			// or ErrOutcomeUnknown): see probedConn.
+			Dial:           dialProbed,
 			DialTimeout:    min(DefaultDialTimeout, cfg.WriteTimeout),
 			ClientID:       cfg.ClientID,
 			MetadataTopics: metadataTopics,
