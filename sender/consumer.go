@@ -62,7 +62,8 @@ func (s *Sender) Run(ctx context.Context) error {
 	s.retryPub = queue.NewPublisher(wc(queue.TopicSendsRetry))
 	s.retryPub.Writer().Balancer = &samePartition{}
 	s.dlqPub = queue.NewPublisher(wc(queue.TopicSendsDLQ))
-	s.batcher = o.Messages.NewBatcher(message.BatcherOptions{MaxBatch: o.DBBatchMax, MaxDelay: o.DBBatchDelay, Logger: s.log})
+	s.batcher = o.Messages.NewBatcher(message.BatcherOptions{MaxBatch: o.DBBatchMax, MaxDelay: o.DBBatchDelay, Logger: s.log,
+		Lease: message.Lease{Holder: s.holder, TTL: o.ClaimLease}})
 	defer func() {
 		// After the consumer: in-flight sends record their outcomes through these.
 		s.batcher.Close()
