@@ -224,3 +224,35 @@ func BenchmarkSendHandler(b *testing.B) {
 		})
 	})
 }
+
+// TestFingerprint: an Idempotency-Key's request is its route, the phone number id it
+// goes from and its body; whitespace between JSON tokens is not part of it.
+func TestFingerprint(t *testing.T) {
+	const body = `{"messaging_product":"whatsapp","to":"1","type":"text","text":{"body":"a b"}}`
+	base := appendFingerprint(nil, false, "1001", []byte(body))
+	if len(base) != 32 {
+		t.Fatalf("fingerprint is %d bytes, want a SHA-256", len(base))
+	}
+	for _, tc := range []struct {
+		name  string
+		graph bool
+		pnid  string
+		body  string
+		same  bool
+	}{
+		{"same request", false, "1001", body, true},
+		{"whitespace between tokens", false, "1001", " {\n\"messaging_product\": \"whatsapp\", \"to\":\"1\",\t\"type\":\"text\",\"text\":{ \"body\":\"a b\" } }", true},
+		{"whitespace inside a string", false, "1001", `{"messaging_product":"whatsapp","to":"1","type":"text","text":{"body":"a  b"}}`, false},
+		{"another recipient", false, "1001", `{"messaging_product":"whatsapp","to":"2","type":"text","text":{"body":"a b"}}`, false},
+		{"another number", false, "1002", body, false},
+		{"the Cloud API route", true, "1001", body, false},
+		{"keys in another order", false, "1001", `{"to":"1","messaging_product":"whatsapp","type":"text","text":{"body":"a b"}}`, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := appendFingerprint(nil, tc.graph, tc.pnid, []byte(tc.body))
+			if same := string(got) == string(base); same != tc.same {
+				t.Fatalf("same fingerprint = %v, want %v", same, tc.same)
+			}
+		})
+	}
+}
