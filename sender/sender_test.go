@@ -352,7 +352,7 @@ func TestPermanentErrorsGoToTheDLQ(t *testing.T) {
 	s := e.startSender(cfg, e.graphConfig())
 	e.produce(append(envs, exhaustedEnv, ghost)...)
 	// Malformed: not an envelope at all.
-	if err := e.sendsPub.Publish(context.Background(), []byte("tenant-junk"), []byte(`{"id":"x","payload":1`)); err != nil {
+	if err := e.sendsPub.WriteMessages(context.Background(), kafka.Message{Key: []byte("tenant-junk"), Value: []byte(`{"id":"x","payload":1`)}); err != nil {
 		t.Fatal(err)
 	}
 	all := append(envs, exhaustedEnv, ghost)
@@ -573,9 +573,8 @@ func TestRestartedSenderKeepsNewMessagesBehindParkedOnes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	retryPub := queue.NewPublisher(queue.WriterConfig{Brokers: e.broker.Addrs(), Topic: queue.TopicSendsRetry})
-	defer retryPub.Close()
-	if err := retryPub.PublishMessages(context.Background(), kafka.Message{
+	retryPub := e.producer(queue.TopicSendsRetry)
+	if err := retryPub.WriteMessages(context.Background(), kafka.Message{
 		Key: []byte(a.TenantID), Value: value,
 		Headers: []kafka.Header{{Key: sender.OriginHeader, Value: []byte("0")}},
 	}); err != nil {

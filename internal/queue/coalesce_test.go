@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -14,19 +15,19 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-func newCoalescing(t *testing.T, brokers []string, topic string, cfg CoalescingConfig) *CoalescingWriter {
+func newTestProducer(t *testing.T, brokers []string, topic string, cfg ProducerConfig) *Producer {
 	t.Helper()
-	w := NewWriter(WriterConfig{Brokers: brokers, Topic: topic, WriteTimeout: 2 * time.Second, BatchTimeout: time.Millisecond, ClientID: "test"})
-	c := NewCoalescingWriter(w, cfg)
-	t.Cleanup(func() { c.Close() })
-	return c
+	cfg.Cluster = Cluster{Brokers: brokers, ClientID: "test"}
+	cfg.Topic = topic
+	cfg.Timeout = cmp.Or(cfg.Timeout, 2*time.Second)
+	return mustProducer(t, cfg)
 }
 
-// TestCoalescingWriterDeliversEveryConcurrentWrite: many callers at once each get their
+// TestProducerDeliversEveryConcurrentWrite: many callers at once each get their
 // acknowledgement, and every message is on the topic once, in its key's partition.
-func TestCoalescingWriterDeliversEveryConcurrentWrite(t *testing.T) {
+func TestProducerDeliversEveryConcurrentWrite(t *testing.T) {
 	b := startBroker(t, EmbeddedConfig{Addr: "127.0.0.1:0", Partitions: 4})
-	c := newCoalescing(t, b.Addrs(), TopicSends, CoalescingConfig{MaxInFlight: 2, MaxBatch: 50})
+	c := newTestProducer(t, b.Addrs(), TopicSends, ProducerConfig{MaxInFlight: 2, MaxBatch: 50})
 
 	const callers, each = 32, 25
 	var wg sync.WaitGroup
@@ -69,11 +70,11 @@ func TestCoalescingWriterDeliversEveryConcurrentWrite(t *testing.T) {
 	}
 }
 
-// TestCoalescingWriterOversizedMessageFailsAlone: a message over the batch limit is
+// TestProducerOversizedMessageFailsAlone: a message over the batch limit is
 // refused without failing the messages it would have been coalesced with.
-func TestCoalescingWriterOversizedMessageFailsAlone(t *testing.T) {
+func TestProducerOversizedMessageFailsAlone(t *testing.T) {
 	b := startBroker(t, EmbeddedConfig{Addr: "127.0.0.1:0", Partitions: 2})
-	c := newCoalescing(t, b.Addrs(), TopicSends, CoalescingConfig{})
+	c := newTestProducer(t, b.Addrs(), TopicSends, ProducerConfig{})
 	big := []byte(strings.Repeat("x", DefaultBatchBytes+1))
 	var wg sync.WaitGroup
 	var bigErr error
@@ -101,11 +102,11 @@ func TestCoalescingWriterOversizedMessageFailsAlone(t *testing.T) {
 	}
 }
 
-// TestCoalescingWriterBrokerDown: with the broker gone every caller gets ErrUnavailable
+// TestProducerBrokerDown: with the broker gone every caller gets ErrUnavailable
 // within the writer's timeout, and after Close a write is refused at once.
-func TestCoalescingWriterBrokerDown(t *testing.T) {
+func TestProducerBrokerDown(t *testing.T) {
 	b := startBroker(t, EmbeddedConfig{Addr: "127.0.0.1:0", Partitions: 2})
-	c := newCoalescing(t, b.Addrs(), TopicSends, CoalescingConfig{Timeout: time.Second})
+	c := newTestProducer(t, b.Addrs(), TopicSends, ProducerConfig{Timeout: time.Second})
 	if err := c.WriteMessages(context.Background(), kafka.Message{Key: []byte("t"), Value: []byte("up")}); err != nil {
 		t.Fatalf("write while the broker is up: %v", err)
 	}
@@ -183,14 +184,14 @@ func (f *produceFaults) arm(code int16, n int32) {
 	f.code.Store(int32(code))
 }
 
-// TestCoalescingWriterProduceErrors: a retriable partition error (leader moved) is
+// TestProducerProduceErrors: a retriable partition error (leader moved) is
 // retried and every message lands once; a permanent one fails its callers at once;
 // a retriable one that persists fails after the writer's attempts.
-func TestCoalescingWriterProduceErrors(t *testing.T) {
+func TestProducerProduceErrors(t *testing.T) {
 	const notLeader, tooLarge = 6, 10
 	b := startBroker(t, EmbeddedConfig{Addr: "127.0.0.1:0", Partitions: 4})
 	faults := injectProduceFaults(b)
-	c := newCoalescing(t, b.Addrs(), TopicSends, CoalescingConfig{})
+	c := newTestProducer(t, b.Addrs(), TopicSends, ProducerConfig{})
 
 	// Retriable, once: every caller is acknowledged and each message is on the topic once.
 	faults.arm(notLeader, 1)
@@ -233,7 +234,7 @@ func TestCoalescingWriterProduceErrors(t *testing.T) {
 		t.Fatalf("a permanent error was tried %d times, want once", n)
 	}
 
-	// Retriable, for good: ErrUnavailable after MaxAttempts requests (NewWriter: 3).
+	// Retriable, for good: ErrUnavailable after MaxAttempts requests (produceAttempts: 3).
 	faults.arm(notLeader, -1)
 	err = c.WriteMessages(context.Background(), kafka.Message{Key: []byte("t"), Value: []byte("y")})
 	if !errors.Is(err, ErrUnavailable) {
@@ -244,12 +245,11 @@ func TestCoalescingWriterProduceErrors(t *testing.T) {
 	}
 }
 
-// TestCoalescingWriterSplitsAtBatchBytes: callers that together exceed BatchBytes are
+// TestProducerSplitsAtBatchBytes: callers that together exceed MaxBytes are
 // spread over several produce requests, and every one is acknowledged and delivered.
-func TestCoalescingWriterSplitsAtBatchBytes(t *testing.T) {
+func TestProducerSplitsAtBatchBytes(t *testing.T) {
 	b := startBroker(t, EmbeddedConfig{Addr: "127.0.0.1:0", Partitions: 2})
-	w := NewWriter(WriterConfig{Brokers: b.Addrs(), Topic: TopicSends, WriteTimeout: 2 * time.Second, BatchBytes: 4 << 10, ClientID: "test"})
-	c := NewCoalescingWriter(w, CoalescingConfig{MaxInFlight: 1})
+	c := newTestProducer(t, b.Addrs(), TopicSends, ProducerConfig{MaxInFlight: 1, MaxBytes: 4 << 10})
 	t.Cleanup(func() { c.Close() })
 
 	value := strings.Repeat("v", 500)
