@@ -11,8 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/aerostic/aerogate/internal/metrics"
 )
 
 func newTestProducer(t *testing.T, brokers []string, topic string, cfg ProducerConfig) *Producer {
@@ -272,4 +276,53 @@ func TestProducerSplitsAtBatchBytes(t *testing.T) {
 	if n := len(fetch(t, newReader(t, b.Addrs(), "split-test", TopicSends), callers)); n != callers {
 		t.Fatalf("read %d messages, want %d", n, callers)
 	}
+}
+
+// TestProducerMetrics: every produce batch is timed and counted for its topic, and a
+// batch that fails is counted once by outcome.
+func TestProducerMetrics(t *testing.T) {
+	t.Parallel()
+	const topic, missing = "produce-metrics", "produce-metrics-missing"
+	b := startBroker(t, EmbeddedConfig{Addr: "127.0.0.1:0", Partitions: 2})
+	if err := b.Cluster().EnsureTopics(context.Background(), []string{topic}, 2, 1); err != nil {
+		t.Fatal(err)
+	}
+	c := newTestProducer(t, b.Addrs(), topic, ProducerConfig{MaxInFlight: 1})
+	for i := range 3 {
+		msgs := make([]kafka.Message, 5)
+		for j := range msgs {
+			msgs[j] = kafka.Message{Key: []byte(fmt.Sprintf("k%d", j)), Value: []byte(fmt.Sprint(i))}
+		}
+		if err := c.WriteMessages(context.Background(), msgs...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	records := histogram(t, metrics.ProduceRecords.WithLabelValues(topic))
+	if records.GetSampleCount() != 3 || records.GetSampleSum() != 15 {
+		t.Errorf("records histogram: %d batches, %v records; want 3 batches of 5", records.GetSampleCount(), records.GetSampleSum())
+	}
+	if n := histogram(t, metrics.ProduceDuration.WithLabelValues(topic)).GetSampleCount(); n != 3 {
+		t.Errorf("duration histogram: %d batches, want 3", n)
+	}
+
+	bad := newTestProducer(t, b.Addrs(), missing, ProducerConfig{})
+	if err := bad.WriteMessages(context.Background(), kafka.Message{Value: []byte("x")}); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("write to a missing topic: %v", err)
+	}
+	if n := metricValue(t, metrics.ProduceErrors.WithLabelValues(missing, "not_written")); n != 1 {
+		t.Errorf("not_written errors of %s = %v, want 1", missing, n)
+	}
+	if n := metricValue(t, metrics.ProduceErrors.WithLabelValues(topic, "not_written")) +
+		metricValue(t, metrics.ProduceErrors.WithLabelValues(topic, "unknown")); n != 0 {
+		t.Errorf("errors of %s = %v, want 0", topic, n)
+	}
+}
+
+func histogram(t *testing.T, o prometheus.Observer) *dto.Histogram {
+	t.Helper()
+	var d dto.Metric
+	if err := o.(prometheus.Metric).Write(&d); err != nil {
+		t.Fatal(err)
+	}
+	return d.GetHistogram()
 }
