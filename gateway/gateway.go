@@ -26,8 +26,10 @@ import (
 )
 
 // Publisher writes messages to wa.sends and returns once they are acknowledged;
-// *kafka.Writer (from queue.NewWriter, acks=all) satisfies it. The writer may keep the
-// messages' bytes after a failed or cancelled call, so the gateway never reuses them then.
+// *queue.Producer (acks=all) satisfies it. Its errors are read with
+// queue.ClassifyWriteError: only one wrapping queue.ErrNotWritten is answered 503, any
+// other 504. The writer may keep the messages' bytes after a failed or cancelled call, so
+// the gateway never reuses them then.
 type Publisher interface {
 	WriteMessages(ctx context.Context, msgs ...kafka.Message) error
 }

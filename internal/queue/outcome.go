@@ -10,9 +10,9 @@ import (
 	"github.com/segmentio/kafka-go"
 )
 
-// The fate of a write that was not acknowledged. Every error of a CoalescingWriter (and
-// of ClassifyWriteError) that is not an acknowledgement wraps exactly one of these, so a
-// caller can tell a client the truth:
+// The fate of a write that was not acknowledged. Every error of a Producer (and of
+// ClassifyWriteError) wraps exactly one of these, so a caller can tell a client the
+// truth:
 //
 //   - ErrNotWritten: no broker can have appended any of the messages: the connection was
 //     refused, the request was never (completely) written to a connection, or a broker
@@ -85,11 +85,11 @@ func appendedCode(e kafka.Error) bool {
 }
 
 // ClassifyWriteError returns err with its fate: an error that already wraps ErrNotWritten
-// or ErrOutcomeUnknown (a CoalescingWriter's) is returned as it is; any other error of a
-// write is taken to be kafka-go's Writer's, which retries internally and reports only its
-// last attempt's error, so nothing proves that an earlier attempt did not reach the log:
-// it is ErrOutcomeUnknown, except a message too large (ErrTooLarge, ErrNotWritten). A
-// cancelled context keeps its context.Canceled (and is ErrOutcomeUnknown); nil stays nil.
+// or ErrOutcomeUnknown (a Producer's) is returned as it is; any other error of a write
+// (another writer's, which may have retried inside and reported its last attempt only)
+// proves nothing about what reached the log: it is ErrOutcomeUnknown, except a message
+// too large (ErrTooLarge, ErrNotWritten). A cancelled context keeps its context.Canceled
+// (and is ErrOutcomeUnknown); nil stays nil.
 func ClassifyWriteError(err error) error {
 	if err == nil {
 		return nil

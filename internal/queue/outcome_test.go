@@ -38,12 +38,12 @@ func holdProduce(b *Embedded) (held *atomic.Int32, release func()) {
 	return held, func() { once.Do(func() { close(wake) }) }
 }
 
-// TestCoalescingWriterFrozenBroker: a write whose produce request the broker read but
+// TestProducerFrozenBroker: a write whose produce request the broker read but
 // did not answer in time is ErrOutcomeUnknown, never ErrNotWritten, and indeed lands
 // once the broker wakes up.
-func TestCoalescingWriterFrozenBroker(t *testing.T) {
+func TestProducerFrozenBroker(t *testing.T) {
 	b := startBroker(t, EmbeddedConfig{Addr: "127.0.0.1:0", Partitions: 2})
-	c := newCoalescing(t, b.Addrs(), TopicSends, CoalescingConfig{Timeout: 500 * time.Millisecond})
+	c := newTestProducer(t, b.Addrs(), TopicSends, ProducerConfig{Timeout: 500 * time.Millisecond})
 	if err := c.WriteMessages(context.Background(), kafka.Message{Key: []byte("t"), Value: []byte("warm")}); err != nil {
 		t.Fatalf("write while the broker is up: %v", err)
 	}
@@ -84,13 +84,13 @@ func TestCoalescingWriterFrozenBroker(t *testing.T) {
 	}
 }
 
-// TestCoalescingWriterNotWritten: writes that cannot have reached a log are
+// TestProducerNotWritten: writes that cannot have reached a log are
 // ErrNotWritten, never ErrOutcomeUnknown: nothing listens; the broker was stopped after a
 // good write (the writer's pooled connection is half-closed: the probe sees it); the
 // caller gave up before the write was handed over; the broker refused before appending.
-func TestCoalescingWriterNotWritten(t *testing.T) {
+func TestProducerNotWritten(t *testing.T) {
 	t.Run("nothing listens", func(t *testing.T) {
-		c := newCoalescing(t, []string{fmt.Sprintf("127.0.0.1:%d", freePort(t))}, TopicSends, CoalescingConfig{Timeout: 500 * time.Millisecond})
+		c := newTestProducer(t, []string{fmt.Sprintf("127.0.0.1:%d", freePort(t))}, TopicSends, ProducerConfig{Timeout: 500 * time.Millisecond})
 		err := c.WriteMessages(context.Background(), kafka.Message{Key: []byte("t"), Value: []byte("x")})
 		if !errors.Is(err, ErrNotWritten) || errors.Is(err, ErrOutcomeUnknown) {
 			t.Fatalf("write with nothing listening: %v, want ErrNotWritten", err)
@@ -98,7 +98,7 @@ func TestCoalescingWriterNotWritten(t *testing.T) {
 	})
 	t.Run("broker stopped", func(t *testing.T) {
 		b := startBroker(t, EmbeddedConfig{Addr: "127.0.0.1:0", Partitions: 2})
-		c := newCoalescing(t, b.Addrs(), TopicSends, CoalescingConfig{Timeout: time.Second})
+		c := newTestProducer(t, b.Addrs(), TopicSends, ProducerConfig{Timeout: time.Second})
 		for range 3 {
 			if err := c.WriteMessages(context.Background(), kafka.Message{Key: []byte("t"), Value: []byte("up")}); err != nil {
 				t.Fatalf("write while the broker is up: %v", err)
@@ -115,7 +115,7 @@ func TestCoalescingWriterNotWritten(t *testing.T) {
 	})
 	t.Run("caller gave up first", func(t *testing.T) {
 		b := startBroker(t, EmbeddedConfig{Addr: "127.0.0.1:0", Partitions: 1})
-		c := newCoalescing(t, b.Addrs(), TopicSends, CoalescingConfig{})
+		c := newTestProducer(t, b.Addrs(), TopicSends, ProducerConfig{})
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
 		// The loop may or may not take it before the select sees ctx: either answer is
@@ -128,7 +128,7 @@ func TestCoalescingWriterNotWritten(t *testing.T) {
 	t.Run("broker refused before the append", func(t *testing.T) {
 		b := startBroker(t, EmbeddedConfig{Addr: "127.0.0.1:0", Partitions: 1})
 		faults := injectProduceFaults(b)
-		c := newCoalescing(t, b.Addrs(), TopicSends, CoalescingConfig{})
+		c := newTestProducer(t, b.Addrs(), TopicSends, ProducerConfig{})
 		faults.arm(int16(kafka.NotEnoughReplicas), -1)
 		err := c.WriteMessages(context.Background(), kafka.Message{Key: []byte("t"), Value: []byte("x")})
 		if !errors.Is(err, ErrNotWritten) || errors.Is(err, ErrOutcomeUnknown) {
@@ -167,7 +167,7 @@ func TestClassifyWriteError(t *testing.T) {
 			if got := mayHaveWritten(tc.err); got != tc.maybe {
 				t.Errorf("mayHaveWritten(%v) = %v, want %v", tc.err, got, tc.maybe)
 			}
-			// kafka-go's Writer reports its last attempt only: only a message too large
+			// Another writer may report its last attempt only: only a message too large
 			// proves nothing was written.
 			if got := ClassifyWriteError(tc.err); !errors.Is(got, tc.classified) {
 				t.Errorf("ClassifyWriteError(%v) = %v, want %v", tc.err, got, tc.classified)
