@@ -14,6 +14,17 @@ import (
 
 	"github.com/dgraph-io/ristretto/v2"
 	"golang.org/x/sync/singleflight"
+
+	"github.com/aerostic/aerogate/internal/metrics"
+)
+
+// Curried children of the cache families, so a lookup costs one atomic add.
+var (
+	cacheHits          = metrics.AccountCache.WithLabelValues("hit")
+	cacheNegativeHits  = metrics.AccountCache.WithLabelValues("negative_hit")
+	cacheMisses        = metrics.AccountCache.WithLabelValues("miss")
+	invalidatedAccount = metrics.AccountCacheInvalidations.WithLabelValues("account")
+	invalidatedAll     = metrics.AccountCacheInvalidations.WithLabelValues("all")
 )
 
 // ResolverOptions tunes the cache.
@@ -127,10 +138,13 @@ func (r *Resolver) Resolve(ctx context.Context, tenantID, phoneNumberID string) 
 	keyBufs.Put(bp)
 	if ok && e.tenantID == tenantID && e.phoneNumberID == phoneNumberID {
 		if e.acct == nil {
+			cacheNegativeHits.Inc()
 			return nil, ErrNotFound
 		}
+		cacheHits.Inc()
 		return e.acct, nil
 	}
+	cacheMisses.Inc()
 	return r.loadShared(ctx, tenantID, phoneNumberID, cacheKey(tenantID, phoneNumberID))
 }
 
@@ -206,6 +220,7 @@ func (r *Resolver) Invalidate(tenantID, phoneNumberID string) {
 		r.group.Load().Forget(k)
 	}
 	r.mu.Unlock()
+	invalidatedAccount.Inc()
 }
 
 // InvalidateAll drops every cached entry (after a missed notification, for instance).
@@ -219,6 +234,7 @@ func (r *Resolver) InvalidateAll() {
 	// arriving from now on from joining them.
 	r.group.Store(new(singleflight.Group))
 	r.mu.Unlock()
+	invalidatedAll.Inc()
 }
 
 // Loads counts the repository loads the resolver has made (cache misses that were not
