@@ -21,6 +21,8 @@ import (
 	"github.com/aerostic/aerogate/internal/account"
 	"github.com/aerostic/aerogate/internal/auth"
 	"github.com/aerostic/aerogate/internal/message"
+	"github.com/aerostic/aerogate/internal/metrics"
+	"github.com/aerostic/aerogate/internal/role"
 )
 
 // Publisher writes messages to wa.sends and returns once they are acknowledged;
@@ -36,10 +38,7 @@ type AccountResolver interface {
 }
 
 // ReadyCheck is one dependency /readyz checks.
-type ReadyCheck struct {
-	Name  string
-	Check func(ctx context.Context) error
-}
+type ReadyCheck = role.Check
 
 // Options configures a Server. Verifier, Resolver and Sends are required.
 type Options struct {
@@ -50,8 +49,8 @@ type Options struct {
 	Messages *message.Repository
 	Sends    Publisher
 
-	ReadyChecks  []ReadyCheck
-	ReadyTimeout time.Duration // default 2s
+	// ReadyChecks are what /readyz checks (role.Open's Health.Checks() in Run).
+	ReadyChecks []ReadyCheck
 
 	MaxSendBodyBytes int // default 64 KiB; 413 above
 	MaxBodyBytes     int // every other route; default 1 MiB
@@ -101,6 +100,8 @@ type Server struct {
 	deadline    *sharedDeadline
 	tenantField []string
 	handler     fasthttp.RequestHandler
+	health      *role.Health
+	unmatched   *routeMetrics // requests no route matched
 	srv         *fasthttp.Server
 	rec         *recorder
 	ridPrefix   [9]byte
@@ -139,9 +140,6 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.PublishTimeout <= 0 {
 		opts.PublishTimeout = 5 * time.Second
-	}
-	if opts.ReadyTimeout <= 0 {
-		opts.ReadyTimeout = 2 * time.Second
 	}
 	if opts.RecordBuffer <= 0 {
 		opts.RecordBuffer = 1 << 16
@@ -186,18 +184,24 @@ func New(opts Options) (*Server, error) {
 		s.rec = newRecorder(opts.Messages, opts.RecordBuffer, opts.RecordBatch, s.log)
 	}
 
+	s.health = role.NewHealth(s.log, opts.ReadyChecks...)
+	s.unmatched = newRouteMetrics("unmatched")
+
 	r := router.New()
 	r.RedirectTrailingSlash = false
 	r.RedirectFixedPath = false
 	r.HandleMethodNotAllowed = true
 	r.NotFound = func(ctx *fasthttp.RequestCtx) { writeError(ctx, errNotFound) }
 	r.MethodNotAllowed = func(ctx *fasthttp.RequestCtx) { writeError(ctx, errMethodNotAllowed) }
-	r.GET("/healthz", s.healthz)
-	r.HEAD("/healthz", s.healthz)
-	r.GET("/readyz", s.readyz)
-	r.POST("/v1/messages", s.authed(s.sendV1))
-	r.GET("/v1/messages/{id}", s.authed(s.getMessage))
-	r.POST("/{version}/{phone_number_id}/messages", s.authed(s.sendGraph))
+	// Each route is registered through handle, which labels its requests with the
+	// route's pattern (never the raw path) for aerogate_http_requests_total.
+	handle(r, fasthttp.MethodGet, "/healthz", s.health.Healthz)
+	handle(r, fasthttp.MethodHead, "/healthz", s.health.Healthz)
+	handle(r, fasthttp.MethodGet, "/readyz", s.health.Readyz)
+	handle(r, fasthttp.MethodGet, "/metrics", metrics.Handler())
+	handle(r, fasthttp.MethodPost, "/v1/messages", s.authed(s.sendV1))
+	handle(r, fasthttp.MethodGet, "/v1/messages/{id}", s.authed(s.getMessage))
+	handle(r, fasthttp.MethodPost, "/{version}/{phone_number_id}/messages", s.authed(s.sendGraph))
 	s.handler = s.middleware(r.Handler)
 
 	s.srv = &fasthttp.Server{

@@ -140,20 +140,24 @@ func (e *testEnv) startSender(cfg config.Sender, gc graph.Config) *sender.Sender
 // options after the test defaults.
 func (e *testEnv) runSender(cfg config.Sender, gc graph.Config, tune ...func(*sender.Options)) (s *sender.Sender, stop func()) {
 	e.t.Helper()
+	gclient, err := graph.New(gc)
+	if err != nil {
+		e.t.Fatalf("graph.New: %v", err)
+	}
 	opts := sender.Options{
 		Brokers:     e.broker.Addrs(),
 		Config:      cfg,
 		Accounts:    e.resolver,
 		AccountRepo: e.accounts,
 		Messages:    e.messages,
-		Graph:       graph.NewClient(gc),
+		Graph:       gclient,
 		Logger:      testLogger(),
 	}
 	tuneForTests(&opts)
 	for _, f := range tune {
 		f(&opts)
 	}
-	s, err := sender.New(opts)
+	s, err = sender.New(opts)
 	if err != nil {
 		e.t.Fatalf("sender.New: %v", err)
 	}
