@@ -39,6 +39,9 @@ import (
 // finds shows on /readyz.
 const startCheckTimeout = 5 * time.Second
 
+// listenWait bounds how long Open waits for the account listener to connect.
+const listenWait = 3 * time.Second
+
 // usesGraph are the roles that call the Graph API, so Open builds a client for them.
 var usesGraph = []config.Role{config.RoleSender}
 
@@ -96,6 +99,10 @@ func Open(ctx context.Context, cfg config.Config, role config.Role) (_ *Deps, er
 	if err != nil {
 		return nil, fmt.Errorf("building account resolver: %w", err)
 	}
+
+	// Serve from caches that invalidations reach: give the listener a moment to connect
+	// (it keeps trying in the background, and /readyz shows it until it does).
+	waitListening(ctx, d.Accounts.Resolver, listenWait)
 
 	brokers := cfg.Kafka.Brokers
 	pctx, cancel := context.WithTimeout(ctx, startCheckTimeout)
@@ -232,5 +239,13 @@ func (t *tokenKeyCheck) run(ctx context.Context) {
 	t.result = nil
 	if len(bad) > 0 {
 		t.result = fmt.Errorf("no configured token key decrypts the stored tokens of key id %s", strings.Join(bad, ", "))
+	}
+}
+
+// waitListening returns once r listens for account changes, or after d, or when ctx ends.
+func waitListening(ctx context.Context, r *account.Resolver, d time.Duration) {
+	deadline := time.Now().Add(d)
+	for !r.Listening() && time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
 	}
 }
