@@ -74,11 +74,11 @@ func Run(ctx context.Context, cfg config.Config) error {
 	}()
 
 	srv, err := New(Options{
-		Verifier:    verifier,
-		Resolver:    deps.Accounts.Resolver,
-		Messages:    message.NewRepository(deps.Pool),
-		Sends:       writer,
-		ReadyChecks: deps.Health.Checks(),
+		Verifier:         verifier,
+		Resolver:         deps.Accounts.Resolver,
+		Messages:         message.NewRepository(deps.Pool),
+		Sends:            writer,
+		ReadyChecks:      deps.Health.Checks(),
 		MaxSendBodyBytes: cfg.HTTP.MaxSendBodyBytes,
 		MaxBodyBytes:     cfg.HTTP.MaxBodyBytes,
 		TenantClaim:      cfg.JWT.TenantClaim,
