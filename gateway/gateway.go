@@ -18,6 +18,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/valyala/fasthttp"
 
+	"github.com/aerostic/aerogate/config"
 	"github.com/aerostic/aerogate/internal/account"
 	"github.com/aerostic/aerogate/internal/auth"
 	"github.com/aerostic/aerogate/internal/message"
@@ -52,8 +53,9 @@ type Options struct {
 	// ReadyChecks are what /readyz checks (role.Open's Health.Checks() in Run).
 	ReadyChecks []ReadyCheck
 
-	MaxSendBodyBytes int // default 64 KiB; 413 above
-	MaxBodyBytes     int // every other route; default 1 MiB
+	// Zero limits, timeouts and TenantClaim take config.Default()'s values.
+	MaxSendBodyBytes int // 413 above
+	MaxBodyBytes     int // every other route
 	// TenantClaim is the JWT claim holding the tenant; a query parameter or body field of
 	// that name (or "tenantId") must equal the token's tenant.
 	TenantClaim string
@@ -129,17 +131,20 @@ func New(opts Options) (*Server, error) {
 	if opts.MaxSendBodyBytes < 0 || opts.MaxBodyBytes < 0 {
 		return nil, errors.New("gateway: body limits must not be negative")
 	}
+	// Zero options take the configuration's defaults: config.Default is the one place
+	// they live.
+	d := config.Default()
 	if opts.MaxSendBodyBytes == 0 {
-		opts.MaxSendBodyBytes = 64 << 10
+		opts.MaxSendBodyBytes = d.HTTP.MaxSendBodyBytes
 	}
 	if opts.MaxBodyBytes == 0 {
-		opts.MaxBodyBytes = 1 << 20
+		opts.MaxBodyBytes = d.HTTP.MaxBodyBytes
 	}
 	if opts.TenantClaim == "" {
-		opts.TenantClaim = "tenantId"
+		opts.TenantClaim = d.JWT.TenantClaim
 	}
 	if opts.PublishTimeout <= 0 {
-		opts.PublishTimeout = 5 * time.Second
+		opts.PublishTimeout = d.Kafka.WriteTimeout
 	}
 	if opts.RecordBuffer <= 0 {
 		opts.RecordBuffer = 1 << 16
@@ -148,16 +153,16 @@ func New(opts Options) (*Server, error) {
 		opts.RecordBatch = 1000
 	}
 	if opts.ReadTimeout <= 0 {
-		opts.ReadTimeout = 10 * time.Second
+		opts.ReadTimeout = d.HTTP.ReadTimeout
 	}
 	if opts.WriteTimeout <= 0 {
-		opts.WriteTimeout = 10 * time.Second
+		opts.WriteTimeout = d.HTTP.WriteTimeout
 	}
 	if opts.IdleTimeout <= 0 {
-		opts.IdleTimeout = 60 * time.Second
+		opts.IdleTimeout = d.HTTP.IdleTimeout
 	}
 	if opts.Concurrency <= 0 {
-		opts.Concurrency = 256 * 1024
+		opts.Concurrency = d.HTTP.Concurrency
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()

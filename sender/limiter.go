@@ -28,9 +28,6 @@ type numberLimiters struct {
 }
 
 func newNumberLimiters(defaultMPS int) *numberLimiters {
-	if defaultMPS <= 0 {
-		defaultMPS = 80
-	}
 	return &numberLimiters{byNumber: make(map[string]*rate.Limiter), defaultMPS: defaultMPS}
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/dgraph-io/ristretto/v2"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/aerostic/aerogate/config"
 	"github.com/aerostic/aerogate/internal/metrics"
 )
 
@@ -29,9 +30,10 @@ var (
 
 // ResolverOptions tunes the cache.
 type ResolverOptions struct {
-	TTL         time.Duration // positive entries; default 5m
-	NegativeTTL time.Duration // unknown ids; default 10s
-	MaxEntries  int           // default 100,000
+	// Zero TTL, NegativeTTL and MaxEntries take config.Default()'s accounts settings.
+	TTL         time.Duration // positive entries
+	NegativeTTL time.Duration // unknown ids
+	MaxEntries  int
 	// LoadTimeout bounds one database load shared by concurrent callers; default 5s.
 	LoadTimeout time.Duration
 	// Logger receives Listen's connection events; nil means slog.Default().
@@ -82,14 +84,15 @@ func NewResolver(repo *Repository, opts ResolverOptions) (*Resolver, error) {
 	if repo == nil {
 		return nil, errors.New("account resolver: nil repository")
 	}
+	d := config.Default().Accounts
 	if opts.TTL <= 0 {
-		opts.TTL = 5 * time.Minute
+		opts.TTL = d.CacheTTL
 	}
 	if opts.NegativeTTL <= 0 {
-		opts.NegativeTTL = 10 * time.Second
+		opts.NegativeTTL = d.NegativeCacheTTL
 	}
 	if opts.MaxEntries <= 0 {
-		opts.MaxEntries = 100_000
+		opts.MaxEntries = d.CacheMaxEntries
 	}
 	if opts.LoadTimeout <= 0 {
 		opts.LoadTimeout = 5 * time.Second

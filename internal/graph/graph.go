@@ -21,24 +21,20 @@ import (
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fastjson"
 
+	"github.com/aerostic/aerogate/config"
 	"github.com/aerostic/aerogate/internal/metrics"
 )
 
-// Config configures the client.
+// Config configures the client. Zero fields take config.Default()'s graph settings
+// (the one place defaults live).
 type Config struct {
 	BaseURL         string        // https://graph.facebook.com, or the fake
-	Version         string        // default v22.0
-	Timeout         time.Duration // per request; default 15s
-	MaxConnsPerHost int           // default 1024
+	Version         string        // like v22.0
+	Timeout         time.Duration // per request
+	MaxConnsPerHost int
 }
 
-// Defaults.
 const (
-	DefaultBaseURL         = "https://graph.facebook.com"
-	DefaultVersion         = "v22.0"
-	DefaultTimeout         = 15 * time.Second
-	DefaultMaxConnsPerHost = 1024
-
 	maxResponseBytes = 64 << 10
 	maxFieldLen      = 300 // longest Title/Details/Type kept from an answer
 	maxPhoneIDLen    = 32
@@ -254,17 +250,18 @@ var versionRE = regexp.MustCompile(`^v[0-9]{1,3}\.[0-9]{1,3}$`)
 
 // New returns a client, or an error naming what is wrong with cfg.
 func New(cfg Config) (*Client, error) {
+	d := config.Default().Graph
 	if cfg.BaseURL == "" {
-		cfg.BaseURL = DefaultBaseURL
+		cfg.BaseURL = d.BaseURL
 	}
 	if cfg.Version == "" {
-		cfg.Version = DefaultVersion
+		cfg.Version = d.Version
 	}
 	if cfg.Timeout <= 0 {
-		cfg.Timeout = DefaultTimeout
+		cfg.Timeout = d.Timeout
 	}
 	if cfg.MaxConnsPerHost <= 0 {
-		cfg.MaxConnsPerHost = DefaultMaxConnsPerHost
+		cfg.MaxConnsPerHost = d.MaxConnsPerHost
 	}
 	// The URL is never quoted: its user info, if any, may be a credential.
 	u, err := url.Parse(cfg.BaseURL)
