@@ -26,8 +26,10 @@ func Run(ctx context.Context, cfg config.Config, tune ...func(*Options)) error {
 	}
 	defer deps.Close()
 
+	kafka := deps.Kafka
+	kafka.ClientID = cfg.Kafka.ClientID + "-sender"
 	topics := []string{queue.TopicSends, queue.TopicSendsRetry, queue.TopicSendsDLQ}
-	if err := queue.EnsureTopics(ctx, cfg.Kafka.Brokers, topics, cfg.Kafka.Partitions, cfg.Kafka.ReplicationFactor); err != nil {
+	if err := kafka.EnsureTopics(ctx, topics, cfg.Kafka.Partitions, cfg.Kafka.ReplicationFactor); err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -35,16 +37,14 @@ func Run(ctx context.Context, cfg config.Config, tune ...func(*Options)) error {
 	}
 
 	opts := Options{
-		Brokers:             cfg.Kafka.Brokers,
-		ClientID:            cfg.Kafka.ClientID + "-sender",
-		Config:              cfg.Sender,
-		Accounts:            deps.Accounts.Resolver,
-		AccountRepo:         deps.Accounts.Repository,
-		Messages:            message.NewRepository(deps.Pool),
-		Graph:               deps.Graph,
-		Logger:              deps.Log,
-		ProduceBatchTimeout: cfg.Kafka.BatchTimeout,
-		ProduceTimeout:      cfg.Kafka.WriteTimeout,
+		Kafka:          kafka,
+		Config:         cfg.Sender,
+		Accounts:       deps.Accounts.Resolver,
+		AccountRepo:    deps.Accounts.Repository,
+		Messages:       message.NewRepository(deps.Pool),
+		Graph:          deps.Graph,
+		Logger:         deps.Log,
+		ProduceTimeout: cfg.Kafka.WriteTimeout,
 		// A revoked partition lets its Graph calls finish before it moves; the group
 		// must wait that long, or the next owner could send them again.
 		RebalanceTimeout: max(queue.DefaultRebalance, cfg.Graph.Timeout+5*time.Second),

@@ -33,7 +33,7 @@ import (
 //
 // TODO(kafka home): set to true once the shared producer and consumer land; until then
 // TestMetricsAfterLoad logs those families instead of requiring them.
-const kafkaFamiliesInstrumented = false
+const kafkaFamiliesInstrumented = true
 
 func buildBinary(t *testing.T) string {
 	t.Helper()

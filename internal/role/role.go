@@ -52,6 +52,7 @@ type Deps struct {
 	Pool     *pgxpool.Pool
 	Keys     *secret.KeyRing
 	Accounts *account.Live
+	Kafka    queue.Cluster // brokers, client id, TLS and SASL
 	Graph    *graph.Client // for roles that call Graph (the sender)
 	Health   *Health       // postgres, kafka, account_listener, token_keys
 
@@ -74,6 +75,10 @@ func Open(ctx context.Context, cfg config.Config, role config.Role) (_ *Deps, er
 	if err != nil {
 		return nil, &config.KeyError{Key: "secrets.token_keys", Err: err}
 	}
+	cluster, err := queue.NewCluster(cfg.Kafka)
+	if err != nil {
+		return nil, err
+	}
 	var gc *graph.Client
 	if slices.Contains(usesGraph, role) {
 		if gc, err = NewGraphClient(cfg.Graph); err != nil {
@@ -81,7 +86,7 @@ func Open(ctx context.Context, cfg config.Config, role config.Role) (_ *Deps, er
 		}
 	}
 
-	d := &Deps{Config: cfg, Log: log, Keys: keys, Graph: gc, stopped: make(chan struct{})}
+	d := &Deps{Config: cfg, Log: log, Keys: keys, Kafka: cluster, Graph: gc, stopped: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			d.Close()
@@ -104,10 +109,9 @@ func Open(ctx context.Context, cfg config.Config, role config.Role) (_ *Deps, er
 	// (it keeps trying in the background, and /readyz shows it until it does).
 	waitListening(ctx, d.Accounts.Resolver, listenWait)
 
-	brokers := cfg.Kafka.Brokers
 	pctx, cancel := context.WithTimeout(ctx, startCheckTimeout)
-	if err := queue.Ping(pctx, brokers); err != nil {
-		log.Warn("kafka brokers do not answer; not ready until they do", "brokers", brokers, "error", err.Error())
+	if err := cluster.Ping(pctx); err != nil {
+		log.Warn("kafka brokers do not answer; not ready until they do", "brokers", cluster.Brokers, "error", err.Error())
 	}
 	cancel()
 
@@ -119,7 +123,7 @@ func Open(ctx context.Context, cfg config.Config, role config.Role) (_ *Deps, er
 	resolver := d.Accounts.Resolver
 	d.Health = NewHealth(log,
 		Check{Name: "postgres", Check: d.Pool.Ping},
-		Check{Name: "kafka", Check: func(ctx context.Context) error { return queue.Ping(ctx, brokers) }},
+		Check{Name: "kafka", Check: cluster.Ping},
 		Check{Name: "account_listener", Check: func(context.Context) error {
 			if !resolver.Listening() {
 				return errors.New("not listening for account changes")
