@@ -4,8 +4,10 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/url"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,12 +20,69 @@ import (
 // TokenKeySize is the size of a secrets.token_keys key (AES-256).
 const TokenKeySize = 32
 
+// Role names a kind of process, for ValidateFor.
+type Role string
+
+// The roles that ValidateFor knows.
+const (
+	RoleGateway Role = "gateway"
+	RoleSender  Role = "sender"
+)
+
+// roleSections are the configuration sections (the first part of a key) each role reads;
+// ValidateFor checks only those.
+var roleSections = map[Role][]string{
+	RoleGateway: {"http", "admin", "database", "kafka", "jwt", "secrets", "accounts", "log"},
+	RoleSender:  {"admin", "database", "kafka", "graph", "secrets", "accounts", "sender", "log"},
+}
+
+// KeyError is one problem with one configuration key. Its message starts with the key.
+type KeyError struct {
+	Key string
+	Err error
+}
+
+func (e *KeyError) Error() string { return e.Key + ": " + e.Err.Error() }
+func (e *KeyError) Unwrap() error { return e.Err }
+
+// ValidateFor checks the keys that the given roles read, and nothing else: a sender
+// needs no jwt.secret, a gateway no graph settings. Problems are joined as in Validate.
+func (c Config) ValidateFor(roles ...Role) error {
+	want := map[string]bool{}
+	for _, r := range roles {
+		secs, ok := roleSections[r]
+		if !ok {
+			return fmt.Errorf("config: unknown role %q", r)
+		}
+		for _, s := range secs {
+			want[s] = true
+		}
+	}
+	var errs []error
+	for _, err := range c.problems() {
+		section, _, _ := strings.Cut(err.Key, ".")
+		if want[section] {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // Validate checks every key and returns all problems joined, each naming its key,
 // so an operator fixes everything in one go. Secret values are never quoted.
 func (c Config) Validate() error {
 	var errs []error
+	for _, err := range c.problems() {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// problems lists what is wrong with every key, in key order.
+func (c Config) problems() []*KeyError {
+	var errs []*KeyError
 	bad := func(key, format string, args ...any) {
-		errs = append(errs, fmt.Errorf(key+": "+format, args...))
+		errs = append(errs, &KeyError{Key: key, Err: fmt.Errorf(format, args...)})
 	}
 	positive := func(key string, n int) {
 		if n <= 0 {
@@ -59,6 +118,9 @@ func (c Config) Validate() error {
 	positiveDur("http.write_timeout", c.HTTP.WriteTimeout)
 	positiveDur("http.idle_timeout", c.HTTP.IdleTimeout)
 	positive("http.concurrency", c.HTTP.Concurrency)
+	if c.Admin.Addr != "" {
+		hostPort("admin.addr", c.Admin.Addr, false)
+	}
 
 	if err := checkPostgresURL(c.Database.URL); err != nil {
 		bad("database.url", "%v", err)
@@ -78,6 +140,7 @@ func (c Config) Validate() error {
 	if c.Kafka.ClientID == "" {
 		bad("kafka.client_id", "required")
 	}
+	errs = append(errs, c.Kafka.validateSecurity()...)
 
 	if c.Dev.DataDir == "" {
 		bad("dev.data_dir", "required")
@@ -85,7 +148,9 @@ func (c Config) Validate() error {
 	hostPort("dev.kafka_addr", c.Dev.KafkaAddr, false)
 	hostPort("dev.fake_graph_addr", c.Dev.FakeGraphAddr, false)
 
-	httpURL("graph.base_url", c.Graph.BaseURL, true)
+	if err := checkBaseURL(c.Graph.BaseURL); err != nil {
+		bad("graph.base_url", "%v", err)
+	}
 	if _, err := whatsapp.ParseGraphVersion(c.Graph.Version); err != nil {
 		bad("graph.version", "%v, got %q", err, c.Graph.Version)
 	}
@@ -142,13 +207,13 @@ func (c Config) Validate() error {
 	if c.Log.Format != "text" && c.Log.Format != "json" {
 		bad("log.format", "must be text or json, got %q", c.Log.Format)
 	}
-	return errors.Join(errs...)
+	return errs
 }
 
-func (j JWT) validate(dev bool) []error {
-	var errs []error
+func (j JWT) validate(dev bool) []*KeyError {
+	var errs []*KeyError
 	bad := func(key, format string, args ...any) {
-		errs = append(errs, fmt.Errorf(key+": "+format, args...))
+		errs = append(errs, &KeyError{Key: key, Err: fmt.Errorf(format, args...)})
 	}
 	var hmac, public bool
 	if len(j.Algorithms) == 0 {
@@ -198,6 +263,69 @@ func (j JWT) validate(dev bool) []error {
 	return errs
 }
 
+// validateSecurity checks kafka.tls.* and kafka.sasl.*: the files must be readable now,
+// not at the first connection. internal/queue builds the TLS and SASL settings from them.
+func (k Kafka) validateSecurity() []*KeyError {
+	var errs []*KeyError
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, &KeyError{Key: key, Err: fmt.Errorf(format, args...)})
+	}
+	files := []struct{ key, path string }{
+		{"kafka.tls.ca_file", k.TLS.CAFile},
+		{"kafka.tls.cert_file", k.TLS.CertFile},
+		{"kafka.tls.key_file", k.TLS.KeyFile},
+	}
+	for _, f := range files {
+		switch {
+		case f.path == "":
+		case !k.TLS.Enabled:
+			bad(f.key, "set but kafka.tls.enabled is false")
+		default:
+			if err := checkReadable(f.path); err != nil {
+				bad(f.key, "%v", err)
+			}
+		}
+	}
+	if k.TLS.ServerName != "" && !k.TLS.Enabled {
+		bad("kafka.tls.server_name", "set but kafka.tls.enabled is false")
+	}
+	if k.TLS.CertFile != "" && k.TLS.KeyFile == "" {
+		bad("kafka.tls.key_file", "required with kafka.tls.cert_file")
+	}
+	if k.TLS.KeyFile != "" && k.TLS.CertFile == "" {
+		bad("kafka.tls.cert_file", "required with kafka.tls.key_file")
+	}
+
+	switch mech := strings.ToUpper(k.SASL.Mechanism); {
+	case mech == "":
+		if k.SASL.Username != "" || k.SASL.Password != "" {
+			bad("kafka.sasl.mechanism", "required when kafka.sasl.username or kafka.sasl.password is set (%s)", strings.Join(SASLMechanisms, ", "))
+		}
+	case !slices.Contains(SASLMechanisms, mech):
+		bad("kafka.sasl.mechanism", "must be %s, got %q", strings.Join(SASLMechanisms, ", "), k.SASL.Mechanism)
+	default:
+		if k.SASL.Username == "" {
+			bad("kafka.sasl.username", "required with kafka.sasl.mechanism %s", mech)
+		}
+		if k.SASL.Password == "" {
+			bad("kafka.sasl.password", "required with kafka.sasl.mechanism %s", mech)
+		}
+	}
+	return errs
+}
+
+// checkReadable opens path for reading; its error names the path, never the contents.
+func checkReadable(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return fmt.Errorf("cannot read %s: %w", path, err)
+	}
+	return f.Close()
+}
+
 func checkHostPort(v string, needHost bool) error {
 	host, port, err := net.SplitHostPort(v)
 	if err != nil {
@@ -216,6 +344,29 @@ func checkHTTPURL(v string) error {
 	u, err := url.Parse(v)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return fmt.Errorf("want an absolute http(s) URL, got %q", redactURLString(v))
+	}
+	return nil
+}
+
+// checkBaseURL checks an API base URL: http(s)://host[:port][/path] and nothing more.
+// User info is refused (a client would send it to every host it calls), as are a query
+// and a fragment (the client appends paths).
+func checkBaseURL(v string) error {
+	if v == "" {
+		return errors.New("required")
+	}
+	if err := checkHTTPURL(v); err != nil {
+		return err
+	}
+	u, _ := url.Parse(v)
+	switch {
+	case u.User != nil:
+		// Not quoted: the user name may be a credential too.
+		return errors.New("must not hold user info (user@ or user:password@): want http(s)://host[:port][/path]")
+	case u.RawQuery != "" || u.ForceQuery:
+		return fmt.Errorf("must not have a query, got %q", redactURLString(v))
+	case u.Fragment != "":
+		return fmt.Errorf("must not have a fragment, got %q", redactURLString(v))
 	}
 	return nil
 }

@@ -30,7 +30,9 @@ var (
 	errTokenExpired     = &apiError{http.StatusConflict, "account_token_expired", "the WhatsApp account's access token has expired; reconnect or refresh it"}
 	errNeedsReconnect   = &apiError{http.StatusConflict, "account_needs_reconnect", "the WhatsApp account must be reconnected"}
 	errBodyTooLarge     = &apiError{http.StatusRequestEntityTooLarge, "body_too_large", "request body exceeds the size limit"}
-	errQueueUnavailable = &apiError{http.StatusServiceUnavailable, "queue_unavailable", "the message could not be queued; retry"}
+	errQueueUnavailable = &apiError{http.StatusServiceUnavailable, "queue_unavailable", "the message was not queued; nothing was sent: retry"}
+	errQueueTimeout     = &apiError{http.StatusGatewayTimeout, "queue_timeout", "the queue did not confirm the message in time: it may have been accepted and may still be sent; check GET /v1/messages/{id}, or retry with the same Idempotency-Key (a retry without one may send twice)"}
+	errKeyReused        = &apiError{http.StatusUnprocessableEntity, "idempotency_key_reused", "this Idempotency-Key was first used with another request (path, phone_number_id or body); nothing was sent"}
 	errUnavailable      = &apiError{http.StatusServiceUnavailable, "unavailable", "a dependency is unavailable; retry"}
 	errInternal         = &apiError{http.StatusInternalServerError, "internal_error", "internal error"}
 	errBadRequest       = &apiError{http.StatusBadRequest, "bad_request", "malformed request"}
@@ -56,9 +58,13 @@ const headerRequestID = "X-Request-Id"
 // (/{version}/{phone_number_id}/messages) it is Meta's error shape (writeMetaError);
 // everywhere else {"error":{"code","message","request_id"}}. The request id is read
 // back from the response header the middleware set.
-func writeError(ctx *fasthttp.RequestCtx, e *apiError) {
+func writeError(ctx *fasthttp.RequestCtx, e *apiError) { writeErrorWithID(ctx, e, nil) }
+
+// writeErrorWithID answers like writeError, adding the message id the error is about
+// when id is not empty ("id" on /v1, error_data.message_id in Meta's shape).
+func writeErrorWithID(ctx *fasthttp.RequestCtx, e *apiError, id []byte) {
 	if onGraphPath(ctx.Path()) {
-		writeMetaError(ctx, e)
+		writeMetaError(ctx, e, id)
 		return
 	}
 	ctx.Response.ResetBody()
@@ -71,6 +77,10 @@ func writeError(ctx *fasthttp.RequestCtx, e *apiError) {
 	b = appendJSONString(b, e.message)
 	b = append(b, `,"request_id":`...)
 	b = appendJSONString(b, ctx.Response.Header.Peek(headerRequestID))
+	if len(id) > 0 {
+		b = append(b, `,"id":`...)
+		b = appendJSONString(b, id)
+	}
 	b = append(b, "}}"...)
 	ctx.SetBody(b)
 }
@@ -138,11 +148,11 @@ func metaErrorOf(e *apiError) metaError {
 // writeMetaError answers in Meta's error shape:
 //
 //	{"error":{"message","type","code","error_subcode"?,"is_transient"?,
-//	          "error_data":{"messaging_product","details","aerogate_code"},"fbtrace_id"}}
+//	          "error_data":{"messaging_product","details","aerogate_code","message_id"?},"fbtrace_id"}}
 //
 // fbtrace_id is the request id; error_data.aerogate_code is the stable code the /v1
-// answer would carry.
-func writeMetaError(ctx *fasthttp.RequestCtx, e *apiError) {
+// answer would carry, error_data.message_id the message the error is about, if any.
+func writeMetaError(ctx *fasthttp.RequestCtx, e *apiError, id []byte) {
 	m := metaErrorOf(e)
 	ctx.Response.ResetBody()
 	ctx.SetStatusCode(m.status)
@@ -165,6 +175,10 @@ func writeMetaError(ctx *fasthttp.RequestCtx, e *apiError) {
 	b = appendJSONString(b, e.message)
 	b = append(b, `,"aerogate_code":`...)
 	b = appendJSONString(b, e.code)
+	if len(id) > 0 {
+		b = append(b, `,"message_id":`...)
+		b = appendJSONString(b, id)
+	}
 	b = append(b, `},"fbtrace_id":`...)
 	b = appendJSONString(b, ctx.Response.Header.Peek(headerRequestID))
 	b = append(b, "}}"...)

@@ -4,14 +4,17 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/valyala/fasthttp"
 
 	"github.com/aerostic/aerogate/internal/account"
+	"github.com/aerostic/aerogate/internal/queue"
 )
 
 // erroringResolver fails every lookup as a down Postgres would.
@@ -42,12 +45,13 @@ func TestMetaErrorShape(t *testing.T) {
 		body     string
 		maxBody  int
 
-		status   int
-		code     int
-		subcode  int
-		typ      string
-		stable   string // error_data.aerogate_code, and the /v1 code
-		v1Status int    // 0: the same request is not tried on /v1
+		status    int
+		code      int
+		subcode   int
+		typ       string
+		stable    string // error_data.aerogate_code, and the /v1 code
+		v1Status  int    // 0: the same request is not tried on /v1
+		messageID bool   // error_data.message_id names the message
 	}{
 		{name: "bad token", uri: "/v22.0/1001/messages", token: "not-a-jwt", body: okText,
 			status: 401, code: 190, typ: "OAuthException", stable: "unauthorized", v1Status: 401},
@@ -81,8 +85,10 @@ func TestMetaErrorShape(t *testing.T) {
 			status: 403, code: 131005, typ: "OAuthException", stable: "account_needs_reconnect", v1Status: 409},
 		{name: "Postgres unavailable", resolver: erroringResolver{}, uri: "/v22.0/1001/messages", body: okText,
 			status: 503, code: 2, typ: "OAuthException", stable: "unavailable", v1Status: 503},
-		{name: "Kafka unavailable", sink: failingSink{}, uri: "/v22.0/1001/messages", body: okText,
+		{name: "Kafka unavailable", sink: failingSink{fmt.Errorf("%w: %w", queue.ErrUnavailable, queue.ErrNotWritten)}, uri: "/v22.0/1001/messages", body: okText,
 			status: 503, code: 2, typ: "OAuthException", stable: "queue_unavailable", v1Status: 503},
+		{name: "Kafka timed out", sink: failingSink{fmt.Errorf("%w: %w", queue.ErrUnavailable, queue.ErrOutcomeUnknown)}, uri: "/v22.0/1001/messages", body: okText,
+			status: 504, code: 2, typ: "OAuthException", stable: "queue_timeout", v1Status: 504, messageID: true},
 		{name: "panic", resolver: &fixedResolver{acct: testAccount(), panic: true}, uri: "/v22.0/1001/messages", body: okText,
 			status: 500, code: 1, typ: "OAuthException", stable: "internal_error", v1Status: 500},
 	}
@@ -126,6 +132,13 @@ func TestMetaErrorShape(t *testing.T) {
 				want = append(want, "is_transient")
 			}
 			slices.Sort(want)
+			var data map[string]json.RawMessage
+			if err := json.Unmarshal(top["error"]["error_data"], &data); err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := data["message_id"]; ok != tc.messageID {
+				t.Errorf("error_data %s: message_id present %v, want %v", top["error"]["error_data"], ok, tc.messageID)
+			}
 			if !slices.Equal(keys, want) {
 				t.Errorf("error fields %v, want %v", keys, want)
 			}
@@ -140,6 +153,7 @@ func TestMetaErrorShape(t *testing.T) {
 						MessagingProduct string `json:"messaging_product"`
 						Details          string `json:"details"`
 						AerogateCode     string `json:"aerogate_code"`
+						MessageID        string `json:"message_id"`
 					} `json:"error_data"`
 					FBTraceID string `json:"fbtrace_id"`
 				} `json:"error"`
@@ -158,6 +172,9 @@ func TestMetaErrorShape(t *testing.T) {
 			if rid := string(ctx.Response.Header.Peek(headerRequestID)); got.FBTraceID == "" || got.FBTraceID != rid {
 				t.Errorf("fbtrace_id %q, X-Request-Id %q", got.FBTraceID, rid)
 			}
+			if _, err := uuid.Parse(got.ErrorData.MessageID); tc.messageID && err != nil {
+				t.Errorf("message_id %q is not a message id", got.ErrorData.MessageID)
+			}
 			if got.IsTransient != (tc.status >= 500) {
 				t.Errorf("is_transient = %v at %d", got.IsTransient, tc.status)
 			}
@@ -174,8 +191,12 @@ func TestMetaErrorShape(t *testing.T) {
 			var v struct {
 				Error map[string]string `json:"error"`
 			}
+			wantFields := 3
+			if tc.messageID {
+				wantFields = 4 // and "id"
+			}
 			if err := json.Unmarshal(v1.Response.Body(), &v); err != nil || v1.Response.StatusCode() != tc.v1Status ||
-				v.Error["code"] != tc.stable || v.Error["message"] == "" || v.Error["request_id"] == "" || len(v.Error) != 3 {
+				v.Error["code"] != tc.stable || v.Error["message"] == "" || v.Error["request_id"] == "" || len(v.Error) != wantFields {
 				t.Errorf("/v1 answered %d %s (%v), want %d with code %s", v1.Response.StatusCode(), v1.Response.Body(), err, tc.v1Status, tc.stable)
 			}
 		})

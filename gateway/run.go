@@ -9,37 +9,30 @@ import (
 	"time"
 
 	"github.com/aerostic/aerogate/config"
-	"github.com/aerostic/aerogate/internal/account"
 	"github.com/aerostic/aerogate/internal/auth"
 	"github.com/aerostic/aerogate/internal/message"
 	"github.com/aerostic/aerogate/internal/queue"
-	"github.com/aerostic/aerogate/internal/store"
+	"github.com/aerostic/aerogate/internal/role"
 )
 
 // shutdownTimeout bounds the graceful shutdown after ctx is cancelled.
 const shutdownTimeout = 15 * time.Second
 
-// Run builds every dependency from cfg, serves on cfg.HTTP.Addr, and returns after a
-// graceful shutdown once ctx is cancelled (or with the error that stopped it). It is how
-// `aerogate gateway` and `aerogate dev` start the gateway; dev sets cfg.Kafka.Brokers to
-// its embedded broker first. It logs through slog.Default().
+// Run serves the gateway on cfg.HTTP.Addr and returns after a graceful shutdown once ctx
+// is cancelled (or with the error that stopped it). role.Open checks the keys the gateway
+// reads (no graph settings) and builds what every role shares: the Postgres pool, the
+// token key ring, the account resolver kept fresh by LISTEN/NOTIFY, the readiness checks
+// and, when admin.addr is set, the admin listener; /metrics, /healthz and /readyz are
+// also answered on the main port. It is how `aerogate gateway` and `aerogate dev` start
+// the gateway; dev sets cfg.Kafka.Brokers to its embedded broker first. It logs through
+// slog.Default().
 func Run(ctx context.Context, cfg config.Config) error {
-	log := slog.Default().With("role", "gateway")
-	if len(cfg.Kafka.Brokers) == 0 {
-		return errors.New("gateway: kafka.brokers is empty")
-	}
-
-	pool, err := store.Open(ctx, cfg.Database.URL, cfg.Database.MaxConns)
+	deps, err := role.Open(ctx, cfg, config.RoleGateway)
 	if err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
-	defer pool.Close()
-
-	accounts, err := account.OpenLiveFromConfig(pool, cfg, log)
-	if err != nil {
-		return fmt.Errorf("gateway: %w", err)
-	}
-	defer accounts.Close()
+	defer deps.Close()
+	log := deps.Log
 
 	verifier, err := auth.NewVerifier(auth.Config{
 		Algorithms:     cfg.JWT.Algorithms,
@@ -56,10 +49,11 @@ func Run(ctx context.Context, cfg config.Config) error {
 		return fmt.Errorf("gateway: building jwt verifier: %w", err)
 	}
 
+	kafka := deps.Kafka
 	// Topics are created by dev and by operators; creating a missing one here is a
 	// convenience, and a broker that is down at start shows on /readyz instead.
 	tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	if err := queue.EnsureTopics(tctx, cfg.Kafka.Brokers, []string{queue.TopicSends},
+	if err := kafka.EnsureTopics(tctx, []string{queue.TopicSends},
 		cfg.Kafka.Partitions, cfg.Kafka.ReplicationFactor); err != nil {
 		log.Warn("could not ensure the sends topic exists", "topic", queue.TopicSends, "error", err.Error())
 	}
@@ -67,29 +61,22 @@ func Run(ctx context.Context, cfg config.Config) error {
 
 	// Concurrent requests share produce requests (one per partition leader, murmur2
 	// keys, acks=all) instead of each paying for its own; no batch timer is involved.
-	writer := queue.NewCoalescingWriter(queue.NewWriter(queue.WriterConfig{
-		Brokers:      cfg.Kafka.Brokers,
-		Topic:        queue.TopicSends,
-		WriteTimeout: cfg.Kafka.WriteTimeout,
-		ClientID:     cfg.Kafka.ClientID,
-		Logger:       log,
-	}), queue.CoalescingConfig{Timeout: cfg.Kafka.WriteTimeout})
+	writer, err := queue.NewProducer(queue.ProducerConfig{Cluster: kafka, Topic: queue.TopicSends, Timeout: cfg.Kafka.WriteTimeout})
+	if err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
 	defer func() {
 		if err := writer.Close(); err != nil {
 			log.Warn("closing kafka writer", "error", err.Error())
 		}
 	}()
 
-	brokers := cfg.Kafka.Brokers
 	srv, err := New(Options{
-		Verifier: verifier,
-		Resolver: accounts.Resolver,
-		Messages: message.NewRepository(pool),
-		Sends:    writer,
-		ReadyChecks: []ReadyCheck{
-			{Name: "postgres", Check: pool.Ping},
-			{Name: "kafka", Check: func(ctx context.Context) error { return queue.Ping(ctx, brokers) }},
-		},
+		Verifier:         verifier,
+		Resolver:         deps.Accounts.Resolver,
+		Messages:         message.NewRepository(deps.Pool),
+		Sends:            writer,
+		ReadyChecks:      deps.Health.Checks(),
 		MaxSendBodyBytes: cfg.HTTP.MaxSendBodyBytes,
 		MaxBodyBytes:     cfg.HTTP.MaxBodyBytes,
 		TenantClaim:      cfg.JWT.TenantClaim,
