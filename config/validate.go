@@ -20,6 +20,10 @@ import (
 // TokenKeySize is the size of a secrets.token_keys key (AES-256).
 const TokenKeySize = 32
 
+// maxWebhookBodyBytes keeps a webhook record under the max.message.bytes aerogate gives
+// wa.webhooks (8 MiB), with room for the record's own overhead.
+const maxWebhookBodyBytes = 7 << 20
+
 var graphVersion = regexp.MustCompile(`^v[0-9]{1,3}\.[0-9]{1,2}$`)
 
 // Validate checks every key and returns all problems joined, each naming its key,
@@ -140,6 +144,17 @@ func (c Config) Validate() error {
 	if n := c.Sender.DefaultThroughputMPS; n < 1 || n > 1000 {
 		bad("sender.default_throughput_mps", "must be 1-1000, got %d", n)
 	}
+
+	hostPort("webhooks.addr", c.Webhooks.Addr, false)
+	if n := c.Webhooks.MaxBodyBytes; n <= 0 || n > maxWebhookBodyBytes {
+		bad("webhooks.max_body_bytes", "must be 1-%d, got %d", maxWebhookBodyBytes, n)
+	}
+	if c.Ingest.GroupID == "" {
+		bad("ingest.group_id", "required")
+	}
+	positive("ingest.max_in_flight", c.Ingest.MaxInFlight)
+	positive("ingest.batch_max", c.Ingest.BatchMax)
+	positiveDur("ingest.pending_status_ttl", c.Ingest.PendingStatusTTL)
 
 	if !slices.Contains([]string{"debug", "info", "warn", "error"}, strings.ToLower(c.Log.Level)) {
 		bad("log.level", "must be debug, info, warn or error, got %q", c.Log.Level)
