@@ -20,7 +20,9 @@ import (
 
 	"github.com/aerostic/aerogate/internal/account"
 	"github.com/aerostic/aerogate/internal/auth"
+	"github.com/aerostic/aerogate/internal/inbound"
 	"github.com/aerostic/aerogate/internal/message"
+	"github.com/aerostic/aerogate/internal/webhook"
 )
 
 // Publisher writes messages to wa.sends and returns once they are acknowledged;
@@ -49,6 +51,13 @@ type Options struct {
 	// both (GET answers 503).
 	Messages *message.Repository
 	Sends    Publisher
+	// Webhooks serves GET and POST /webhooks/meta (Meta's webhooks); nil leaves the route
+	// out (404).
+	Webhooks *webhook.Edge
+	// WebhookMaxBodyBytes is the largest body the webhook route takes (default 3 MiB).
+	WebhookMaxBodyBytes int
+	// Inbound answers GET /v1/inbound; nil answers 503.
+	Inbound *inbound.Repository
 
 	ReadyChecks  []ReadyCheck
 	ReadyTimeout time.Duration // default 2s
@@ -134,6 +143,9 @@ func New(opts Options) (*Server, error) {
 	if opts.MaxBodyBytes == 0 {
 		opts.MaxBodyBytes = 1 << 20
 	}
+	if opts.WebhookMaxBodyBytes <= 0 {
+		opts.WebhookMaxBodyBytes = webhook.DefaultMaxBodyBytes
+	}
 	if opts.TenantClaim == "" {
 		opts.TenantClaim = "tenantId"
 	}
@@ -198,6 +210,12 @@ func New(opts Options) (*Server, error) {
 	r.POST("/v1/messages", s.authed(s.sendV1))
 	r.GET("/v1/messages/{id}", s.authed(s.getMessage))
 	r.POST("/{version}/{phone_number_id}/messages", s.authed(s.sendGraph))
+	r.GET("/v1/inbound", s.authed(s.listInbound))
+	if opts.Webhooks != nil {
+		// Meta's webhooks carry no JWT: the signature over the body is their proof.
+		r.GET(webhook.Path, opts.Webhooks.Handshake)
+		r.POST(webhook.Path, opts.Webhooks.Receive)
+	}
 	s.handler = s.middleware(r.Handler)
 
 	s.srv = &fasthttp.Server{
@@ -208,7 +226,7 @@ func New(opts Options) (*Server, error) {
 		WriteTimeout:                 opts.WriteTimeout,
 		IdleTimeout:                  opts.IdleTimeout,
 		Concurrency:                  opts.Concurrency,
-		MaxRequestBodySize:           max(opts.MaxSendBodyBytes, opts.MaxBodyBytes),
+		MaxRequestBodySize:           max(opts.MaxSendBodyBytes, opts.MaxBodyBytes, webhookLimit(opts)),
 		DisablePreParseMultipartForm: true,
 		NoDefaultContentType:         true,
 		CloseOnShutdown:              true,
@@ -216,6 +234,14 @@ func New(opts Options) (*Server, error) {
 		Logger:                       fasthttpLogger{s.log},
 	}
 	return s, nil
+}
+
+// webhookLimit is the body limit the webhook route needs of the server, 0 without it.
+func webhookLimit(o Options) int {
+	if o.Webhooks == nil {
+		return 0
+	}
+	return o.WebhookMaxBodyBytes
 }
 
 // Handler returns the full request handler (middleware and routes), for tests and

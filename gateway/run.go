@@ -11,9 +11,11 @@ import (
 	"github.com/aerostic/aerogate/config"
 	"github.com/aerostic/aerogate/internal/account"
 	"github.com/aerostic/aerogate/internal/auth"
+	"github.com/aerostic/aerogate/internal/inbound"
 	"github.com/aerostic/aerogate/internal/message"
 	"github.com/aerostic/aerogate/internal/queue"
 	"github.com/aerostic/aerogate/internal/store"
+	"github.com/aerostic/aerogate/internal/webhook"
 )
 
 // shutdownTimeout bounds the graceful shutdown after ctx is cancelled.
@@ -63,7 +65,7 @@ func Run(ctx context.Context, cfg config.Config) error {
 	// Topics are created by dev and by operators; creating a missing one here is a
 	// convenience, and a broker that is down at start shows on /readyz instead.
 	tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	if err := kafka.EnsureTopics(tctx, []string{queue.TopicSends},
+	if err := kafka.EnsureTopics(tctx, []string{queue.TopicSends, queue.TopicWebhooks},
 		cfg.Kafka.Partitions, cfg.Kafka.ReplicationFactor); err != nil {
 		log.Warn("could not ensure the sends topic exists", "topic", queue.TopicSends, "error", err.Error())
 	}
@@ -81,11 +83,21 @@ func Run(ctx context.Context, cfg config.Config) error {
 		}
 	}()
 
+	edge, closeEdge, err := webhook.NewEdgeFromConfig(cfg, kafka, "gateway", log)
+	if err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
+	defer closeEdge()
+
 	srv, err := New(Options{
 		Verifier: verifier,
 		Resolver: accounts.Resolver,
 		Messages: message.NewRepository(pool),
 		Sends:    writer,
+		Inbound:  inbound.NewRepository(pool),
+		Webhooks: edge,
+
+		WebhookMaxBodyBytes: cfg.Webhooks.MaxBodyBytes,
 		ReadyChecks: []ReadyCheck{
 			{Name: "postgres", Check: pool.Ping},
 			{Name: "kafka", Check: kafka.Ping},

@@ -11,10 +11,12 @@ import (
 
 	"github.com/aerostic/aerogate/config"
 	"github.com/aerostic/aerogate/gateway"
+	"github.com/aerostic/aerogate/ingest"
 	"github.com/aerostic/aerogate/internal/devenv"
 	"github.com/aerostic/aerogate/internal/queue"
 	"github.com/aerostic/aerogate/internal/store"
 	"github.com/aerostic/aerogate/sender"
+	"github.com/aerostic/aerogate/webhooks"
 )
 
 func runGateway(ctx context.Context, cfg config.Config, _ *pflag.FlagSet, _ io.Writer) error {
@@ -29,6 +31,20 @@ func runSender(ctx context.Context, cfg config.Config, _ *pflag.FlagSet, _ io.Wr
 		return err
 	}
 	return sender.Run(ctx, cfg)
+}
+
+func runWebhooks(ctx context.Context, cfg config.Config, _ *pflag.FlagSet, _ io.Writer) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	return webhooks.Run(ctx, cfg)
+}
+
+func runIngest(ctx context.Context, cfg config.Config, _ *pflag.FlagSet, _ io.Writer) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	return ingest.Run(ctx, cfg)
 }
 
 // runMigrate prepares the infrastructure every other process expects: the database
@@ -68,6 +84,7 @@ func runDev(ctx context.Context, cfg config.Config, _ *pflag.FlagSet, _ io.Write
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return roleErr("gateway", gateway.Run(gctx, cfg)) })
 	g.Go(func() error { return roleErr("sender", sender.Run(gctx, cfg)) })
+	g.Go(func() error { return roleErr("ingest", ingest.Run(gctx, cfg)) })
 	return g.Wait()
 }
 

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/aerostic/aerogate/internal/queue"
 	"github.com/aerostic/aerogate/internal/secret"
 	"github.com/aerostic/aerogate/internal/store"
+	"github.com/aerostic/aerogate/internal/webhook"
 )
 
 const keysFile = "keys.json"
@@ -159,8 +161,21 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Env, err
 		cfg.Kafka.Brokers = b.Addrs()
 		log.Info("embedded kafka broker started", "addr", b.Addrs(), "data_dir", filepath.Join(cfg.Dev.DataDir, "kafka"))
 	}
+	if cfg.Meta.AppSecret == "" && len(cfg.Meta.AppSecrets) == 0 {
+		// The fake signs its status webhooks with it, and the gateway checks them.
+		cfg.Meta.AppSecret = DevAppSecret
+	}
+	if cfg.Meta.VerifyToken == "" {
+		cfg.Meta.VerifyToken = DevVerifyToken
+	}
 	if cfg.Graph.BaseURL == config.Default().Graph.BaseURL {
 		g := fakemeta.New(fakemeta.Options{AcceptAnyToken: true})
+		// Like Meta, the fake posts sent, delivered and read of every send to the
+		// gateway's webhook route, so a send made in dev ends read.
+		g.EnableStatusWebhooks(fakemeta.StatusWebhooks{
+			URL:    "http://" + loopback(cfg.HTTP.Addr) + webhook.Path,
+			Secret: cfg.Meta.WebhookSecrets()[0],
+		})
 		if err := g.Start(cfg.Dev.FakeGraphAddr); err != nil {
 			env.Close()
 			return nil, fmt.Errorf("starting fake graph api on %s: %w", cfg.Dev.FakeGraphAddr, err)
@@ -170,6 +185,26 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Env, err
 		log.Info("fake graph api started", "url", g.URL())
 	}
 	return env, nil
+}
+
+// Dev's Meta app: the fake Graph API signs its webhooks with DevAppSecret unless
+// meta.app_secret is set. They are not secrets: dev is on a laptop.
+const (
+	DevAppSecret   = "aerogate-dev-app-secret"
+	DevVerifyToken = "aerogate-dev-verify-token"
+)
+
+// loopback turns a listen address into one to connect to: an empty or unspecified host
+// becomes 127.0.0.1.
+func loopback(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
 }
 
 // Close stops what Start started.

@@ -12,6 +12,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/valyala/fasthttp"
 
+	"github.com/aerostic/aerogate/config"
 	"github.com/aerostic/aerogate/internal/metrics"
 	"github.com/aerostic/aerogate/internal/queue"
 )
@@ -191,4 +192,37 @@ func writeError(ctx *fasthttp.RequestCtx, status int, code, message string) {
 	b = strconv.AppendQuote(b, string(ctx.Response.Header.Peek("X-Request-Id")))
 	b = append(b, "}}"...)
 	ctx.SetBody(b)
+}
+
+// NewEdgeFromConfig builds the edge of a role from cfg: the app secrets
+// (meta.app_secret and meta.app_secrets), meta.verify_token, webhooks.max_body_bytes and
+// a wa.webhooks producer on kafka. Without any app secret every POST is refused (401) and
+// a warning says so. The returned function closes the producer.
+func NewEdgeFromConfig(cfg config.Config, kafka queue.Cluster, role string, log *slog.Logger) (*Edge, func(), error) {
+	v, err := NewVerifier(cfg.Meta.WebhookSecrets()...)
+	if errors.Is(err, ErrNoSecret) {
+		log.Warn("meta.app_secret is not set: every webhook POST is refused with 401", "path", Path)
+		v = nil
+	} else if err != nil {
+		return nil, nil, err
+	}
+	p, err := queue.NewProducer(queue.ProducerConfig{Cluster: kafka, Topic: queue.TopicWebhooks,
+		Timeout: cfg.Kafka.WriteTimeout, MaxBytes: queue.WebhookMaxMessageBytes})
+	if err != nil {
+		return nil, nil, err
+	}
+	e, err := NewEdge(EdgeOptions{
+		Verifier:       v,
+		VerifyToken:    cfg.Meta.VerifyToken,
+		Publisher:      p,
+		MaxBodyBytes:   cfg.Webhooks.MaxBodyBytes,
+		PublishTimeout: cfg.Kafka.WriteTimeout,
+		Role:           role,
+		Logger:         log,
+	})
+	if err != nil {
+		_ = p.Close()
+		return nil, nil, err
+	}
+	return e, func() { _ = p.Close() }, nil
 }
