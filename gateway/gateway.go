@@ -1,7 +1,9 @@
 // Package gateway is aerogate's fasthttp edge: tenant JWT authentication, the send API
 // (POST /v1/messages and the Cloud-API-compatible POST /{version}/{phone_number_id}/messages),
-// message status (GET /v1/messages/{id}), health and readiness. A send is answered only
-// after Kafka acknowledged it; Postgres is never waited on in the hot path.
+// message status (GET /v1/messages/{id}), health and readiness. A send is answered 202
+// only after Kafka acknowledged it; otherwise 503 when it provably was not written, and
+// 504 with its id when it may have been. Postgres is waited on only for a send with an
+// Idempotency-Key (the key is bound to its request before anything is published).
 package gateway
 
 import (
@@ -18,16 +20,21 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/valyala/fasthttp"
 
+	"github.com/aerostic/aerogate/config"
 	"github.com/aerostic/aerogate/internal/account"
 	"github.com/aerostic/aerogate/internal/auth"
 	"github.com/aerostic/aerogate/internal/inbound"
 	"github.com/aerostic/aerogate/internal/message"
+	"github.com/aerostic/aerogate/internal/metrics"
+	"github.com/aerostic/aerogate/internal/role"
 	"github.com/aerostic/aerogate/internal/webhook"
 )
 
 // Publisher writes messages to wa.sends and returns once they are acknowledged;
-// *queue.Producer (acks=all) satisfies it. The writer may keep the
-// messages' bytes after a failed or cancelled call, so the gateway never reuses them then.
+// *queue.Producer (acks=all) satisfies it. Its errors are read with
+// queue.ClassifyWriteError: only one wrapping queue.ErrNotWritten is answered 503, any
+// other 504. The writer may keep the messages' bytes after a failed or cancelled call, so
+// the gateway never reuses them then.
 type Publisher interface {
 	WriteMessages(ctx context.Context, msgs ...kafka.Message) error
 }
@@ -38,17 +45,15 @@ type AccountResolver interface {
 }
 
 // ReadyCheck is one dependency /readyz checks.
-type ReadyCheck struct {
-	Name  string
-	Check func(ctx context.Context) error
-}
+type ReadyCheck = role.Check
 
 // Options configures a Server. Verifier, Resolver and Sends are required.
 type Options struct {
 	Verifier *auth.Verifier
 	Resolver AccountResolver
-	// Messages records accepted sends and answers GET /v1/messages/{id}. Nil disables
-	// both (GET answers 503).
+	// Messages records accepted sends, binds Idempotency-Keys to their first request,
+	// and answers GET /v1/messages/{id}. Nil disables all three (GET answers 503; a key
+	// then only derives the message id).
 	Messages *message.Repository
 	Sends    Publisher
 	// Webhooks serves GET and POST /webhooks/meta (Meta's webhooks); nil leaves the route
@@ -59,16 +64,18 @@ type Options struct {
 	// Inbound answers GET /v1/inbound; nil answers 503.
 	Inbound *inbound.Repository
 
-	ReadyChecks  []ReadyCheck
-	ReadyTimeout time.Duration // default 2s
+	// ReadyChecks are what /readyz checks (role.Open's Health.Checks() in Run).
+	ReadyChecks []ReadyCheck
 
-	MaxSendBodyBytes int // default 64 KiB; 413 above
-	MaxBodyBytes     int // every other route; default 1 MiB
+	// Zero limits, timeouts and TenantClaim take config.Default()'s values.
+	MaxSendBodyBytes int // 413 above
+	MaxBodyBytes     int // every other route
 	// TenantClaim is the JWT claim holding the tenant; a query parameter or body field of
 	// that name (or "tenantId") must equal the token's tenant.
 	TenantClaim string
-	// PublishTimeout bounds the wait for Kafka's acknowledgement; past it, 503.
-	// Default 5s.
+	// PublishTimeout bounds the wait for Kafka's acknowledgement; past it, 504
+	// queue_timeout (the send may be queued) or, when the write provably did not reach
+	// a broker, 503 queue_unavailable. Default 5s.
 	PublishTimeout time.Duration
 
 	// RecordBuffer is how many accepted messages may wait to be recorded in Postgres
@@ -94,7 +101,8 @@ type Options struct {
 // Metrics are counters since start.
 type Metrics struct {
 	Accepted        uint64 // sends answered 202/200
-	PublishErrors   uint64 // sends answered 503 because Kafka did not acknowledge
+	PublishErrors   uint64 // sends answered 503 or 504 because Kafka did not acknowledge
+	PublishUnknown  uint64 // of PublishErrors: answered 504, the send may be queued
 	RecordDropped   uint64 // accepted records dropped because the buffer was full
 	RecordErrors    uint64 // accepted records lost to a failed INSERT
 	Recorded        uint64 // accepted records written
@@ -110,15 +118,18 @@ type Server struct {
 	deadline    *sharedDeadline
 	tenantField []string
 	handler     fasthttp.RequestHandler
+	health      *role.Health
+	unmatched   *routeMetrics // requests no route matched
 	srv         *fasthttp.Server
 	rec         *recorder
 	ridPrefix   [9]byte
 	ridCounter  atomic.Uint64
 
-	accepted      atomic.Uint64
-	publishErrors atomic.Uint64
-	publishErrLog everySecond
-	panics        atomic.Uint64
+	accepted       atomic.Uint64
+	publishErrors  atomic.Uint64
+	publishUnknown atomic.Uint64
+	publishErrLog  everySecond
+	panics         atomic.Uint64
 
 	closeOnce sync.Once
 }
@@ -137,23 +148,23 @@ func New(opts Options) (*Server, error) {
 	if opts.MaxSendBodyBytes < 0 || opts.MaxBodyBytes < 0 {
 		return nil, errors.New("gateway: body limits must not be negative")
 	}
+	// Zero options take the configuration's defaults: config.Default is the one place
+	// they live.
+	d := config.Default()
 	if opts.MaxSendBodyBytes == 0 {
-		opts.MaxSendBodyBytes = 64 << 10
+		opts.MaxSendBodyBytes = d.HTTP.MaxSendBodyBytes
 	}
 	if opts.MaxBodyBytes == 0 {
-		opts.MaxBodyBytes = 1 << 20
+		opts.MaxBodyBytes = d.HTTP.MaxBodyBytes
 	}
 	if opts.WebhookMaxBodyBytes <= 0 {
 		opts.WebhookMaxBodyBytes = webhook.DefaultMaxBodyBytes
 	}
 	if opts.TenantClaim == "" {
-		opts.TenantClaim = "tenantId"
+		opts.TenantClaim = d.JWT.TenantClaim
 	}
 	if opts.PublishTimeout <= 0 {
-		opts.PublishTimeout = 5 * time.Second
-	}
-	if opts.ReadyTimeout <= 0 {
-		opts.ReadyTimeout = 2 * time.Second
+		opts.PublishTimeout = d.Kafka.WriteTimeout
 	}
 	if opts.RecordBuffer <= 0 {
 		opts.RecordBuffer = 1 << 16
@@ -162,16 +173,16 @@ func New(opts Options) (*Server, error) {
 		opts.RecordBatch = 1000
 	}
 	if opts.ReadTimeout <= 0 {
-		opts.ReadTimeout = 10 * time.Second
+		opts.ReadTimeout = d.HTTP.ReadTimeout
 	}
 	if opts.WriteTimeout <= 0 {
-		opts.WriteTimeout = 10 * time.Second
+		opts.WriteTimeout = d.HTTP.WriteTimeout
 	}
 	if opts.IdleTimeout <= 0 {
-		opts.IdleTimeout = 60 * time.Second
+		opts.IdleTimeout = d.HTTP.IdleTimeout
 	}
 	if opts.Concurrency <= 0 {
-		opts.Concurrency = 256 * 1024
+		opts.Concurrency = d.HTTP.Concurrency
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -198,23 +209,29 @@ func New(opts Options) (*Server, error) {
 		s.rec = newRecorder(opts.Messages, opts.RecordBuffer, opts.RecordBatch, s.log)
 	}
 
+	s.health = role.NewHealth(s.log, opts.ReadyChecks...)
+	s.unmatched = newRouteMetrics("unmatched")
+
 	r := router.New()
 	r.RedirectTrailingSlash = false
 	r.RedirectFixedPath = false
 	r.HandleMethodNotAllowed = true
 	r.NotFound = func(ctx *fasthttp.RequestCtx) { writeError(ctx, errNotFound) }
 	r.MethodNotAllowed = func(ctx *fasthttp.RequestCtx) { writeError(ctx, errMethodNotAllowed) }
-	r.GET("/healthz", s.healthz)
-	r.HEAD("/healthz", s.healthz)
-	r.GET("/readyz", s.readyz)
-	r.POST("/v1/messages", s.authed(s.sendV1))
-	r.GET("/v1/messages/{id}", s.authed(s.getMessage))
-	r.POST("/{version}/{phone_number_id}/messages", s.authed(s.sendGraph))
-	r.GET("/v1/inbound", s.authed(s.listInbound))
+	// Each route is registered through handle, which labels its requests with the
+	// route's pattern (never the raw path) for aerogate_http_requests_total.
+	handle(r, fasthttp.MethodGet, "/healthz", s.health.Healthz)
+	handle(r, fasthttp.MethodHead, "/healthz", s.health.Healthz)
+	handle(r, fasthttp.MethodGet, "/readyz", s.health.Readyz)
+	handle(r, fasthttp.MethodGet, "/metrics", metrics.Handler())
+	handle(r, fasthttp.MethodPost, "/v1/messages", s.authed(s.sendV1))
+	handle(r, fasthttp.MethodGet, "/v1/messages/{id}", s.authed(s.getMessage))
+	handle(r, fasthttp.MethodPost, "/{version}/{phone_number_id}/messages", s.authed(s.sendGraph))
+	handle(r, fasthttp.MethodGet, "/v1/inbound", s.authed(s.listInbound))
 	if opts.Webhooks != nil {
 		// Meta's webhooks carry no JWT: the signature over the body is their proof.
-		r.GET(webhook.Path, opts.Webhooks.Handshake)
-		r.POST(webhook.Path, opts.Webhooks.Receive)
+		handle(r, fasthttp.MethodGet, webhook.Path, opts.Webhooks.Handshake)
+		handle(r, fasthttp.MethodPost, webhook.Path, opts.Webhooks.Receive)
 	}
 	s.handler = s.middleware(r.Handler)
 
@@ -279,6 +296,7 @@ func (s *Server) Metrics() Metrics {
 	m := Metrics{
 		Accepted:        s.accepted.Load(),
 		PublishErrors:   s.publishErrors.Load(),
+		PublishUnknown:  s.publishUnknown.Load(),
 		PanicsRecovered: s.panics.Load(),
 	}
 	if s.rec != nil {

@@ -7,10 +7,7 @@ package webhooks
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"time"
 
@@ -20,6 +17,7 @@ import (
 	"github.com/aerostic/aerogate/config"
 	"github.com/aerostic/aerogate/internal/metrics"
 	"github.com/aerostic/aerogate/internal/queue"
+	"github.com/aerostic/aerogate/internal/role"
 	"github.com/aerostic/aerogate/internal/webhook"
 )
 
@@ -29,14 +27,13 @@ const shutdownTimeout = 15 * time.Second
 // Run serves the webhook edge on cfg.Webhooks.Addr until ctx is cancelled, then shuts
 // down gracefully (requests in flight get their answer).
 func Run(ctx context.Context, cfg config.Config) error {
-	log := slog.Default().With("role", "webhooks")
-	if len(cfg.Kafka.Brokers) == 0 {
-		return errors.New("webhooks: kafka.brokers is empty")
-	}
-	kafka, err := queue.NewCluster(cfg.Kafka)
+	deps, err := role.Open(ctx, cfg, config.RoleWebhooks)
 	if err != nil {
 		return fmt.Errorf("webhooks: %w", err)
 	}
+	defer deps.Close()
+	log := deps.Log
+	kafka := deps.Kafka
 	tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	if err := kafka.EnsureTopics(tctx, []string{queue.TopicWebhooks}, cfg.Kafka.Partitions, cfg.Kafka.ReplicationFactor); err != nil {
 		log.Warn("could not ensure the webhooks topic exists", "topic", queue.TopicWebhooks, "error", err.Error())
@@ -51,23 +48,8 @@ func Run(ctx context.Context, cfg config.Config) error {
 	r := router.New()
 	r.GET(webhook.Path, edge.Handshake)
 	r.POST(webhook.Path, edge.Receive)
-	r.GET("/healthz", func(ctx *fasthttp.RequestCtx) {
-		ctx.SetContentType("application/json")
-		ctx.SetBodyString(`{"status":"ok"}`)
-	})
-	r.GET("/readyz", func(ctx *fasthttp.RequestCtx) {
-		cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		body := map[string]any{"status": "ready", "checks": map[string]string{"kafka": "ok"}}
-		if err := kafka.Ping(cctx); err != nil {
-			log.Warn("readiness check failed", "check", "kafka", "error", err.Error())
-			body = map[string]any{"status": "unavailable", "checks": map[string]string{"kafka": "down"}, "down": []string{"kafka"}}
-			ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
-		}
-		b, _ := json.Marshal(body)
-		ctx.SetContentType("application/json")
-		ctx.SetBody(b)
-	})
+	r.GET("/healthz", deps.Health.Healthz)
+	r.GET("/readyz", deps.Health.Readyz)
 	r.GET("/metrics", metrics.Handler())
 
 	srv := &fasthttp.Server{

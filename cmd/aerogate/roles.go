@@ -20,28 +20,28 @@ import (
 )
 
 func runGateway(ctx context.Context, cfg config.Config, _ *pflag.FlagSet, _ io.Writer) error {
-	if err := cfg.Validate(); err != nil {
+	if err := cfg.ValidateFor(config.RoleGateway); err != nil {
 		return err
 	}
 	return gateway.Run(ctx, cfg)
 }
 
 func runSender(ctx context.Context, cfg config.Config, _ *pflag.FlagSet, _ io.Writer) error {
-	if err := cfg.Validate(); err != nil {
+	if err := cfg.ValidateFor(config.RoleSender); err != nil {
 		return err
 	}
 	return sender.Run(ctx, cfg)
 }
 
 func runWebhooks(ctx context.Context, cfg config.Config, _ *pflag.FlagSet, _ io.Writer) error {
-	if err := cfg.Validate(); err != nil {
+	if err := cfg.ValidateFor(config.RoleWebhooks); err != nil {
 		return err
 	}
 	return webhooks.Run(ctx, cfg)
 }
 
 func runIngest(ctx context.Context, cfg config.Config, _ *pflag.FlagSet, _ io.Writer) error {
-	if err := cfg.Validate(); err != nil {
+	if err := cfg.ValidateFor(config.RoleIngest); err != nil {
 		return err
 	}
 	return ingest.Run(ctx, cfg)
@@ -79,12 +79,18 @@ func runDev(ctx context.Context, cfg config.Config, _ *pflag.FlagSet, _ io.Write
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	slog.Info("aerogate dev ready", "http", cfg.HTTP.Addr, "kafka", cfg.Kafka.Brokers, "graph", cfg.Graph.BaseURL, "config", cfg)
+	slog.Info("aerogate dev ready", "http", cfg.HTTP.Addr, "admin", cfg.Admin.Addr, "kafka", cfg.Kafka.Brokers, "graph", cfg.Graph.BaseURL, "config", cfg)
 
+	// One process, one registry: the gateway answers /metrics, /healthz and /readyz on
+	// http.addr, and the sender on admin.addr (127.0.0.1:8081 unless set); ingest's
+	// readiness is the same process's.
+	gatewayCfg := cfg
+	gatewayCfg.Admin.Addr = ""
+	ingestCfg := gatewayCfg
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return roleErr("gateway", gateway.Run(gctx, cfg)) })
+	g.Go(func() error { return roleErr("gateway", gateway.Run(gctx, gatewayCfg)) })
 	g.Go(func() error { return roleErr("sender", sender.Run(gctx, cfg)) })
-	g.Go(func() error { return roleErr("ingest", ingest.Run(gctx, cfg)) })
+	g.Go(func() error { return roleErr("ingest", ingest.Run(gctx, ingestCfg)) })
 	return g.Wait()
 }
 
