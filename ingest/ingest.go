@@ -104,6 +104,7 @@ type Ingester struct {
 	dlq      *queue.Producer
 	events   *queue.Producer
 	relay    *events.Relay
+	relayP   atomic.Pointer[events.Relay] // for Stats, which may run before Run built it
 	stats    counters
 	started  atomic.Bool
 }
@@ -171,8 +172,8 @@ func (in *Ingester) Stats() Stats {
 		Bodies: in.stats.bodies.Load(), Stored: in.stats.stored.Load(), Duplicates: in.stats.duplicates.Load(),
 		Pending: in.stats.pending.Load(), Ignored: in.stats.ignored.Load(), DeadLettered: in.stats.deadLettered.Load(),
 	}
-	if in.relay != nil {
-		s.Published = in.relay.Published()
+	if r := in.relayP.Load(); r != nil {
+		s.Published = r.Published()
 	}
 	return s
 }
@@ -200,6 +201,7 @@ func (in *Ingester) Run(ctx context.Context) error {
 		Poll: o.OutboxPoll, Logger: in.log}); err != nil {
 		return fmt.Errorf("ingest: %w", err)
 	}
+	in.relayP.Store(in.relay)
 
 	in.log.Info("ingest started", "group", in.cfg.GroupID, "batch_max", in.cfg.BatchMax)
 	// The relay and the sweep outlive the consumer: what its last batches stored is
