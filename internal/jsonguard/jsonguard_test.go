@@ -278,3 +278,108 @@ func TestWorstInputs(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckUnique(t *testing.T) {
+	many := func(dup bool) string {
+		var b strings.Builder
+		b.WriteString("{")
+		for i := range 40 {
+			fmt.Fprintf(&b, `"k%d":%d,`, i, i)
+		}
+		if dup {
+			b.WriteString(`"k\u0031":0,`) // "k1" again
+		}
+		b.WriteString(`"end":0}`)
+		return b.String()
+	}
+	for _, tc := range []struct {
+		in   string
+		want error
+	}{
+		{`{"a":1,"b":{"a":2},"c":[{"a":3},{"a":4}]}`, nil},
+		{`{"a":1,"A":2}`, nil},
+		{`{"a":1,"a":2}`, ErrDuplicateKey},
+		{`{"a":1,"\u0061":2}`, ErrDuplicateKey},
+		{`{"x":[{"b":1,"b":1}]}`, ErrDuplicateKey},
+		{`{"x":{"y":{"z":{"":1,"":2}}}}`, ErrDuplicateKey},
+		{many(false), nil},
+		{many(true), ErrDuplicateKey},
+		{`{"a":1,"a":2`, ErrSyntax},
+		{strings.Repeat(`{"a":`, 65) + "1" + strings.Repeat("}", 65), ErrTooDeep},
+	} {
+		if err := CheckUnique([]byte(tc.in), DefaultMaxDepth); err != tc.want {
+			t.Errorf("CheckUnique(%.50q) = %v, want %v", tc.in, err, tc.want)
+		}
+	}
+}
+
+// FuzzCheckUnique holds CheckUnique to an independent duplicate-key finder (encoding/json
+// tokens) and to its budget: allocations at most linear in the input.
+func FuzzCheckUnique(f *testing.F) {
+	for _, s := range []string{`{"a":1,"a":2}`, `{"a":{"b":1,"\u0062":2}}`, `[{"a":1},{"a":1}]`, `{"":1,"":2}`, `{"a":1,"A":1}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		err := CheckUnique(b, 16)
+		if Check(b, 16) != nil {
+			if err != Check(b, 16) {
+				t.Fatalf("CheckUnique = %v, Check = %v", err, Check(b, 16))
+			}
+			return
+		}
+		if want := duplicateByTokens(t, b); (err == ErrDuplicateKey) != want || (err != nil && err != ErrDuplicateKey) {
+			t.Fatalf("CheckUnique(%q) = %v, duplicate by encoding/json: %v", b, err, want)
+		}
+		if allocs := testing.AllocsPerRun(2, func() { _ = CheckUnique(b, 16) }); allocs > float64(4+len(b)/2) {
+			t.Fatalf("%v allocations for %d bytes", allocs, len(b))
+		}
+	})
+}
+
+// duplicateByTokens finds a repeated key in valid JSON b with encoding/json's tokenizer.
+func duplicateByTokens(t *testing.T, b []byte) bool {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	type frame struct {
+		keys     map[string]bool
+		isObject bool
+		wantKey  bool
+	}
+	var stack []frame
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			return false
+		}
+		if err != nil {
+			t.Fatalf("valid JSON did not tokenize: %v", err)
+		}
+		top := len(stack) - 1
+		if d, ok := tok.(json.Delim); ok && (d == '}' || d == ']') {
+			stack = stack[:top]
+			if top > 0 && stack[top-1].isObject {
+				stack[top-1].wantKey = true
+			}
+			continue
+		}
+		if top >= 0 && stack[top].isObject && stack[top].wantKey {
+			k := tok.(string)
+			if stack[top].keys[k] {
+				return true
+			}
+			stack[top].keys[k] = true
+			stack[top].wantKey = false
+			continue
+		}
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, frame{keys: map[string]bool{}, isObject: true, wantKey: true})
+		case json.Delim('['):
+			stack = append(stack, frame{})
+		default:
+			if top >= 0 && stack[top].isObject {
+				stack[top].wantKey = true
+			}
+		}
+	}
+}
