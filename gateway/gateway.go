@@ -20,6 +20,7 @@ import (
 
 	"github.com/aerostic/aerogate/internal/account"
 	"github.com/aerostic/aerogate/internal/auth"
+	"github.com/aerostic/aerogate/internal/jsonguard"
 	"github.com/aerostic/aerogate/internal/message"
 )
 
@@ -55,6 +56,13 @@ type Options struct {
 
 	MaxSendBodyBytes int // default 64 KiB; 413 above
 	MaxBodyBytes     int // every other route; default 1 MiB
+	// MaxJSONDepth bounds the nesting of arrays and objects in a JSON body (400
+	// json_too_deep above); default 64, at most jsonguard.MaxDepthLimit.
+	MaxJSONDepth int
+	// MaxHeaderBytes is the server's read buffer, which holds the request line and
+	// headers: a request whose headers do not fit gets 431. Default 8 KiB. The
+	// verifier's token limit (auth.Config.MaxTokenBytes) should be the same.
+	MaxHeaderBytes int
 	// TenantClaim is the JWT claim holding the tenant; a query parameter or body field of
 	// that name (or "tenantId") must equal the token's tenant.
 	TenantClaim string
@@ -81,6 +89,13 @@ type Options struct {
 	Logger *slog.Logger
 	Now    func() time.Time
 }
+
+const (
+	// DefaultMaxHeaderBytes is Options.MaxHeaderBytes when unset (http.max_header_bytes).
+	DefaultMaxHeaderBytes = 8 << 10
+	// MinHeaderBytes is the smallest header buffer New accepts.
+	MinHeaderBytes = 1 << 10
+)
 
 // Metrics are counters since start.
 type Metrics struct {
@@ -133,6 +148,18 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.MaxBodyBytes == 0 {
 		opts.MaxBodyBytes = 1 << 20
+	}
+	if opts.MaxJSONDepth < 0 || opts.MaxJSONDepth > jsonguard.MaxDepthLimit {
+		return nil, fmt.Errorf("gateway: JSON depth limit must be 1 to %d, got %d", jsonguard.MaxDepthLimit, opts.MaxJSONDepth)
+	}
+	if opts.MaxJSONDepth == 0 {
+		opts.MaxJSONDepth = jsonguard.DefaultMaxDepth
+	}
+	if opts.MaxHeaderBytes == 0 {
+		opts.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if opts.MaxHeaderBytes < MinHeaderBytes {
+		return nil, fmt.Errorf("gateway: header buffer must be at least %d bytes, got %d", MinHeaderBytes, opts.MaxHeaderBytes)
 	}
 	if opts.TenantClaim == "" {
 		opts.TenantClaim = "tenantId"
@@ -201,14 +228,17 @@ func New(opts Options) (*Server, error) {
 	s.handler = s.middleware(r.Handler)
 
 	s.srv = &fasthttp.Server{
-		Handler:                      s.handler,
-		ErrorHandler:                 s.readError,
-		Name:                         "aerogate",
-		ReadTimeout:                  opts.ReadTimeout,
-		WriteTimeout:                 opts.WriteTimeout,
-		IdleTimeout:                  opts.IdleTimeout,
-		Concurrency:                  opts.Concurrency,
-		MaxRequestBodySize:           max(opts.MaxSendBodyBytes, opts.MaxBodyBytes),
+		Handler:            s.handler,
+		ErrorHandler:       s.readError,
+		Name:               "aerogate",
+		ReadTimeout:        opts.ReadTimeout,
+		WriteTimeout:       opts.WriteTimeout,
+		IdleTimeout:        opts.IdleTimeout,
+		Concurrency:        opts.Concurrency,
+		MaxRequestBodySize: max(opts.MaxSendBodyBytes, opts.MaxBodyBytes),
+		// The read buffer must hold the request line and every header: it is the
+		// header limit (431 past it), and so the real bound on a bearer token.
+		ReadBufferSize:               opts.MaxHeaderBytes,
 		DisablePreParseMultipartForm: true,
 		NoDefaultContentType:         true,
 		CloseOnShutdown:              true,
