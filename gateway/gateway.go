@@ -25,7 +25,7 @@ import (
 )
 
 // Publisher writes messages to wa.sends and returns once they are acknowledged;
-// *kafka.Writer (from queue.NewWriter, acks=all) satisfies it. The writer may keep the
+// *queue.Producer (acks=all) satisfies it. The writer may keep the
 // messages' bytes after a failed or cancelled call, so the gateway never reuses them then.
 type Publisher interface {
 	WriteMessages(ctx context.Context, msgs ...kafka.Message) error

@@ -183,7 +183,10 @@ func BenchmarkSendHandler(b *testing.B) {
 			b.Fatal(err)
 		}
 		defer broker.Close()
-		p := queue.NewCoalescingWriter(queue.NewWriter(queue.WriterConfig{Brokers: broker.Addrs(), Topic: queue.TopicSends, Logger: slog.New(slog.DiscardHandler)}), queue.CoalescingConfig{})
+		p, err := queue.NewProducer(queue.ProducerConfig{Cluster: broker.Cluster(), Topic: queue.TopicSends})
+		if err != nil {
+			b.Fatal(err)
+		}
 		defer p.Close()
 		s, tok := unitServer(b, &fixedResolver{acct: testAccount()}, p)
 		h := s.Handler()

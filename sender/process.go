@@ -310,7 +310,7 @@ func (s *Sender) failForGood(j *job, acct *account.Account, e *queue.EnvelopeErr
 	s.stats.dlq.Add(1)
 	if _, err := uuid.Parse(env.ID); err != nil || env.TenantID == "" {
 		// Malformed beyond a row of its own: the dead letter is the whole record.
-		s.log.Warn("malformed envelope to the dead-letter topic", "topic", j.part.topic, "partition", j.part.id,
+		s.log.Warn("malformed envelope to the dead-letter topic", "topic", j.part.Topic, "partition", j.part.ID,
 			"offset", j.offset, "reason", e.Title)
 		return true
 	}
@@ -354,17 +354,17 @@ func (s *Sender) park(j *job, attempt int, nb *time.Time, e *queue.EnvelopeError
 
 // produce writes value to pub, keyed by tenant, on the partition index the message came
 // from, retrying until the broker acknowledges or the partition goes away.
-func (s *Sender) produce(j *job, pub *queue.Publisher, value []byte) bool {
-	msg := kafka.Message{Key: []byte(j.env.TenantID), Value: value, Partition: j.part.id}
+func (s *Sender) produce(j *job, pub *queue.Producer, value []byte) bool {
+	msg := kafka.Message{Key: []byte(j.env.TenantID), Value: value, Partition: j.part.ID}
 	if j.origin >= 0 {
 		msg.Headers = []kafka.Header{{Key: OriginHeader, Value: strconv.AppendInt(nil, j.origin, 10)}}
 	}
 	for attempt := 1; ; attempt++ {
-		err := pub.PublishMessages(context.WithoutCancel(j.part.ctx), msg)
+		err := pub.WriteMessages(context.WithoutCancel(j.part.ctx), msg)
 		if err == nil {
 			return true
 		}
-		s.log.Warn("writing to kafka", "topic", pub.Writer().Topic, "message_id", j.env.ID, "err", err)
+		s.log.Warn("writing to kafka", "topic", pub.Topic(), "message_id", j.env.ID, "err", err)
 		if !retry.Sleep(j.part.ctx, retry.Backoff(attempt, 50*time.Millisecond, 2*time.Second, nil)) {
 			return false
 		}

@@ -6,13 +6,12 @@
 //
 // # Pipeline
 //
-// A kafka-go consumer group (kafka.NewConsumerGroup) owns partitions; every assigned
-// partition of both topics runs its own fetch loop (Generation.Start), so one slow
-// partition never holds up another, and commits through Generation.CommitOffsets only
-// up to the first offset that is not finished (offsetTracker). Fetched messages go into
-// per-recipient lanes (tenant + phone number id + to): a lane runs its sends one after the
-// other, different lanes run at once, and a partition has at most MaxInFlight messages
-// fetched but unfinished, so a slow partition applies back-pressure instead of buffering.
+// queue.Consumer owns the consumer group: every assigned partition of both topics runs its
+// own fetch loop, so one slow partition never holds up another, and offsets are committed
+// only up to the first one that is not finished. Fetched messages go into per-recipient
+// lanes (tenant + phone number id + to): a lane runs its sends one after the other,
+// different lanes run at once, and a partition has at most MaxInFlight messages fetched
+// but unfinished, so a slow partition applies back-pressure instead of buffering.
 //
 // Per message: resolve the account (never a token from the envelope), wait if it cannot
 // send, claim the row in Postgres, wait for the number's token bucket, call Graph,
@@ -55,14 +54,11 @@
 package sender
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"time"
-
-	"github.com/segmentio/kafka-go"
 
 	"github.com/aerostic/aerogate/config"
 	"github.com/aerostic/aerogate/internal/account"
@@ -74,8 +70,9 @@ import (
 // Options configure a Sender. Brokers, Accounts, AccountRepo, Messages and Graph are
 // required; zero durations and sizes take the defaults noted.
 type Options struct {
-	Brokers  []string
-	ClientID string // default "aerogate-sender"
+	// Kafka is how to reach the brokers (queue.NewCluster); its ClientID defaults to
+	// "aerogate-sender".
+	Kafka queue.Cluster
 	// Config is the sender section of the configuration (group id, in-flight bound,
 	// attempts, backoff, waits, default throughput); zero fields take config.Default's.
 	Config config.Sender
@@ -96,14 +93,12 @@ type Options struct {
 	// are also committed when a partition is revoked and at shutdown.
 	CommitInterval time.Duration
 	// FetchMaxWait bounds how long a fetch of an idle partition waits for data (default
-	// 500ms). It costs no latency (a fetch returns as soon as there is a message), but
-	// kafka-go gives the broker only 3/4 of it and fails the read at all of it, so a very
-	// short wait turns a slow broker reply into a dropped connection.
+	// 500ms; see queue.ConsumerConfig).
 	FetchMaxWait time.Duration
-	// ProduceBatchTimeout and ProduceTimeout configure the retry and DLQ producers
-	// (defaults queue.DefaultBatchTimeout, queue.DefaultWriteTimeout).
-	ProduceBatchTimeout time.Duration
-	ProduceTimeout      time.Duration
+	// ProduceTimeout bounds one write to the retry or DLQ topic with its retries
+	// (default queue.DefaultWriteTimeout); the sender then tries again until the
+	// partition goes away.
+	ProduceTimeout time.Duration
 	// DBBatchMax and DBBatchDelay shape the batching of claims and outcomes (defaults
 	// 500 rows, 5ms).
 	DBBatchMax   int
@@ -125,7 +120,7 @@ type Stats struct {
 }
 
 type counters struct {
-	sent, failed, dlq, retried, parked, waiting, followed, skipped, graphCalls, committed atomic.Int64
+	sent, failed, dlq, retried, parked, waiting, followed, skipped, graphCalls atomic.Int64
 }
 
 // Sender is the send pipeline. Build it with New and run it once with Run.
@@ -134,8 +129,10 @@ type Sender struct {
 	cfg  config.Sender
 	log  *slog.Logger
 
-	retryPub *queue.Publisher
-	dlqPub   *queue.Publisher
+	consumer *queue.Consumer
+	gen      atomic.Pointer[generation]
+	retryPub *queue.Producer
+	dlqPub   *queue.Producer
 	batcher  *message.Batcher
 
 	limiters *numberLimiters
@@ -149,7 +146,7 @@ type Sender struct {
 // New checks opts and builds a sender; it does not connect to anything yet.
 func New(opts Options) (*Sender, error) {
 	switch {
-	case len(opts.Brokers) == 0:
+	case len(opts.Kafka.Brokers) == 0:
 		return nil, errors.New("sender: no kafka brokers")
 	case opts.Accounts == nil || opts.AccountRepo == nil:
 		return nil, errors.New("sender: account resolver and repository are required")
@@ -162,26 +159,11 @@ func New(opts Options) (*Sender, error) {
 	if cfg.RetryMaxDelay < cfg.RetryBaseDelay {
 		return nil, fmt.Errorf("sender: retry_max_delay %v is below retry_base_delay %v", cfg.RetryMaxDelay, cfg.RetryBaseDelay)
 	}
-	if opts.ClientID == "" {
-		opts.ClientID = "aerogate-sender"
+	if opts.Kafka.ClientID == "" {
+		opts.Kafka.ClientID = "aerogate-sender"
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
-	}
-	if opts.SessionTimeout <= 0 {
-		opts.SessionTimeout = queue.DefaultSession
-	}
-	if opts.RebalanceTimeout <= 0 {
-		opts.RebalanceTimeout = queue.DefaultRebalance
-	}
-	if opts.HeartbeatInterval <= 0 {
-		opts.HeartbeatInterval = queue.DefaultHeartbeat
-	}
-	if opts.CommitInterval <= 0 {
-		opts.CommitInterval = 200 * time.Millisecond
-	}
-	if opts.FetchMaxWait <= 0 {
-		opts.FetchMaxWait = 500 * time.Millisecond
 	}
 	s := &Sender{
 		opts:     opts,
@@ -191,6 +173,24 @@ func New(opts Options) (*Sender, error) {
 		parked:   newParkedSet(),
 	}
 	s.lanes = newLanes[recipientKey](s.process)
+	var err error
+	s.consumer, err = queue.NewConsumer(queue.ConsumerConfig{
+		Cluster:           opts.Kafka,
+		GroupID:           cfg.GroupID,
+		Topics:            []string{queue.TopicSends, queue.TopicSendsRetry},
+		Handler:           s.openPartition,
+		Assigned:          s.assigned,
+		MaxInFlight:       cfg.MaxInFlight,
+		SessionTimeout:    opts.SessionTimeout,
+		RebalanceTimeout:  opts.RebalanceTimeout,
+		HeartbeatInterval: opts.HeartbeatInterval,
+		CommitInterval:    opts.CommitInterval,
+		FetchMaxWait:      opts.FetchMaxWait,
+		Logger:            s.log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sender: %w", err)
+	}
 	return s, nil
 }
 
@@ -232,13 +232,6 @@ func (s *Sender) Stats() Stats {
 	return Stats{
 		Sent: c.sent.Load(), Failed: c.failed.Load(), DLQ: c.dlq.Load(), Retried: c.retried.Load(),
 		Parked: c.parked.Load(), Waiting: c.waiting.Load(), Followed: c.followed.Load(),
-		Skipped: c.skipped.Load(), GraphCalls: c.graphCalls.Load(), Committed: c.committed.Load(),
+		Skipped: c.skipped.Load(), GraphCalls: c.graphCalls.Load(), Committed: s.consumer.Committed(),
 	}
-}
-
-// kafkaLogger adapts slog to kafka-go's logger interface at the given level.
-func kafkaLogger(l *slog.Logger, level slog.Level, what string) kafka.Logger {
-	return kafka.LoggerFunc(func(format string, args ...any) {
-		l.Log(context.Background(), level, what+": "+fmt.Sprintf(format, args...))
-	})
 }

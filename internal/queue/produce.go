@@ -18,16 +18,15 @@ import (
 	"github.com/aerostic/aerogate/internal/retry"
 )
 
-// produce writes msgs to the writer's topic in one produce request per partition leader
-// (one request in all on a single broker), through the Writer's own Transport, and
-// retries the partitions that failed with a retriable error until the Writer's
-// MaxAttempts or ctx run out. errs[i] is msgs[i]'s fate; nil means every message was
-// acknowledged with the Writer's RequiredAcks.
+// produce writes msgs to the producer's topic in one produce request per partition
+// leader (one request in all on a single broker) and retries the partitions that failed
+// with a retriable error until the attempts or ctx run out. errs[i] is msgs[i]'s fate;
+// nil means every message was acknowledged by all in-sync replicas.
 //
 // kafka-go's Writer sends one request per partition and waits out BatchTimeout for each
 // batch; a coalesced batch spans every partition, so building the request here turns a
 // dozen requests and a timer wait into one round trip.
-func (c *CoalescingWriter) produce(ctx context.Context, msgs []kafka.Message) []error {
+func (c *Producer) produce(ctx context.Context, msgs []kafka.Message) []error {
 	var errs []error
 	fail := func(idx []int, err error) {
 		if len(idx) == 0 {
@@ -74,7 +73,7 @@ func (c *CoalescingWriter) produce(ctx context.Context, msgs []kafka.Message) []
 	}
 }
 
-// topicLayout is the writer's topic as the Transport's cached metadata has it.
+// topicLayout is the producer's topic as the Transport's cached metadata has it.
 type topicLayout struct {
 	partitions int
 	leader     []int32 // by partition
@@ -82,22 +81,22 @@ type topicLayout struct {
 
 // layout reads the topic's partitions and leaders; the Transport answers from its
 // metadata cache (refreshed every MetadataTTL), so this costs no round trip.
-func (c *CoalescingWriter) layout(ctx context.Context) (topicLayout, error) {
-	r, err := c.transport.RoundTrip(ctx, c.w.Addr, &metadataAPI.Request{TopicNames: []string{c.w.Topic}})
+func (c *Producer) layout(ctx context.Context) (topicLayout, error) {
+	r, err := c.transport.RoundTrip(ctx, c.addr, &metadataAPI.Request{TopicNames: []string{c.topic}})
 	if err != nil {
-		return topicLayout{}, fmt.Errorf("reading metadata of %s: %w", c.w.Topic, err)
+		return topicLayout{}, fmt.Errorf("reading metadata of %s: %w", c.topic, err)
 	}
 	for _, t := range r.(*metadataAPI.Response).Topics {
-		if t.Name != c.w.Topic {
+		if t.Name != c.topic {
 			continue
 		}
 		if t.ErrorCode != 0 {
-			return topicLayout{}, fmt.Errorf("reading metadata of %s: %w", c.w.Topic, kafka.Error(t.ErrorCode))
+			return topicLayout{}, fmt.Errorf("reading metadata of %s: %w", c.topic, kafka.Error(t.ErrorCode))
 		}
 		l := topicLayout{partitions: len(t.Partitions), leader: make([]int32, len(t.Partitions))}
 		for _, p := range t.Partitions {
 			if int(p.PartitionIndex) >= len(l.leader) || p.PartitionIndex < 0 {
-				return topicLayout{}, fmt.Errorf("reading metadata of %s: partition %d of %d", c.w.Topic, p.PartitionIndex, len(t.Partitions))
+				return topicLayout{}, fmt.Errorf("reading metadata of %s: partition %d of %d", c.topic, p.PartitionIndex, len(t.Partitions))
 			}
 			l.leader[p.PartitionIndex] = p.LeaderID
 		}
@@ -106,11 +105,11 @@ func (c *CoalescingWriter) layout(ctx context.Context) (topicLayout, error) {
 		}
 		return l, nil
 	}
-	return topicLayout{}, fmt.Errorf("reading metadata of %s: %w", c.w.Topic, kafka.UnknownTopicOrPartition)
+	return topicLayout{}, fmt.Errorf("reading metadata of %s: %w", c.topic, kafka.UnknownTopicOrPartition)
 }
 
-// partition applies the Writer's Balancer to every message.
-func (c *CoalescingWriter) partition(msgs []kafka.Message, n int) []int32 {
+// partition applies the producer's Balancer to every message.
+func (c *Producer) partition(msgs []kafka.Message, n int) []int32 {
 	partitions := make([]int, n)
 	for i := range partitions {
 		partitions[i] = i
@@ -125,14 +124,14 @@ func (c *CoalescingWriter) partition(msgs []kafka.Message, n int) []int32 {
 // produceOnce sends msgs[pending] as one request per leader, concurrently when the
 // partitions have several leaders. It returns the messages to try again, those that
 // failed for good, and the error behind either.
-func (c *CoalescingWriter) produceOnce(ctx context.Context, msgs []kafka.Message, pending []int, part []int32,
+func (c *Producer) produceOnce(ctx context.Context, msgs []kafka.Message, pending []int, part []int32,
 	layout topicLayout) (again, failed []int, err error) {
 	// Messages by partition, keeping their order within each.
 	byPartition := make(map[int32][]int, layout.partitions)
 	for _, i := range pending {
 		p := part[i]
 		if int(p) >= layout.partitions {
-			return nil, pending, fmt.Errorf("partition %d of %s is gone (%d partitions)", p, c.w.Topic, layout.partitions)
+			return nil, pending, fmt.Errorf("partition %d of %s is gone (%d partitions)", p, c.topic, layout.partitions)
 		}
 		byPartition[p] = append(byPartition[p], i)
 	}
@@ -149,20 +148,19 @@ func (c *CoalescingWriter) produceOnce(ctx context.Context, msgs []kafka.Message
 	send := func(parts []int32) outcome {
 		var o outcome
 		req := &produceAPI.Request{
-			Acks:    int16(c.w.RequiredAcks),
+			Acks:    int16(kafka.RequireAll),
 			Timeout: timeoutMs(ctx),
-			Topics:  []produceAPI.RequestTopic{{Topic: c.w.Topic, Partitions: make([]produceAPI.RequestPartition, 0, len(parts))}},
+			Topics:  []produceAPI.RequestTopic{{Topic: c.topic, Partitions: make([]produceAPI.RequestPartition, 0, len(parts))}},
 		}
-		attrs := protocol.Attributes(c.w.Compression) & 0x7
 		for _, p := range parts {
 			req.Topics[0].Partitions = append(req.Topics[0].Partitions, produceAPI.RequestPartition{
 				Partition: p,
-				RecordSet: protocol.RecordSet{Attributes: attrs, Records: &records{msgs: msgs, idx: byPartition[p]}},
+				RecordSet: protocol.RecordSet{Records: &records{msgs: msgs, idx: byPartition[p]}},
 			})
 		}
-		r, rerr := c.transport.RoundTrip(ctx, c.w.Addr, req)
+		r, rerr := c.transport.RoundTrip(ctx, c.addr, req)
 		if rerr != nil {
-			o.err = fmt.Errorf("producing to %s: %w", c.w.Topic, rerr)
+			o.err = fmt.Errorf("producing to %s: %w", c.topic, rerr)
 			to := &o.failed
 			if retriable(rerr) {
 				to = &o.again
@@ -172,12 +170,9 @@ func (c *CoalescingWriter) produceOnce(ctx context.Context, msgs []kafka.Message
 			}
 			return o
 		}
-		if c.w.RequiredAcks == kafka.RequireNone {
-			return o
-		}
 		answered := make(map[int32]bool, len(parts))
 		for _, t := range r.(*produceAPI.Response).Topics {
-			if t.Topic != c.w.Topic {
+			if t.Topic != c.topic {
 				continue
 			}
 			for _, rp := range t.Partitions {
@@ -190,7 +185,7 @@ func (c *CoalescingWriter) produceOnce(ctx context.Context, msgs []kafka.Message
 					continue
 				}
 				kerr := kafka.Error(rp.ErrorCode)
-				o.err = fmt.Errorf("producing to %s partition %d: %w", c.w.Topic, rp.Partition, kerr)
+				o.err = fmt.Errorf("producing to %s partition %d: %w", c.topic, rp.Partition, kerr)
 				if kerr.Temporary() {
 					o.again = append(o.again, idx...)
 				} else {
@@ -200,7 +195,7 @@ func (c *CoalescingWriter) produceOnce(ctx context.Context, msgs []kafka.Message
 		}
 		for _, p := range parts {
 			if !answered[p] {
-				o.err = fmt.Errorf("producing to %s: no answer for partition %d", c.w.Topic, p)
+				o.err = fmt.Errorf("producing to %s: no answer for partition %d", c.topic, p)
 				o.again = append(o.again, byPartition[p]...)
 			}
 		}
