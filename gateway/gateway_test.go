@@ -744,8 +744,10 @@ func readyChecks(e *env) []gateway.ReadyCheck {
 	}
 }
 
-// TestBrokerDown: a send that Kafka does not acknowledge gets 503 with Retry-After within
-// the publish timeout, never a 202, and /readyz names kafka as down.
+// TestBrokerDown: with the broker stopped (or never there), a send gets 503
+// queue_unavailable with Retry-After within the publish timeout, never a 202 and never a
+// 504: the producer knows nothing reached a broker (its pooled connections are checked
+// for a closed peer before a request goes out). /readyz names kafka as down.
 func TestBrokerDown(t *testing.T) {
 	closedPort := func(t *testing.T) []string {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -790,7 +792,8 @@ func TestBrokerDown(t *testing.T) {
 			}
 			for _, path := range []string{"/v1/messages", "/v22.0/1001/messages"} {
 				start := time.Now()
-				r := e.do(t, "POST", path, tok, textBody(""), map[string]string{"Idempotency-Key": "down-1"})
+				// One key per route: a key is bound to its first request, route included.
+				r := e.do(t, "POST", path, tok, textBody(""), map[string]string{"Idempotency-Key": "down-" + path})
 				took := time.Since(start)
 				checkError(t, r, 503, "queue_unavailable", tok)
 				if r.header.Get("Retry-After") != "1" {

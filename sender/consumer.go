@@ -66,7 +66,8 @@ func (s *Sender) Run(ctx context.Context) error {
 		Timeout: o.ProduceTimeout}); err != nil {
 		return fmt.Errorf("sender: %w", err)
 	}
-	s.batcher = o.Messages.NewBatcher(message.BatcherOptions{MaxBatch: o.DBBatchMax, MaxDelay: o.DBBatchDelay, Logger: s.log})
+	s.batcher = o.Messages.NewBatcher(message.BatcherOptions{MaxBatch: o.DBBatchMax, MaxDelay: o.DBBatchDelay, Logger: s.log,
+		Lease: message.Lease{Holder: s.holder, TTL: o.ClaimLease}})
 	defer func() {
 		// After the consumer: in-flight sends record their outcomes through these.
 		s.batcher.Close()

@@ -132,6 +132,8 @@ func tuneForTests(o *sender.Options) {
 	o.RebalanceTimeout = 3 * time.Second
 	o.HeartbeatInterval = 200 * time.Millisecond
 	o.CommitInterval = 100 * time.Millisecond
+	// A crashed child's claims lapse soon (the fake answers in milliseconds).
+	o.ClaimLease = 5 * time.Second
 }
 
 func (e *testEnv) graphConfig() graph.Config {

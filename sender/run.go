@@ -67,6 +67,8 @@ func Run(ctx context.Context, cfg config.Config, tune ...func(*Options)) error {
 		// A revoked partition lets its Graph calls finish before it moves; the group
 		// must wait that long, or the next owner could send them again.
 		RebalanceTimeout: max(queue.DefaultRebalance, cfg.Graph.Timeout+5*time.Second),
+		// A claim outlasts a Graph call at its timeout and the recording of its outcome.
+		ClaimLease: cfg.Graph.Timeout + 15*time.Second,
 	}
 	for _, f := range tune {
 		f(&opts)

@@ -21,11 +21,14 @@
 //
 // # Exactly one Graph call per message, and the window where it is two
 //
-// The claim moves a message to sending only while it is accepted or sending, so a
-// redelivered message that is already sent (or failed) is skipped. The one window left:
-// a message claimed sending whose Graph call was in flight, or answered but not yet
-// recorded as sent, when the process died (or lost its partition past the rebalance
-// timeout) is claimed and sent again on redelivery. That is at most the Graph calls in
+// The claim moves a message to sending only while it is unknown or accepted, or sending
+// under a claim that is this sender's own or has lapsed: a redelivered message that is
+// already sent (or failed) is skipped, and one another live sender holds is waited for
+// (the claim is exclusive: a holder id per process and a lease, ClaimLease). Within a
+// process, two copies of one message id never run at once, whatever their recipient
+// lanes (inFlight). The one window left: a message claimed sending whose Graph call was
+// in flight, or answered but not yet recorded as sent, when the process died is claimed
+// again once its lease lapsed, and sent again. That is at most the Graph calls in
 // flight at the moment of the crash: at most MaxInFlight per partition the process
 // owned, and in practice the calls of the lanes that were at their Graph step. A call that
 // times out without an answer is retried too (Meta may have taken it): that is Meta's
@@ -103,6 +106,12 @@ type Options struct {
 	// 500 rows, 5ms).
 	DBBatchMax   int
 	DBBatchDelay time.Duration
+	// ClaimLease is how long a claim stays this sender's alone (default
+	// message.DefaultLeaseTTL; Run uses graph.timeout + 15s): it must outlast a Graph
+	// call and the recording of its outcome. Another sender takes a claim over only once
+	// it lapsed, so after a crash the messages whose calls were in flight are sent again
+	// up to ClaimLease later.
+	ClaimLease time.Duration
 }
 
 // Stats are counters since New, for tests, the bench and logs.
@@ -115,12 +124,13 @@ type Stats struct {
 	Waiting    int64 // of Parked: the account could not send (token, pause)
 	Followed   int64 // of Parked: followed an earlier message of the recipient there
 	Skipped    int64 // redelivered messages already final in Postgres
+	Held       int64 // claims found held by another live sender (waited for, then looked at again)
 	GraphCalls int64
 	Committed  int64 // offsets committed (sum of advances)
 }
 
 type counters struct {
-	sent, failed, dlq, retried, parked, waiting, followed, skipped, graphCalls atomic.Int64
+	sent, failed, dlq, retried, parked, waiting, followed, skipped, held, graphCalls atomic.Int64
 }
 
 // Sender is the send pipeline. Build it with New and run it once with Run.
@@ -138,6 +148,8 @@ type Sender struct {
 	limiters *numberLimiters
 	lanes    *lanes[recipientKey, *job]
 	parked   *parkedSet
+	inFlight *inFlight
+	holder   string // this sender's claims' holder (message.Lease)
 	stats    counters
 
 	started atomic.Bool
@@ -165,12 +177,17 @@ func New(opts Options) (*Sender, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.ClaimLease <= 0 {
+		opts.ClaimLease = message.DefaultLeaseTTL
+	}
 	s := &Sender{
 		opts:     opts,
 		cfg:      cfg,
 		log:      opts.Logger.With("component", "sender"),
 		limiters: newNumberLimiters(cfg.DefaultThroughputMPS),
 		parked:   newParkedSet(),
+		inFlight: newInFlight(),
+		holder:   message.NewHolder(),
 	}
 	s.lanes = newLanes[recipientKey](s.process)
 	var err error
@@ -232,6 +249,6 @@ func (s *Sender) Stats() Stats {
 	return Stats{
 		Sent: c.sent.Load(), Failed: c.failed.Load(), DLQ: c.dlq.Load(), Retried: c.retried.Load(),
 		Parked: c.parked.Load(), Waiting: c.waiting.Load(), Followed: c.followed.Load(),
-		Skipped: c.skipped.Load(), GraphCalls: c.graphCalls.Load(), Committed: s.consumer.Committed(),
+		Skipped: c.skipped.Load(), Held: c.held.Load(), GraphCalls: c.graphCalls.Load(), Committed: s.consumer.Committed(),
 	}
 }

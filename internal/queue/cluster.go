@@ -126,6 +126,9 @@ const metadataTTL = time.Second
 // metadata of the given topics only (none: every topic in the cluster).
 func (c Cluster) transport(dialTimeout time.Duration, metadataTopics ...string) *kafka.Transport {
 	return &kafka.Transport{
+		// Tells a request that never reached a broker from one that did (ErrNotWritten
+		// or ErrOutcomeUnknown): see probedConn. TLS, when on, runs over it.
+		Dial:           dialProbed,
 		DialTimeout:    min(DefaultDialTimeout, dialTimeout),
 		ClientID:       c.clientID(),
 		TLS:            c.TLS,

@@ -131,9 +131,12 @@ func NewProducer(cfg ProducerConfig) (*Producer, error) {
 func (c *Producer) Topic() string { return c.topic }
 
 // WriteMessages writes msgs and returns once the broker acknowledged all of them, or an
-// error wrapping ErrUnavailable, ErrTooLarge or ErrClosed. When ctx ends first it
-// returns at once; the messages may still be delivered and their bytes may still be
-// read, so the caller must not reuse them after an error.
+// error wrapping ErrNotWritten (nothing can be in the log: also ErrUnavailable,
+// ErrTooLarge or ErrClosed) or ErrOutcomeUnknown (the messages may be in the log, or
+// appear there later: also ErrUnavailable). When ctx ends first it returns at once:
+// ErrNotWritten if the messages were not handed to the writing loop yet, else
+// ErrOutcomeUnknown, since they may still be delivered. Their bytes may still be read,
+// so the caller must not reuse them after an error.
 func (c *Producer) WriteMessages(ctx context.Context, msgs ...kafka.Message) error {
 	var size int64
 	for i := range msgs {
@@ -150,11 +153,11 @@ func (c *Producer) WriteMessages(ctx context.Context, msgs ...kafka.Message) err
 	case <-ctx.Done():
 		r.msgs = nil
 		coalescedWrites.Put(r)
-		return fmt.Errorf("publishing to %s: %w: %w", c.topic, ErrUnavailable, ctx.Err())
+		return fmt.Errorf("publishing to %s: %w", c.topic, outcomeError(ctx.Err(), false))
 	case <-c.closed:
 		r.msgs = nil
 		coalescedWrites.Put(r)
-		return ErrClosed
+		return fmt.Errorf("publishing to %s: %w: %w", c.topic, ErrNotWritten, ErrClosed)
 	}
 	select {
 	case err := <-r.done:
@@ -162,8 +165,9 @@ func (c *Producer) WriteMessages(ctx context.Context, msgs ...kafka.Message) err
 		coalescedWrites.Put(r)
 		return err
 	case <-ctx.Done():
-		// r stays with the in-flight call until it answers; it is not reused.
-		return fmt.Errorf("publishing to %s: %w: %w", c.topic, ErrUnavailable, ctx.Err())
+		// r stays with the in-flight call until it answers; it is not reused. The loop
+		// has it and writes it whatever happens here, so it may land.
+		return fmt.Errorf("publishing to %s: %w", c.topic, outcomeError(ctx.Err(), true))
 	}
 }
 
@@ -239,7 +243,7 @@ func (c *Producer) write(batch []*coalescedWrite, n int) {
 		}
 		for _, e := range errs[i : i+len(r.msgs)] {
 			if e != nil {
-				rerr = fmt.Errorf("publishing to %s: %w", c.topic, mapWriteError(e))
+				rerr = fmt.Errorf("publishing to %s: %w", c.topic, e)
 				break
 			}
 		}

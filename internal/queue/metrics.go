@@ -1,9 +1,7 @@
 package queue
 
 import (
-	"context"
 	"errors"
-	"net"
 	"strconv"
 	"time"
 
@@ -46,13 +44,9 @@ func (m produceMetrics) observe(took time.Duration, records int, errs []error) {
 	}
 }
 
-// outcomeUnknown tells a failure after which the broker may have written the batch (no
-// answer in time, the connection lost with the request sent) from one where it did not
-// (refused, or never reached).
-func outcomeUnknown(err error) bool {
-	var nerr net.Error
-	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &nerr) && nerr.Timeout())
-}
+// outcomeUnknown tells a failure after which the broker may have written the batch
+// (ErrOutcomeUnknown) from one where it did not (ErrNotWritten).
+func outcomeUnknown(err error) bool { return errors.Is(err, ErrOutcomeUnknown) }
 
 // consumerMetrics are one partition's children of the consumer families.
 type consumerMetrics struct {

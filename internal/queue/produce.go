@@ -21,13 +21,18 @@ import (
 // produce writes msgs to the producer's topic in one produce request per partition
 // leader (one request in all on a single broker) and retries the partitions that failed
 // with a retriable error until the attempts or ctx run out. errs[i] is msgs[i]'s fate;
-// nil means every message was acknowledged by all in-sync replicas.
+// nil means every message was acknowledged by all in-sync replicas. A failed message's
+// error wraps ErrOutcomeUnknown when any of its attempts may have reached the log (a
+// request written and not answered, or answered with an error given after the append),
+// else ErrNotWritten.
 //
 // kafka-go's Writer sends one request per partition and waits out BatchTimeout for each
 // batch; a coalesced batch spans every partition, so building the request here turns a
 // dozen requests and a timer wait into one round trip.
 func (c *Producer) produce(ctx context.Context, msgs []kafka.Message) []error {
 	var errs []error
+	// maybe[i]: an attempt of msgs[i] may have reached the log (allocated on the first).
+	var maybe []bool
 	fail := func(idx []int, err error) {
 		if len(idx) == 0 {
 			return
@@ -35,8 +40,30 @@ func (c *Producer) produce(ctx context.Context, msgs []kafka.Message) []error {
 		if errs == nil {
 			errs = make([]error, len(msgs))
 		}
+		var known, unknown error
 		for _, i := range idx {
-			errs[i] = err
+			if maybe != nil && maybe[i] {
+				if unknown == nil {
+					unknown = outcomeError(err, true)
+				}
+				errs[i] = unknown
+				continue
+			}
+			if known == nil {
+				known = outcomeError(err, false)
+			}
+			errs[i] = known
+		}
+	}
+	sent := func(idx []int) {
+		if len(idx) == 0 {
+			return
+		}
+		if maybe == nil {
+			maybe = make([]bool, len(msgs))
+		}
+		for _, i := range idx {
+			maybe[i] = true
 		}
 	}
 	pending := make([]int, len(msgs))
@@ -54,8 +81,9 @@ func (c *Producer) produce(ctx context.Context, msgs []kafka.Message) []error {
 			if part == nil {
 				part = c.partition(msgs, layout.partitions)
 			}
-			var failed []int
-			again, failed, err = c.produceOnce(ctx, msgs, pending, part, layout)
+			var failed, unsure []int
+			again, failed, unsure, err = c.produceOnce(ctx, msgs, pending, part, layout)
+			sent(unsure)
 			fail(failed, err)
 		}
 		if len(again) == 0 {
@@ -123,15 +151,16 @@ func (c *Producer) partition(msgs []kafka.Message, n int) []int32 {
 
 // produceOnce sends msgs[pending] as one request per leader, concurrently when the
 // partitions have several leaders. It returns the messages to try again, those that
-// failed for good, and the error behind either.
+// failed for good, those of either kind whose request may have reached the log (see
+// mayHaveWritten), and the error behind the failures.
 func (c *Producer) produceOnce(ctx context.Context, msgs []kafka.Message, pending []int, part []int32,
-	layout topicLayout) (again, failed []int, err error) {
+	layout topicLayout) (again, failed, unsure []int, err error) {
 	// Messages by partition, keeping their order within each.
 	byPartition := make(map[int32][]int, layout.partitions)
 	for _, i := range pending {
 		p := part[i]
 		if int(p) >= layout.partitions {
-			return nil, pending, fmt.Errorf("partition %d of %s is gone (%d partitions)", p, c.topic, layout.partitions)
+			return nil, pending, nil, fmt.Errorf("partition %d of %s is gone (%d partitions)", p, c.topic, layout.partitions)
 		}
 		byPartition[p] = append(byPartition[p], i)
 	}
@@ -142,8 +171,8 @@ func (c *Producer) produceOnce(ctx context.Context, msgs []kafka.Message, pendin
 	}
 
 	type outcome struct {
-		again, failed []int
-		err           error
+		again, failed, unsure []int
+		err                   error
 	}
 	send := func(parts []int32) outcome {
 		var o outcome
@@ -167,6 +196,9 @@ func (c *Producer) produceOnce(ctx context.Context, msgs []kafka.Message, pendin
 			}
 			for _, p := range parts {
 				*to = append(*to, byPartition[p]...)
+				if mayHaveWritten(rerr) {
+					o.unsure = append(o.unsure, byPartition[p]...)
+				}
 			}
 			return o
 		}
@@ -186,6 +218,9 @@ func (c *Producer) produceOnce(ctx context.Context, msgs []kafka.Message, pendin
 				}
 				kerr := kafka.Error(rp.ErrorCode)
 				o.err = fmt.Errorf("producing to %s partition %d: %w", c.topic, rp.Partition, kerr)
+				if appendedCode(kerr) {
+					o.unsure = append(o.unsure, idx...)
+				}
 				if kerr.Temporary() {
 					o.again = append(o.again, idx...)
 				} else {
@@ -197,6 +232,7 @@ func (c *Producer) produceOnce(ctx context.Context, msgs []kafka.Message, pendin
 			if !answered[p] {
 				o.err = fmt.Errorf("producing to %s: no answer for partition %d", c.topic, p)
 				o.again = append(o.again, byPartition[p]...)
+				o.unsure = append(o.unsure, byPartition[p]...)
 			}
 		}
 		return o
@@ -205,7 +241,7 @@ func (c *Producer) produceOnce(ctx context.Context, msgs []kafka.Message, pendin
 	if len(byLeader) == 1 {
 		for _, parts := range byLeader {
 			o := send(parts)
-			return o.again, o.failed, o.err
+			return o.again, o.failed, o.unsure, o.err
 		}
 	}
 	results := make(chan outcome, len(byLeader))
@@ -216,11 +252,12 @@ func (c *Producer) produceOnce(ctx context.Context, msgs []kafka.Message, pendin
 		o := <-results
 		again = append(again, o.again...)
 		failed = append(failed, o.failed...)
+		unsure = append(unsure, o.unsure...)
 		if o.err != nil {
 			err = o.err
 		}
 	}
-	return again, failed, err
+	return again, failed, unsure, err
 }
 
 // records reads msgs[idx] as a produce request's record set.
