@@ -29,7 +29,7 @@ func FuzzParseSendRequest(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte) {
 		// The work budget: allocations and allocated bytes at most linear in the body.
 		allocs, allocated := workOf(2, func() { _, _, _ = parseSendRequest(&p, body, "t1", tenantFields, nil, 0) })
-		if n := float64(len(body)); allocs > 16+n/4 || allocated > 64<<10+96*n {
+		if n := float64(len(body)); allocs > 16+n/4 || allocated > 64<<10+256*n {
 			t.Fatalf("%d-byte body cost %.0f allocations and %.0f bytes", len(body), allocs, allocated)
 		}
 		req, buf, err := parseSendRequest(&p, body, "t1", tenantFields, nil, 0)
@@ -117,7 +117,7 @@ func FuzzSendHandler(f *testing.F) {
 		}
 		// The work budget of the whole request: linear in the body.
 		allocs, allocated := workOf(2, func() { ctx.Response.Reset(); h(ctx) })
-		if n := float64(len(body)); allocs > 64+n/4 || allocated > 64<<10+96*n {
+		if n := float64(len(body)); allocs > 64+n/4 || allocated > 64<<10+256*n {
 			t.Fatalf("%d-byte body cost %.0f allocations and %.0f bytes", len(body), allocs, allocated)
 		}
 		ctx.Response.Reset()
