@@ -60,6 +60,7 @@ func Run(ctx context.Context, cfg config.Config) error {
 		IdleTimeout:                  cfg.HTTP.IdleTimeout,
 		Concurrency:                  cfg.HTTP.Concurrency,
 		MaxRequestBodySize:           cfg.Webhooks.MaxBodyBytes,
+		ReadBufferSize:               cfg.HTTP.MaxHeaderBytes,
 		DisablePreParseMultipartForm: true,
 		NoDefaultContentType:         true,
 		CloseOnShutdown:              true,

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/valyala/fastjson"
+
+	"github.com/aerostic/aerogate/internal/jsonguard"
 )
 
 // ErrUnparsable means a body is not a WhatsApp Business Account webhook at all: not JSON,
@@ -99,10 +101,12 @@ var parsers fastjson.ParserPool
 // walk goes on. It returns an error wrapping ErrUnparsable only when the body as a whole
 // is not a WhatsApp Business Account webhook; visit is not called then.
 //
-// Walk is linear in the size of body: one parse (fastjson, no recursion beyond the
-// document's depth), then one pass over the parsed values. The caller checks the body's
-// structure and depth with jsonguard first.
+// Walk is linear in the size of body: jsonguard's check of its structure and depth
+// (jsonguard.DefaultMaxDepth), one parse (fastjson), then one pass over the parsed values.
 func Walk(body []byte, visit func(*Item)) error {
+	if err := jsonguard.Check(body, jsonguard.DefaultMaxDepth); err != nil {
+		return fmt.Errorf("%w: %w", ErrUnparsable, err)
+	}
 	p := parsers.Get()
 	defer parsers.Put(p)
 	root, err := p.ParseBytes(body)
@@ -379,6 +383,9 @@ func timestamp(v *fastjson.Value) (time.Time, bool) {
 // FirstWABAID returns entry[0].id of a body, or "" when it has none: the Kafka key of the
 // body on wa.webhooks, so one WABA's updates stay in one partition.
 func FirstWABAID(body []byte) string {
+	if jsonguard.Check(body, jsonguard.DefaultMaxDepth) != nil {
+		return ""
+	}
 	p := parsers.Get()
 	defer parsers.Put(p)
 	root, err := p.ParseBytes(body)

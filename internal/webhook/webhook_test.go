@@ -113,6 +113,8 @@ func TestWalkUnparsable(t *testing.T) {
 	for _, body := range []string{
 		``, `not json`, `[]`, `{"object":"page","entry":[]}`, `{"object":"whatsapp_business_account"}`,
 		`{"object":"whatsapp_business_account","entry":{}}`, `{"object":"whatsapp_business_account","entry":[]`,
+		`{"object":"whatsapp_business_account","entry":[]} trailing`, "{\"object\":\"whatsapp_business_account\",\"entry\":[],\"x\":\"\xff\"}",
+		`{"object":"whatsapp_business_account","entry":[` + strings.Repeat("[", 100) + strings.Repeat("]", 100) + `]}`,
 	} {
 		called := false
 		err := webhook.Walk([]byte(body), func(*webhook.Item) { called = true })
