@@ -121,6 +121,10 @@ DECLARE
     p record;
     n integer := 0;
 BEGIN
+    -- The common case, every sent message's wamid: nothing waits for it.
+    IF NOT EXISTS (SELECT 1 FROM pending_statuses WHERE wamid = p_wamid) THEN
+        RETURN 0;
+    END IF;
     PERFORM 1 FROM messages WHERE id = p_message FOR UPDATE;
     FOR p IN
         WITH d AS (DELETE FROM pending_statuses WHERE wamid = p_wamid RETURNING *)
