@@ -27,12 +27,14 @@ const (
 	StatusExpired        TokenStatus = "expired"
 	StatusInvalid        TokenStatus = "invalid"
 	StatusNeedsReconnect TokenStatus = "needs_reconnect"
+	// StatusDisconnected: the tenant disconnected the account; its token is erased.
+	StatusDisconnected TokenStatus = "disconnected"
 )
 
-// Valid reports whether s is one of the four statuses.
+// Valid reports whether s is one of the statuses.
 func (s TokenStatus) Valid() bool {
 	switch s {
-	case StatusActive, StatusExpired, StatusInvalid, StatusNeedsReconnect:
+	case StatusActive, StatusExpired, StatusInvalid, StatusNeedsReconnect, StatusDisconnected:
 		return true
 	}
 	return false
@@ -47,6 +49,9 @@ var (
 	// ErrNeedsReconnect means the tenant must reconnect the account (status invalid or
 	// needs_reconnect).
 	ErrNeedsReconnect = errors.New("account needs reconnecting")
+	// ErrDisconnected means the tenant disconnected the account: it has no token until
+	// it is connected again.
+	ErrDisconnected = errors.New("account disconnected")
 	// ErrInvalidInput means an Upsert or status change was given a missing or
 	// out-of-range value; the message names the field.
 	ErrInvalidInput = errors.New("invalid account input")
@@ -112,6 +117,8 @@ func (a *Account) Usable(now time.Time) error {
 		return ErrTokenExpired
 	case StatusInvalid, StatusNeedsReconnect:
 		return ErrNeedsReconnect
+	case StatusDisconnected:
+		return ErrDisconnected
 	case StatusActive:
 	default:
 		// A status this code does not know cannot be trusted to send.
@@ -335,6 +342,9 @@ func (r *Repository) Get(ctx context.Context, tenantID, phoneNumberID string) (*
 	}
 	if err != nil {
 		return nil, fmt.Errorf("loading account %q of tenant %q: %w", phoneNumberID, tenantID, err)
+	}
+	if a.TokenStatus == StatusDisconnected {
+		return a, nil // its token was erased: nothing to decrypt, and Usable refuses it
 	}
 	plain, err := r.keys.Decrypt(ct, tokenAAD(a.TenantID, a.ID))
 	if err != nil {

@@ -28,6 +28,12 @@ type Config struct {
 	Version         string        // default v22.0
 	Timeout         time.Duration // per request; default 15s
 	MaxConnsPerHost int           // default 1024
+	// AppID and AppSecret are the Meta app's (meta.app_id, meta.app_secret). With a
+	// secret, every call made with an access token carries appsecret_proof, as Meta
+	// requires when the app has "Require App Secret" on; the Embedded Signup calls
+	// (oauth.go) need both.
+	AppID     string
+	AppSecret string
 }
 
 // Defaults.
@@ -238,6 +244,7 @@ type Client struct {
 	prefix  string // scheme://host/[path/]version/
 	timeout time.Duration
 	err     error // invalid configuration: every send fails with it
+	app     appCredentials
 }
 
 var versionRE = regexp.MustCompile(`^v[0-9]{1,3}\.[0-9]{1,3}$`)
@@ -296,6 +303,7 @@ func New(cfg Config) (*Client, error) {
 		},
 		prefix:  u.Scheme + "://" + u.Host + path + "/" + cfg.Version + "/",
 		timeout: cfg.Timeout,
+		app:     newAppCredentials(cfg.AppID, cfg.AppSecret),
 	}, nil
 }
 
@@ -343,8 +351,14 @@ func (c *Client) SendMessage(ctx context.Context, phoneNumberID, token string, p
 	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
-	uri := req.URI()
-	uri.Update(c.prefix + phoneNumberID + "/messages")
+	ub := urlBufs.Get().(*[]byte)
+	b := append((*ub)[:0], c.prefix...)
+	b = append(b, phoneNumberID...)
+	b = append(b, "/messages"...)
+	b = c.app.appendProofQuery(b, '?', token)
+	req.URI().UpdateBytes(b)
+	*ub = b
+	urlBufs.Put(ub)
 	req.Header.SetMethod(fasthttp.MethodPost)
 	req.Header.SetContentType("application/json")
 	req.Header.Set(fasthttp.HeaderAuthorization, "Bearer "+token)
