@@ -8,20 +8,21 @@ import "time"
 // environment variable of a key is AEROGATE_ + the path in upper snake case
 // (http.addr → AEROGATE_HTTP_ADDR). These names are a contract: add keys, rename none.
 type Config struct {
-	HTTP          HTTP     `koanf:"http"`
-	Database      Database `koanf:"database"`
-	Kafka         Kafka    `koanf:"kafka"`
-	Dev           Dev      `koanf:"dev"`
-	Graph         Graph    `koanf:"graph"`
-	JWT           JWT      `koanf:"jwt"`
-	Meta          Meta     `koanf:"meta"`
-	PublicBaseURL string   `koanf:"public_base_url"`
-	Proxy         Proxy    `koanf:"proxy"`
-	Frontend      Frontend `koanf:"frontend"`
-	Secrets       Secrets  `koanf:"secrets"`
-	Accounts      Accounts `koanf:"accounts"`
-	Sender        Sender   `koanf:"sender"`
-	Log           Log      `koanf:"log"`
+	HTTP          HTTP       `koanf:"http"`
+	Database      Database   `koanf:"database"`
+	Kafka         Kafka      `koanf:"kafka"`
+	Dev           Dev        `koanf:"dev"`
+	Graph         Graph      `koanf:"graph"`
+	JWT           JWT        `koanf:"jwt"`
+	Meta          Meta       `koanf:"meta"`
+	PublicBaseURL string     `koanf:"public_base_url"`
+	Proxy         Proxy      `koanf:"proxy"`
+	Frontend      Frontend   `koanf:"frontend"`
+	Onboarding    Onboarding `koanf:"onboarding"`
+	Secrets       Secrets    `koanf:"secrets"`
+	Accounts      Accounts   `koanf:"accounts"`
+	Sender        Sender     `koanf:"sender"`
+	Log           Log        `koanf:"log"`
 
 	// DevMode is set by `aerogate dev`, not by configuration: it relaxes the rules
 	// for keys that dev generates itself (jwt.secret, secrets.token_keys).
@@ -94,6 +95,14 @@ type Meta struct {
 	AppSecret   string `koanf:"app_secret"`
 	ConfigID    string `koanf:"config_id"`
 	VerifyToken string `koanf:"verify_token"`
+	// DialogBaseURL is the host of the Embedded Signup dialog URL (dev: the fake).
+	DialogBaseURL string `koanf:"dialog_base_url"`
+}
+
+// Onboarding configures Embedded Signup.
+type Onboarding struct {
+	// StateTTL is how long an OAuth state handed to a front end stays usable.
+	StateTTL time.Duration `koanf:"state_ttl"`
 }
 
 // Proxy configures the backend proxy for /api/*.
@@ -183,7 +192,9 @@ func Default() Config {
 			Leeway:      30 * time.Second,
 			CacheSize:   100_000,
 		},
+		Meta:          Meta{DialogBaseURL: "https://www.facebook.com"},
 		PublicBaseURL: "https://api.aerostic.com",
+		Onboarding:    Onboarding{StateTTL: 10 * time.Minute},
 		Accounts: Accounts{
 			CacheTTL:         5 * time.Minute,
 			NegativeCacheTTL: 10 * time.Second,

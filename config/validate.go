@@ -101,6 +101,10 @@ func (c Config) Validate() error {
 		httpURL(fmt.Sprintf("proxy.upstreams[%d]", i), u, true)
 	}
 	httpURL("frontend.redirect_url", c.Frontend.RedirectURL, false)
+	httpURL("meta.dialog_base_url", c.Meta.DialogBaseURL, true)
+	if d := c.Onboarding.StateTTL; d < time.Minute || d > 24*time.Hour {
+		bad("onboarding.state_ttl", "must be 1m-24h, got %s", d)
+	}
 
 	if len(c.Secrets.TokenKeys) == 0 && !c.DevMode {
 		bad("secrets.token_keys", "required outside dev mode: at least one kid:base64key (32 bytes)")

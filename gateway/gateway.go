@@ -21,6 +21,7 @@ import (
 	"github.com/aerostic/aerogate/internal/account"
 	"github.com/aerostic/aerogate/internal/auth"
 	"github.com/aerostic/aerogate/internal/message"
+	"github.com/aerostic/aerogate/internal/onboarding"
 )
 
 // Publisher writes messages to wa.sends and returns once they are acknowledged;
@@ -49,6 +50,9 @@ type Options struct {
 	// both (GET answers 503).
 	Messages *message.Repository
 	Sends    Publisher
+	// Onboarding serves Embedded Signup, the test message and the accounts API; nil
+	// answers them 503 onboarding_not_configured.
+	Onboarding *onboarding.Service
 
 	ReadyChecks  []ReadyCheck
 	ReadyTimeout time.Duration // default 2s
@@ -198,6 +202,7 @@ func New(opts Options) (*Server, error) {
 	r.POST("/v1/messages", s.authed(s.sendV1))
 	r.GET("/v1/messages/{id}", s.authed(s.getMessage))
 	r.POST("/{version}/{phone_number_id}/messages", s.authed(s.sendGraph))
+	s.onboardingRoutes(r)
 	s.handler = s.middleware(r.Handler)
 
 	s.srv = &fasthttp.Server{

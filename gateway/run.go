@@ -8,10 +8,14 @@ import (
 	"net"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/aerostic/aerogate/config"
 	"github.com/aerostic/aerogate/internal/account"
 	"github.com/aerostic/aerogate/internal/auth"
+	"github.com/aerostic/aerogate/internal/graph"
 	"github.com/aerostic/aerogate/internal/message"
+	"github.com/aerostic/aerogate/internal/onboarding"
 	"github.com/aerostic/aerogate/internal/queue"
 	"github.com/aerostic/aerogate/internal/store"
 )
@@ -80,12 +84,18 @@ func Run(ctx context.Context, cfg config.Config) error {
 		}
 	}()
 
+	signup, err := newOnboarding(cfg, pool, accounts.Repository, log)
+	if err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
+
 	brokers := cfg.Kafka.Brokers
 	srv, err := New(Options{
-		Verifier: verifier,
-		Resolver: accounts.Resolver,
-		Messages: message.NewRepository(pool),
-		Sends:    writer,
+		Onboarding: signup,
+		Verifier:   verifier,
+		Resolver:   accounts.Resolver,
+		Messages:   message.NewRepository(pool),
+		Sends:      writer,
 		ReadyChecks: []ReadyCheck{
 			{Name: "postgres", Check: pool.Ping},
 			{Name: "kafka", Check: func(ctx context.Context) error { return queue.Ping(ctx, brokers) }},
@@ -130,4 +140,31 @@ func Run(ctx context.Context, cfg config.Config) error {
 	}
 	log.Info("gateway stopped", "accepted", srv.Metrics().Accepted)
 	return runErr
+}
+
+// newOnboarding builds Embedded Signup and the accounts API from cfg, with a Graph client
+// of its own (calls carry appsecret_proof when meta.app_secret is set).
+func newOnboarding(cfg config.Config, pool *pgxpool.Pool, repo *account.Repository, log *slog.Logger) (*onboarding.Service, error) {
+	g, err := graph.New(graph.Config{
+		BaseURL:         cfg.Graph.BaseURL,
+		Version:         cfg.Graph.Version,
+		Timeout:         cfg.Graph.Timeout,
+		MaxConnsPerHost: cfg.Graph.MaxConnsPerHost,
+		AppID:           cfg.Meta.AppID,
+		AppSecret:       cfg.Meta.AppSecret,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("building graph client: %w", err)
+	}
+	return onboarding.New(onboarding.Config{
+		AppID:               cfg.Meta.AppID,
+		ConfigID:            cfg.Meta.ConfigID,
+		Configured:          cfg.Meta.AppID != "" && cfg.Meta.AppSecret != "" && cfg.Meta.ConfigID != "",
+		GraphVersion:        cfg.Graph.Version,
+		PublicBaseURL:       cfg.PublicBaseURL,
+		DialogBaseURL:       cfg.Meta.DialogBaseURL,
+		StateTTL:            cfg.Onboarding.StateTTL,
+		FrontendRedirectURL: cfg.Frontend.RedirectURL,
+		Logger:              log,
+	}, pool, repo, g)
 }

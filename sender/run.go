@@ -57,6 +57,7 @@ func Run(ctx context.Context, cfg config.Config, tune ...func(*Options)) error {
 			Version:         cfg.Graph.Version,
 			Timeout:         cfg.Graph.Timeout,
 			MaxConnsPerHost: cfg.Graph.MaxConnsPerHost,
+			AppSecret:       cfg.Meta.AppSecret,
 		}),
 		Logger:              log,
 		ProduceBatchTimeout: cfg.Kafka.BatchTimeout,

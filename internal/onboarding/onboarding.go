@@ -48,8 +48,11 @@ type Config struct {
 	PublicBaseURL string // the redirect_uri is PublicBaseURL + CallbackPath
 	DialogBaseURL string // default https://www.facebook.com
 	StateTTL      time.Duration
-	Logger        *slog.Logger
-	Now           func() time.Time
+	// FrontendRedirectURL is where the redirect flow sends the browser afterwards, with
+	// status=connected or status=error&reason=<code>; empty: the callback answers JSON.
+	FrontendRedirectURL string
+	Logger              *slog.Logger
+	Now                 func() time.Time
 }
 
 // Service runs Embedded Signup and the accounts API for every tenant.
@@ -90,6 +93,31 @@ func New(cfg Config, pool *pgxpool.Pool, repo *account.Repository, g *graph.Clie
 
 // RedirectURI is the redirect flow's redirect_uri.
 func (s *Service) RedirectURI() string { return s.cfg.PublicBaseURL + CallbackPath }
+
+// FrontendRedirect is the URL the callback sends the browser to: frontend.redirect_url
+// with status=connected, or status=error and reason=<stable code>; never a token, code,
+// state or secret. ok is false when no front end is configured.
+func (s *Service) FrontendRedirect(err error) (string, bool) {
+	if s.cfg.FrontendRedirectURL == "" {
+		return "", false
+	}
+	u, perr := url.Parse(s.cfg.FrontendRedirectURL)
+	if perr != nil {
+		return "", false
+	}
+	q := u.Query()
+	for _, k := range []string{"status", "reason"} {
+		q.Del(k)
+	}
+	if err == nil {
+		q.Set("status", "connected")
+	} else {
+		q.Set("status", "error")
+		q.Set("reason", errorCode(err))
+	}
+	u.RawQuery = q.Encode()
+	return u.String(), true
+}
 
 // Start is what a front end needs to run Embedded Signup in either flow.
 type Start struct {
