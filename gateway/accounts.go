@@ -30,6 +30,10 @@ func (s *Server) testMessage(ctx *fasthttp.RequestCtx, claims auth.Claims) {
 		writeError(ctx, errTestMessageBody)
 		return
 	}
+	if o, _ := v.Object(); hasDuplicateKey(o) {
+		writeError(ctx, errDuplicateField)
+		return
+	}
 	tv := v.Get("to")
 	if tv == nil {
 		writeError(ctx, errTestMessageBody)

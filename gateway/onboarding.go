@@ -79,6 +79,9 @@ func parseSignupBody(p *fastjson.Parser, body []byte, tenant string, tenantField
 	if err != nil || v.Type() != fastjson.TypeObject {
 		return out, errOnboardingBody
 	}
+	if o, _ := v.Object(); hasDuplicateKey(o) {
+		return out, errDuplicateField
+	}
 	for _, f := range []struct {
 		name     string
 		dst      *string

@@ -29,20 +29,25 @@ var ErrNotConfigured = errors.New("graph: meta.app_id and meta.app_secret are no
 // token and appsecret_proof.
 type appCredentials struct {
 	id, secret string
-	macs       *sync.Pool // of hash.Hash keyed with secret; nil without a secret
+	macs       *sync.Pool // of *prover; nil without a secret
+}
+
+// prover is one pooled HMAC keyed with the app secret, with scratch space so that a
+// proof allocates nothing.
+type prover struct {
+	mac hash.Hash
+	in  []byte
+	sum [sha256.Size]byte
 }
 
 func newAppCredentials(id, secret string) appCredentials {
 	a := appCredentials{id: id, secret: secret}
 	if secret != "" {
 		key := []byte(secret)
-		a.macs = &sync.Pool{New: func() any { return hmac.New(sha256.New, key) }}
+		a.macs = &sync.Pool{New: func() any { return &prover{mac: hmac.New(sha256.New, key)} }}
 	}
 	return a
 }
-
-// proofLen is the length of an appsecret_proof: hex of an HMAC-SHA256.
-const proofLen = 2 * sha256.Size
 
 // appendProofQuery appends sep, "appsecret_proof=" and the proof of token to b, or
 // nothing without an app secret. The keyed HMACs are pooled: a send computes one with no
@@ -57,13 +62,16 @@ func (a *appCredentials) appendProofQuery(b []byte, sep byte, token string) []by
 }
 
 func (a *appCredentials) appendProof(b []byte, token string) []byte {
-	m := a.macs.Get().(hash.Hash)
-	m.Reset()
-	_, _ = m.Write([]byte(token))
-	var sum [sha256.Size]byte
-	m.Sum(sum[:0])
-	a.macs.Put(m)
-	return hex.AppendEncode(b, sum[:])
+	p := a.macs.Get().(*prover)
+	p.mac.Reset()
+	p.in = append(p.in[:0], token...)
+	_, _ = p.mac.Write(p.in)
+	p.mac.Sum(p.sum[:0])
+	b = hex.AppendEncode(b, p.sum[:])
+	if cap(p.in) <= 4096 {
+		a.macs.Put(p)
+	}
+	return b
 }
 
 // AppSecretProof is Meta's appsecret_proof of token: the hex HMAC-SHA256 of the token
