@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -216,11 +217,14 @@ func (s *Server) writeOnboardingError(ctx *fasthttp.RequestCtx, err error) {
 }
 
 func writeJSONAnswer(ctx *fasthttp.RequestCtx, status int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false) // URLs keep their & readable
+	if err := enc.Encode(v); err != nil {
 		writeError(ctx, errInternal)
 		return
 	}
+	b := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 	ctx.Response.Header.Set(fasthttp.HeaderCacheControl, "no-store")
 	ctx.SetStatusCode(status)
 	ctx.SetContentType("application/json")
