@@ -53,12 +53,49 @@ type Kafka struct {
 	Partitions int `koanf:"partitions"`
 	// ReplicationFactor is used when aerogate creates its topics.
 	ReplicationFactor int `koanf:"replication_factor"`
-	// BatchTimeout bounds how long the producer waits to fill a batch.
+	// BatchTimeout is no longer used: every producer sends as soon as a request slot is
+	// free. The key stays so that existing configurations load.
 	BatchTimeout time.Duration `koanf:"batch_timeout"`
 	// WriteTimeout bounds a produce call; past it the gateway answers 503.
 	WriteTimeout time.Duration `koanf:"write_timeout"`
 	// ClientID names this process to the brokers.
 	ClientID string `koanf:"client_id"`
+	// TLS and SASL apply to every connection of every role to the brokers.
+	TLS  KafkaTLS  `koanf:"tls"`
+	SASL KafkaSASL `koanf:"sasl"`
+}
+
+// KafkaTLS configures TLS to the brokers.
+type KafkaTLS struct {
+	Enabled bool `koanf:"enabled"`
+	// CAFile is a PEM bundle of the CAs that sign the brokers' certificates; empty means
+	// the system's roots.
+	CAFile string `koanf:"ca_file"`
+	// CertFile and KeyFile are a PEM client certificate and key, for brokers that
+	// authenticate clients by certificate; both or neither.
+	CertFile string `koanf:"cert_file"`
+	KeyFile  string `koanf:"key_file"`
+	// ServerName is the name checked against the brokers' certificates; empty means each
+	// broker's host name.
+	ServerName string `koanf:"server_name"`
+}
+
+// SASL mechanisms of kafka.sasl.mechanism.
+const (
+	SASLPlain       = "PLAIN"
+	SASLScramSHA256 = "SCRAM-SHA-256"
+	SASLScramSHA512 = "SCRAM-SHA-512"
+)
+
+// SASLMechanisms lists the values kafka.sasl.mechanism accepts (besides empty: none).
+var SASLMechanisms = []string{SASLPlain, SASLScramSHA256, SASLScramSHA512}
+
+// KafkaSASL configures SASL authentication to the brokers.
+type KafkaSASL struct {
+	// Mechanism is PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; empty means no SASL.
+	Mechanism string `koanf:"mechanism"`
+	Username  string `koanf:"username"`
+	Password  string `koanf:"password"` // secret
 }
 
 // Dev configures `aerogate dev`.

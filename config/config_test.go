@@ -206,6 +206,8 @@ func TestEveryKeyHasEnvAndFlag(t *testing.T) {
 			value, want = "42", "42"
 		case k.typ.Kind() == reflect.Slice:
 			value, want = "x,y", "x,y"
+		case k.typ.Kind() == reflect.Bool:
+			value, want = "true", "true"
 		default:
 			value, want = "v42", "v42"
 		}
@@ -402,6 +404,20 @@ func TestValidate(t *testing.T) {
 		{name: "public base url", edit: func(c *Config) { c.PublicBaseURL = "api.aerostic.com" }, keys: []string{"public_base_url"}},
 		{name: "log level and format", edit: func(c *Config) { c.Log.Level = "loud"; c.Log.Format = "xml" }, keys: []string{"log.level", "log.format"}},
 		{name: "dev addresses", edit: func(c *Config) { c.Dev.KafkaAddr = "nope"; c.Dev.FakeGraphAddr = "" }, keys: []string{"dev.kafka_addr", "dev.fake_graph_addr"}},
+		{name: "kafka tls", edit: func(c *Config) {
+			c.Kafka.TLS = KafkaTLS{Enabled: true, CAFile: "testdata/file.yaml", CertFile: "testdata/file.yaml", KeyFile: "testdata/file.yaml", ServerName: "kafka"}
+		}},
+		{name: "kafka tls ca file missing", edit: func(c *Config) { c.Kafka.TLS = KafkaTLS{Enabled: true, CAFile: "testdata/no-such-ca.pem"} }, keys: []string{"kafka.tls.ca_file"}},
+		{name: "kafka tls cert without key", edit: func(c *Config) { c.Kafka.TLS = KafkaTLS{Enabled: true, CertFile: "testdata/file.yaml"} }, keys: []string{"kafka.tls.key_file"}},
+		{name: "kafka tls settings while disabled", edit: func(c *Config) { c.Kafka.TLS = KafkaTLS{CAFile: "testdata/file.yaml", ServerName: "kafka"} },
+			keys: []string{"kafka.tls.ca_file", "kafka.tls.server_name"}},
+		{name: "kafka sasl scram", edit: func(c *Config) {
+			c.Kafka.SASL = KafkaSASL{Mechanism: "scram-sha-512", Username: "u", Password: "hunter2"}
+		}},
+		{name: "kafka sasl unknown mechanism", edit: func(c *Config) { c.Kafka.SASL = KafkaSASL{Mechanism: "GSSAPI", Username: "u", Password: "hunter2"} },
+			keys: []string{"kafka.sasl.mechanism"}},
+		{name: "kafka sasl without password", edit: func(c *Config) { c.Kafka.SASL = KafkaSASL{Mechanism: SASLPlain, Username: "u"} }, keys: []string{"kafka.sasl.password"}},
+		{name: "kafka sasl password without mechanism", edit: func(c *Config) { c.Kafka.SASL = KafkaSASL{Password: "hunter2"} }, keys: []string{"kafka.sasl.mechanism"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -447,13 +463,14 @@ func TestSecretsAbsentFromHelp(t *testing.T) {
 			t.Errorf("secret %s has a flag", key)
 		}
 	}
-	for _, key := range []string{"database.url", "jwt.secret", "meta.app_secret", "meta.verify_token", "secrets.token_keys"} {
+	for _, key := range []string{"database.url", "jwt.secret", "kafka.sasl.password", "meta.app_secret", "meta.verify_token", "secrets.token_keys"} {
 		if !IsSecret(key) {
 			t.Errorf("%s is not treated as secret", key)
 		}
 	}
 	for _, k := range keys().list {
-		if !k.secret && !strings.Contains(help, "--"+k.key+" ") {
+		// A bool flag shows as --key[=true|false].
+		if !k.secret && !strings.Contains(help, "--"+k.key+" ") && !strings.Contains(help, "--"+k.key+"[") {
 			t.Errorf("--help lacks --%s", k.key)
 		}
 	}
@@ -473,7 +490,8 @@ func TestRedacted(t *testing.T) {
 	c.Meta.AppID = "1234"
 	c.Proxy.Upstreams = []string{"http://svc:proxy-password-value@backend:8000"}
 	c.Secrets.TokenKeys = []string{tokenKey("k1"), "malformed-token-key-value"}
-	secrets := []string{
+	c.Kafka.SASL = KafkaSASL{Mechanism: SASLScramSHA512, Username: "aerogate", Password: "kafka-sasl-password-value"}
+	secrets := []string{"kafka-sasl-password-value",
 		c.JWT.Secret, "hunter2-db-password", "meta-app-secret-value", "meta-verify-token-value",
 		base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32)), "malformed-token-key-value", "proxy-password-value",
 	}
@@ -485,14 +503,16 @@ func TestRedacted(t *testing.T) {
 		t.Fatal("Redacted changed its receiver")
 	}
 	wants := map[string]string{
-		"jwt.secret":         Redacted,
-		"meta.app_secret":    Redacted,
-		"meta.verify_token":  Redacted,
-		"secrets.token_keys": "k1:" + Redacted + "," + Redacted,
-		"database.url":       "postgres://aerogate:redacted@db:5432/aerogate",
-		"meta.app_id":        "1234",
-		"http.addr":          c.HTTP.Addr,
-		"kafka.brokers":      "kafka-1:9092,kafka-2:9092",
+		"jwt.secret":          Redacted,
+		"kafka.sasl.password": Redacted,
+		"kafka.sasl.username": "aerogate",
+		"meta.app_secret":     Redacted,
+		"meta.verify_token":   Redacted,
+		"secrets.token_keys":  "k1:" + Redacted + "," + Redacted,
+		"database.url":        "postgres://aerogate:redacted@db:5432/aerogate",
+		"meta.app_id":         "1234",
+		"http.addr":           c.HTTP.Addr,
+		"kafka.brokers":       "kafka-1:9092,kafka-2:9092",
 	}
 	for key, want := range wants {
 		if got := get(r, key); got != want {

@@ -17,11 +17,12 @@ const EnvConfigFile = EnvPrefix + "CONFIG"
 // secretKeys never get a flag (so they stay out of --help and ps) and are redacted
 // in logs. database.url is here because it may carry a password.
 var secretKeys = map[string]bool{
-	"database.url":       true,
-	"jwt.secret":         true,
-	"meta.app_secret":    true,
-	"meta.verify_token":  true,
-	"secrets.token_keys": true,
+	"database.url":        true,
+	"jwt.secret":          true,
+	"kafka.sasl.password": true,
+	"meta.app_secret":     true,
+	"meta.verify_token":   true,
+	"secrets.token_keys":  true,
 }
 
 // usages is the --help text of each key; a test checks that every key has one.
@@ -38,9 +39,17 @@ var usages = map[string]string{
 	"kafka.brokers":                 "Kafka brokers, comma-separated; empty in dev means the embedded broker",
 	"kafka.partitions":              "partition count of the topics aerogate creates",
 	"kafka.replication_factor":      "replication factor of the topics aerogate creates",
-	"kafka.batch_timeout":           "longest wait to fill a produce batch of the sender's retry and DLQ producers (the gateway sends as soon as a request slot is free)",
+	"kafka.batch_timeout":           "not used (every producer sends as soon as a request slot is free); accepted so existing configurations load",
 	"kafka.write_timeout":           "longest produce call; past it the gateway answers 503",
 	"kafka.client_id":               "client id sent to the brokers",
+	"kafka.tls.enabled":             "connect to the brokers over TLS",
+	"kafka.tls.ca_file":             "PEM CA bundle for the brokers' certificates (default: the system's roots)",
+	"kafka.tls.cert_file":           "PEM client certificate, for brokers that authenticate clients by certificate",
+	"kafka.tls.key_file":            "PEM key of kafka.tls.cert_file",
+	"kafka.tls.server_name":         "name checked against the brokers' certificates (default: each broker's host)",
+	"kafka.sasl.mechanism":          "SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; empty means none",
+	"kafka.sasl.username":           "SASL user name",
+	"kafka.sasl.password":           "SASL password (secret)",
 	"dev.data_dir":                  "where dev keeps the embedded broker's log and its generated keys",
 	"dev.kafka_addr":                "embedded broker listen address in dev",
 	"dev.fake_graph_addr":           "fake Graph API listen address in dev",

@@ -17,6 +17,7 @@ func (c Config) Redacted() Config {
 	r := c
 	r.Database.URL = redactURLString(c.Database.URL)
 	r.JWT.Secret = redactString(c.JWT.Secret)
+	r.Kafka.SASL.Password = redactString(c.Kafka.SASL.Password)
 	r.Meta.AppSecret = redactString(c.Meta.AppSecret)
 	r.Meta.VerifyToken = redactString(c.Meta.VerifyToken)
 	if c.Secrets.TokenKeys != nil {

@@ -4,8 +4,10 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/url"
+	"os"
 	"regexp"
 	"slices"
 	"strconv"
@@ -80,6 +82,7 @@ func (c Config) Validate() error {
 	if c.Kafka.ClientID == "" {
 		bad("kafka.client_id", "required")
 	}
+	errs = append(errs, c.Kafka.validateSecurity()...)
 
 	if c.Dev.DataDir == "" {
 		bad("dev.data_dir", "required")
@@ -202,6 +205,69 @@ func (j JWT) validate(dev bool) []error {
 		bad("jwt.cache_size", "must be positive, got %d", j.CacheSize)
 	}
 	return errs
+}
+
+// validateSecurity checks kafka.tls.* and kafka.sasl.*: the files must be readable now,
+// not at the first connection. internal/queue builds the TLS and SASL settings from them.
+func (k Kafka) validateSecurity() []error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf(key+": "+format, args...))
+	}
+	files := []struct{ key, path string }{
+		{"kafka.tls.ca_file", k.TLS.CAFile},
+		{"kafka.tls.cert_file", k.TLS.CertFile},
+		{"kafka.tls.key_file", k.TLS.KeyFile},
+	}
+	for _, f := range files {
+		switch {
+		case f.path == "":
+		case !k.TLS.Enabled:
+			bad(f.key, "set but kafka.tls.enabled is false")
+		default:
+			if err := checkReadable(f.path); err != nil {
+				bad(f.key, "%v", err)
+			}
+		}
+	}
+	if k.TLS.ServerName != "" && !k.TLS.Enabled {
+		bad("kafka.tls.server_name", "set but kafka.tls.enabled is false")
+	}
+	if k.TLS.CertFile != "" && k.TLS.KeyFile == "" {
+		bad("kafka.tls.key_file", "required with kafka.tls.cert_file")
+	}
+	if k.TLS.KeyFile != "" && k.TLS.CertFile == "" {
+		bad("kafka.tls.cert_file", "required with kafka.tls.key_file")
+	}
+
+	switch mech := strings.ToUpper(k.SASL.Mechanism); {
+	case mech == "":
+		if k.SASL.Username != "" || k.SASL.Password != "" {
+			bad("kafka.sasl.mechanism", "required when kafka.sasl.username or kafka.sasl.password is set (%s)", strings.Join(SASLMechanisms, ", "))
+		}
+	case !slices.Contains(SASLMechanisms, mech):
+		bad("kafka.sasl.mechanism", "must be %s, got %q", strings.Join(SASLMechanisms, ", "), k.SASL.Mechanism)
+	default:
+		if k.SASL.Username == "" {
+			bad("kafka.sasl.username", "required with kafka.sasl.mechanism %s", mech)
+		}
+		if k.SASL.Password == "" {
+			bad("kafka.sasl.password", "required with kafka.sasl.mechanism %s", mech)
+		}
+	}
+	return errs
+}
+
+// checkReadable opens path for reading; its error names the path, never the contents.
+func checkReadable(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return fmt.Errorf("cannot read %s: %w", path, err)
+	}
+	return f.Close()
 }
 
 func checkHostPort(v string, needHost bool) error {

@@ -29,7 +29,9 @@ var (
 	errNeedsReconnect      = &apiError{http.StatusConflict, "account_needs_reconnect", "the WhatsApp account must be reconnected"}
 	errAccountDisconnected = &apiError{http.StatusConflict, "account_disconnected", "the WhatsApp account was disconnected; connect it again with Embedded Signup"}
 	errBodyTooLarge        = &apiError{http.StatusRequestEntityTooLarge, "body_too_large", "request body exceeds the size limit"}
-	errQueueUnavailable    = &apiError{http.StatusServiceUnavailable, "queue_unavailable", "the message could not be queued; retry"}
+	errQueueUnavailable    = &apiError{http.StatusServiceUnavailable, "queue_unavailable", "the message was not queued; nothing was sent: retry"}
+	errQueueTimeout        = &apiError{http.StatusGatewayTimeout, "queue_timeout", "the queue did not confirm the message in time: it may have been accepted and may still be sent; check GET /v1/messages/{id}, or retry with the same Idempotency-Key (a retry without one may send twice)"}
+	errKeyReused           = &apiError{http.StatusUnprocessableEntity, "idempotency_key_reused", "this Idempotency-Key was first used with another request (path, phone_number_id or body); nothing was sent"}
 	errUnavailable         = &apiError{http.StatusServiceUnavailable, "unavailable", "a dependency is unavailable; retry"}
 	errInternal            = &apiError{http.StatusInternalServerError, "internal_error", "internal error"}
 	errBadRequest          = &apiError{http.StatusBadRequest, "bad_request", "malformed request"}
@@ -52,7 +54,11 @@ const headerRequestID = "X-Request-Id"
 
 // writeError answers with {"error":{"code","message","request_id"}}. The request id is
 // read back from the response header the middleware set.
-func writeError(ctx *fasthttp.RequestCtx, e *apiError) {
+func writeError(ctx *fasthttp.RequestCtx, e *apiError) { writeErrorWithID(ctx, e, nil) }
+
+// writeErrorWithID answers like writeError, adding the message id ("id") the error is
+// about when id is not empty.
+func writeErrorWithID(ctx *fasthttp.RequestCtx, e *apiError, id []byte) {
 	ctx.Response.ResetBody()
 	ctx.SetStatusCode(e.status)
 	ctx.SetContentType("application/json")
@@ -63,6 +69,10 @@ func writeError(ctx *fasthttp.RequestCtx, e *apiError) {
 	b = appendJSONString(b, e.message)
 	b = append(b, `,"request_id":`...)
 	b = appendJSONString(b, ctx.Response.Header.Peek(headerRequestID))
+	if len(id) > 0 {
+		b = append(b, `,"id":`...)
+		b = appendJSONString(b, id)
+	}
 	b = append(b, "}}"...)
 	ctx.SetBody(b)
 }

@@ -1,7 +1,9 @@
 // Package gateway is aerogate's fasthttp edge: tenant JWT authentication, the send API
 // (POST /v1/messages and the Cloud-API-compatible POST /{version}/{phone_number_id}/messages),
-// message status (GET /v1/messages/{id}), health and readiness. A send is answered only
-// after Kafka acknowledged it; Postgres is never waited on in the hot path.
+// message status (GET /v1/messages/{id}), health and readiness. A send is answered 202
+// only after Kafka acknowledged it; otherwise 503 when it provably was not written, and
+// 504 with its id when it may have been. Postgres is waited on only for a send with an
+// Idempotency-Key (the key is bound to its request before anything is published).
 package gateway
 
 import (
@@ -25,8 +27,10 @@ import (
 )
 
 // Publisher writes messages to wa.sends and returns once they are acknowledged;
-// *kafka.Writer (from queue.NewWriter, acks=all) satisfies it. The writer may keep the
-// messages' bytes after a failed or cancelled call, so the gateway never reuses them then.
+// *queue.Producer (acks=all) satisfies it. Its errors are read with
+// queue.ClassifyWriteError: only one wrapping queue.ErrNotWritten is answered 503, any
+// other 504. The writer may keep the messages' bytes after a failed or cancelled call, so
+// the gateway never reuses them then.
 type Publisher interface {
 	WriteMessages(ctx context.Context, msgs ...kafka.Message) error
 }
@@ -46,8 +50,9 @@ type ReadyCheck struct {
 type Options struct {
 	Verifier *auth.Verifier
 	Resolver AccountResolver
-	// Messages records accepted sends and answers GET /v1/messages/{id}. Nil disables
-	// both (GET answers 503).
+	// Messages records accepted sends, binds Idempotency-Keys to their first request,
+	// and answers GET /v1/messages/{id}. Nil disables all three (GET answers 503; a key
+	// then only derives the message id).
 	Messages *message.Repository
 	Sends    Publisher
 	// Onboarding serves Embedded Signup, the test message and the accounts API; nil
@@ -62,8 +67,9 @@ type Options struct {
 	// TenantClaim is the JWT claim holding the tenant; a query parameter or body field of
 	// that name (or "tenantId") must equal the token's tenant.
 	TenantClaim string
-	// PublishTimeout bounds the wait for Kafka's acknowledgement; past it, 503.
-	// Default 5s.
+	// PublishTimeout bounds the wait for Kafka's acknowledgement; past it, 504
+	// queue_timeout (the send may be queued) or, when the write provably did not reach
+	// a broker, 503 queue_unavailable. Default 5s.
 	PublishTimeout time.Duration
 
 	// RecordBuffer is how many accepted messages may wait to be recorded in Postgres
@@ -89,7 +95,8 @@ type Options struct {
 // Metrics are counters since start.
 type Metrics struct {
 	Accepted        uint64 // sends answered 202/200
-	PublishErrors   uint64 // sends answered 503 because Kafka did not acknowledge
+	PublishErrors   uint64 // sends answered 503 or 504 because Kafka did not acknowledge
+	PublishUnknown  uint64 // of PublishErrors: answered 504, the send may be queued
 	RecordDropped   uint64 // accepted records dropped because the buffer was full
 	RecordErrors    uint64 // accepted records lost to a failed INSERT
 	Recorded        uint64 // accepted records written
@@ -110,10 +117,11 @@ type Server struct {
 	ridPrefix   [9]byte
 	ridCounter  atomic.Uint64
 
-	accepted      atomic.Uint64
-	publishErrors atomic.Uint64
-	publishErrLog everySecond
-	panics        atomic.Uint64
+	accepted       atomic.Uint64
+	publishErrors  atomic.Uint64
+	publishUnknown atomic.Uint64
+	publishErrLog  everySecond
+	panics         atomic.Uint64
 
 	closeOnce sync.Once
 }
@@ -258,6 +266,7 @@ func (s *Server) Metrics() Metrics {
 	m := Metrics{
 		Accepted:        s.accepted.Load(),
 		PublishErrors:   s.publishErrors.Load(),
+		PublishUnknown:  s.publishUnknown.Load(),
 		PanicsRecovered: s.panics.Load(),
 	}
 	if s.rec != nil {

@@ -36,11 +36,15 @@ type acceptedRecord struct {
 	recipient digits
 	key       string
 	at        time.Time
+	// unknown: answered 504 (Kafka did not confirm in time): recorded with status
+	// unknown, which only a claim or an acknowledged retry moves forward.
+	unknown bool
 }
 
 // recorder writes accepted messages to Postgres in batches, off the request path: a
 // send is already durable in Kafka when it is recorded here, and the sender creates the
-// row if this record is lost, so a full buffer drops the record instead of waiting.
+// row if this record is lost, so a full buffer drops the record instead of waiting. It
+// also records the sends answered 504, as unknown.
 type recorder struct {
 	// collecting lets one worker at a time gather a batch, so concurrent workers do not
 	// split the records between them: one collects while the other inserts.
@@ -200,6 +204,10 @@ func (r *recorder) close(ctx context.Context) error {
 }
 
 func (rec *acceptedRecord) message() message.Message {
+	status := message.StatusAccepted
+	if rec.unknown {
+		status = message.StatusUnknown
+	}
 	return message.Message{
 		ID:             rec.id.String(),
 		TenantID:       rec.tenantID,
@@ -207,7 +215,7 @@ func (rec *acceptedRecord) message() message.Message {
 		PhoneNumberID:  rec.phone,
 		Recipient:      rec.recipient.String(),
 		IdempotencyKey: rec.key,
-		Status:         message.StatusAccepted,
+		Status:         status,
 		AcceptedAt:     rec.at,
 	}
 }

@@ -60,10 +60,14 @@ func Run(ctx context.Context, cfg config.Config) error {
 		return fmt.Errorf("gateway: building jwt verifier: %w", err)
 	}
 
+	kafka, err := queue.NewCluster(cfg.Kafka)
+	if err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
 	// Topics are created by dev and by operators; creating a missing one here is a
 	// convenience, and a broker that is down at start shows on /readyz instead.
 	tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	if err := queue.EnsureTopics(tctx, cfg.Kafka.Brokers, []string{queue.TopicSends},
+	if err := kafka.EnsureTopics(tctx, []string{queue.TopicSends},
 		cfg.Kafka.Partitions, cfg.Kafka.ReplicationFactor); err != nil {
 		log.Warn("could not ensure the sends topic exists", "topic", queue.TopicSends, "error", err.Error())
 	}
@@ -71,13 +75,10 @@ func Run(ctx context.Context, cfg config.Config) error {
 
 	// Concurrent requests share produce requests (one per partition leader, murmur2
 	// keys, acks=all) instead of each paying for its own; no batch timer is involved.
-	writer := queue.NewCoalescingWriter(queue.NewWriter(queue.WriterConfig{
-		Brokers:      cfg.Kafka.Brokers,
-		Topic:        queue.TopicSends,
-		WriteTimeout: cfg.Kafka.WriteTimeout,
-		ClientID:     cfg.Kafka.ClientID,
-		Logger:       log,
-	}), queue.CoalescingConfig{Timeout: cfg.Kafka.WriteTimeout})
+	writer, err := queue.NewProducer(queue.ProducerConfig{Cluster: kafka, Topic: queue.TopicSends, Timeout: cfg.Kafka.WriteTimeout})
+	if err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
 	defer func() {
 		if err := writer.Close(); err != nil {
 			log.Warn("closing kafka writer", "error", err.Error())
@@ -89,7 +90,6 @@ func Run(ctx context.Context, cfg config.Config) error {
 		return fmt.Errorf("gateway: %w", err)
 	}
 
-	brokers := cfg.Kafka.Brokers
 	srv, err := New(Options{
 		Onboarding: signup,
 		Verifier:   verifier,
@@ -98,7 +98,7 @@ func Run(ctx context.Context, cfg config.Config) error {
 		Sends:      writer,
 		ReadyChecks: []ReadyCheck{
 			{Name: "postgres", Check: pool.Ping},
-			{Name: "kafka", Check: func(ctx context.Context) error { return queue.Ping(ctx, brokers) }},
+			{Name: "kafka", Check: kafka.Ping},
 		},
 		MaxSendBodyBytes: cfg.HTTP.MaxSendBodyBytes,
 		MaxBodyBytes:     cfg.HTTP.MaxBodyBytes,

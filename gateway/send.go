@@ -1,6 +1,9 @@
 package gateway
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"sync"
 	"time"
@@ -12,6 +15,8 @@ import (
 
 	"github.com/aerostic/aerogate/internal/account"
 	"github.com/aerostic/aerogate/internal/auth"
+	"github.com/aerostic/aerogate/internal/message"
+	"github.com/aerostic/aerogate/internal/queue"
 )
 
 const headerIdempotencyKey = "Idempotency-Key"
@@ -24,6 +29,7 @@ type sendState struct {
 	payload []byte // the payload when aerogate-only fields were removed
 	msg     []byte // key + envelope: one buffer, two slices
 	hashBuf []byte
+	fp      []byte // a keyed request's fingerprint
 	out     []byte
 	msgs    [1]kafka.Message
 }
@@ -115,10 +121,40 @@ func (s *Server) send(ctx *fasthttp.RequestCtx, claims auth.Claims, pathPNID str
 		return
 	}
 
+	// With an Idempotency-Key the id is derived from (tenant, key), so every retry of a
+	// send, after any answer, names the same message, and the sender sends a message id
+	// at most once: a retry after a 504 can never send twice. The key is bound to the
+	// fingerprint of its first request before anything is published.
 	var id uuid.UUID
 	if key != nil {
 		st.hashBuf = st.hashBuf[:0]
 		id = idempotentID(st.hashBuf, claims.TenantID, key)
+		if s.opts.Messages != nil {
+			st.fp = appendFingerprint(st.fp[:0], graph, acct.PhoneNumberID, req.payload)
+			b, err := s.opts.Messages.BindKey(bounded, claims.TenantID, string(key), st.fp, id.String())
+			if err != nil {
+				st.release()
+				s.log.Error("binding idempotency key", "request_id", string(ctx.Response.Header.Peek(headerRequestID)),
+					"tenant", claims.TenantID, "error", err.Error())
+				ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
+				writeError(ctx, errUnavailable)
+				return
+			}
+			if !b.Same {
+				st.release()
+				writeError(ctx, errKeyReused)
+				return
+			}
+			if b.Status != "" && b.Status != message.StatusUnknown {
+				// The same request again, and its message is known to be queued: the
+				// same answer, with the status it has now; nothing is published again.
+				// Without a row (not written, or not recorded yet) or while unknown, it
+				// is published again below: the sender sends the id at most once.
+				s.writeSent(ctx, st, &req, id, graph, string(b.Status))
+				st.release()
+				return
+			}
+		}
 	} else {
 		id = timeOrderedID(now)
 	}
@@ -134,13 +170,7 @@ func (s *Server) send(ctx *fasthttp.RequestCtx, claims auth.Claims, pathPNID str
 	err = s.opts.Sends.WriteMessages(bounded, st.msgs[:]...)
 	if err != nil {
 		// The writer may still hold st's bytes: leave st to the garbage collector.
-		n := s.publishErrors.Add(1)
-		if s.publishErrLog.allow() {
-			s.log.Warn("publishing send failed: answering 503", "request_id", string(ctx.Response.Header.Peek(headerRequestID)),
-				"tenant", claims.TenantID, "publish_errors_total", n, "error", err.Error())
-		}
-		ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
-		writeError(ctx, errQueueUnavailable)
+		s.answerUnpublished(ctx, queue.ClassifyWriteError(err), claims.TenantID, id, acct, &req, key, now)
 		return
 	}
 	s.accepted.Add(1)
@@ -156,7 +186,13 @@ func (s *Server) send(ctx *fasthttp.RequestCtx, claims auth.Claims, pathPNID str
 			at:        now,
 		})
 	}
+	s.writeSent(ctx, st, &req, id, graph, string(message.StatusAccepted))
+	st.release()
+}
 
+// writeSent answers a queued send: 202 {"id","status"} or, on the Cloud API path, 200
+// with Meta's shape and status as message_status.
+func (s *Server) writeSent(ctx *fasthttp.RequestCtx, st *sendState, req *sendRequest, id uuid.UUID, graph bool, status string) {
 	out := st.out[:0]
 	if graph {
 		out = append(out, `{"messaging_product":"whatsapp","contacts":[{"input":`...)
@@ -165,18 +201,97 @@ func (s *Server) send(ctx *fasthttp.RequestCtx, claims auth.Claims, pathPNID str
 		out = appendJSONString(out, req.recipient())
 		out = append(out, `}],"messages":[{"id":"`...)
 		out = appendUUID(out, id)
-		out = append(out, `","message_status":"accepted"}]}`...)
+		out = append(out, `","message_status":`...)
+		out = appendJSONString(out, status)
+		out = append(out, `}]}`...)
 		ctx.SetStatusCode(fasthttp.StatusOK)
 	} else {
 		out = append(out, `{"id":"`...)
 		out = appendUUID(out, id)
-		out = append(out, `","status":"accepted"}`...)
+		out = append(out, `","status":`...)
+		out = appendJSONString(out, status)
+		out = append(out, '}')
 		ctx.SetStatusCode(fasthttp.StatusAccepted)
 	}
 	ctx.SetContentType("application/json")
 	ctx.SetBody(out)
 	st.out = out
-	st.release()
+}
+
+// answerUnpublished answers a send Kafka did not acknowledge, by what may have happened
+// to it (err is classified by queue.ClassifyWriteError):
+//
+//   - queue.ErrNotWritten: it cannot be on wa.sends. 503 queue_unavailable with
+//     Retry-After: nothing was accepted and nothing will be sent.
+//   - anything else (queue.ErrOutcomeUnknown): the produce request may have reached the
+//     broker, which may append it now or much later (a frozen broker appends what it
+//     read when it wakes), and then the sender delivers it. 504 queue_timeout with the
+//     message id, recorded as unknown: GET /v1/messages/{id} says unknown until a sender
+//     claims it (then sending, sent or failed) or a retry with the same key is
+//     acknowledged (accepted). An unknown that never moves was never appended.
+func (s *Server) answerUnpublished(ctx *fasthttp.RequestCtx, err error, tenant string, id uuid.UUID, acct *account.Account,
+	req *sendRequest, key []byte, now time.Time) {
+	n := s.publishErrors.Add(1)
+	unknown := !errors.Is(err, queue.ErrNotWritten)
+	if unknown {
+		s.publishUnknown.Add(1)
+	}
+	if s.publishErrLog.allow() {
+		answer := 503
+		if unknown {
+			answer = 504
+		}
+		s.log.Warn("publishing send failed", "request_id", string(ctx.Response.Header.Peek(headerRequestID)),
+			"tenant", tenant, "answer", answer, "publish_errors_total", n, "error", err.Error())
+	}
+	ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
+	if !unknown {
+		writeError(ctx, errQueueUnavailable)
+		return
+	}
+	if s.rec != nil {
+		s.rec.add(acceptedRecord{
+			id:        id,
+			tenantID:  tenant,
+			accountID: acct.ID,
+			phone:     acct.PhoneNumberID,
+			recipient: newDigits(req.recipient()),
+			key:       string(key),
+			at:        now,
+			unknown:   true,
+		})
+	}
+	var buf [36]byte
+	writeErrorWithID(ctx, errQueueTimeout, appendUUID(buf[:0], id))
+}
+
+// Path kinds in a fingerprint: the same body to the two send routes is two requests.
+const (
+	fingerprintV1    = "POST /v1/messages"
+	fingerprintGraph = "POST /{version}/{phone_number_id}/messages"
+)
+
+// appendFingerprint appends the SHA-256 that binds an Idempotency-Key to its request:
+// the path kind, the phone number id the send goes from, and the Cloud API payload
+// without insignificant whitespace (aerogate-only fields are already out of it).
+func appendFingerprint(dst []byte, graph bool, phoneNumberID string, payload []byte) []byte {
+	kind := fingerprintV1
+	if graph {
+		kind = fingerprintGraph
+	}
+	h := sha256.New()
+	var sep = [1]byte{0}
+	h.Write([]byte(kind))
+	h.Write(sep[:])
+	h.Write([]byte(phoneNumberID))
+	h.Write(sep[:])
+	var compact bytes.Buffer
+	if json.Compact(&compact, payload) == nil {
+		h.Write(compact.Bytes())
+	} else {
+		h.Write(payload) // validated JSON already; never taken
+	}
+	return h.Sum(dst)
 }
 
 // writeAccountError maps the resolver's and Usable's errors. Another tenant's number

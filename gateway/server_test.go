@@ -4,12 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/segmentio/kafka-go"
 	"github.com/valyala/fasthttp"
 
@@ -40,10 +42,13 @@ type nopSink struct{}
 
 func (nopSink) WriteMessages(context.Context, ...kafka.Message) error { return nil }
 
-type failingSink struct{}
+type failingSink struct{ err error }
 
-func (failingSink) WriteMessages(context.Context, ...kafka.Message) error {
-	return errors.New("broker gone")
+func (f failingSink) WriteMessages(context.Context, ...kafka.Message) error {
+	if f.err == nil {
+		return errors.New("broker gone")
+	}
+	return f.err
 }
 
 func unitServer(t testing.TB, res AccountResolver, sink Publisher) (*Server, string) {
@@ -100,12 +105,33 @@ func TestPanicRecovery(t *testing.T) {
 	}
 }
 
+// TestPublishFailureNeverAccepts: a send Kafka did not acknowledge is never 202: 503
+// queue_unavailable only when the write provably reached no broker, else 504
+// queue_timeout with the message id (an unclassified error counts as maybe written).
 func TestPublishFailureNeverAccepts(t *testing.T) {
-	s, tok := unitServer(t, &fixedResolver{acct: testAccount()}, failingSink{})
-	ctx := sendCtx(tok, `{"messaging_product":"whatsapp","to":"1","type":"text","text":{"body":"x"}}`)
-	s.Handler()(ctx)
-	if ctx.Response.StatusCode() != 503 || string(ctx.Response.Header.Peek("Retry-After")) != "1" {
-		t.Fatalf("got %d %s", ctx.Response.StatusCode(), ctx.Response.Body())
+	for _, tc := range []struct {
+		name   string
+		err    error
+		status int
+		code   string
+	}{
+		{"not written", fmt.Errorf("publishing: %w: %w", queue.ErrUnavailable, queue.ErrNotWritten), 503, "queue_unavailable"},
+		{"outcome unknown", fmt.Errorf("publishing: %w: %w", queue.ErrUnavailable, queue.ErrOutcomeUnknown), 504, "queue_timeout"},
+		{"unclassified", errors.New("broker gone"), 504, "queue_timeout"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, tok := unitServer(t, &fixedResolver{acct: testAccount()}, failingSink{tc.err})
+			ctx := sendCtx(tok, `{"messaging_product":"whatsapp","to":"1","type":"text","text":{"body":"x"}}`)
+			s.Handler()(ctx)
+			var v struct{ Error struct{ Code, ID string } }
+			if err := json.Unmarshal(ctx.Response.Body(), &v); err != nil || ctx.Response.StatusCode() != tc.status ||
+				v.Error.Code != tc.code || string(ctx.Response.Header.Peek("Retry-After")) != "1" {
+				t.Fatalf("got %d %s, want %d %s", ctx.Response.StatusCode(), ctx.Response.Body(), tc.status, tc.code)
+			}
+			if _, err := uuid.Parse(v.Error.ID); (err == nil) != (tc.status == 504) {
+				t.Fatalf("error id %q: a 504 must name the message, a 503 need not", v.Error.ID)
+			}
+		})
 	}
 }
 
@@ -179,7 +205,10 @@ func BenchmarkSendHandler(b *testing.B) {
 			b.Fatal(err)
 		}
 		defer broker.Close()
-		p := queue.NewCoalescingWriter(queue.NewWriter(queue.WriterConfig{Brokers: broker.Addrs(), Topic: queue.TopicSends, Logger: slog.New(slog.DiscardHandler)}), queue.CoalescingConfig{})
+		p, err := queue.NewProducer(queue.ProducerConfig{Cluster: broker.Cluster(), Topic: queue.TopicSends})
+		if err != nil {
+			b.Fatal(err)
+		}
 		defer p.Close()
 		s, tok := unitServer(b, &fixedResolver{acct: testAccount()}, p)
 		h := s.Handler()
@@ -197,4 +226,36 @@ func BenchmarkSendHandler(b *testing.B) {
 			}
 		})
 	})
+}
+
+// TestFingerprint: an Idempotency-Key's request is its route, the phone number id it
+// goes from and its body; whitespace between JSON tokens is not part of it.
+func TestFingerprint(t *testing.T) {
+	const body = `{"messaging_product":"whatsapp","to":"1","type":"text","text":{"body":"a b"}}`
+	base := appendFingerprint(nil, false, "1001", []byte(body))
+	if len(base) != 32 {
+		t.Fatalf("fingerprint is %d bytes, want a SHA-256", len(base))
+	}
+	for _, tc := range []struct {
+		name  string
+		graph bool
+		pnid  string
+		body  string
+		same  bool
+	}{
+		{"same request", false, "1001", body, true},
+		{"whitespace between tokens", false, "1001", " {\n\"messaging_product\": \"whatsapp\", \"to\":\"1\",\t\"type\":\"text\",\"text\":{ \"body\":\"a b\" } }", true},
+		{"whitespace inside a string", false, "1001", `{"messaging_product":"whatsapp","to":"1","type":"text","text":{"body":"a  b"}}`, false},
+		{"another recipient", false, "1001", `{"messaging_product":"whatsapp","to":"2","type":"text","text":{"body":"a b"}}`, false},
+		{"another number", false, "1002", body, false},
+		{"the Cloud API route", true, "1001", body, false},
+		{"keys in another order", false, "1001", `{"to":"1","messaging_product":"whatsapp","type":"text","text":{"body":"a b"}}`, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := appendFingerprint(nil, tc.graph, tc.pnid, []byte(tc.body))
+			if same := string(got) == string(base); same != tc.same {
+				t.Fatalf("same fingerprint = %v, want %v", same, tc.same)
+			}
+		})
+	}
 }

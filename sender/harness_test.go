@@ -55,7 +55,7 @@ type testEnv struct {
 	accounts *account.Repository
 	resolver *account.Resolver
 	messages *message.Repository
-	sendsPub *queue.Publisher
+	sendsPub *queue.Producer
 }
 
 const testPartitions = 3
@@ -97,9 +97,19 @@ func newTestEnv(t testing.TB) *testEnv {
 	}()
 	t.Cleanup(func() { cancel(); <-done })
 	e.messages = message.NewRepository(e.pool)
-	e.sendsPub = queue.NewPublisher(queue.WriterConfig{Brokers: e.broker.Addrs(), Topic: queue.TopicSends, Logger: testLogger()})
-	t.Cleanup(func() { _ = e.sendsPub.Close() })
+	e.sendsPub = e.producer(queue.TopicSends)
 	return e
+}
+
+// producer writes to topic of the test broker until the test ends.
+func (e *testEnv) producer(topic string) *queue.Producer {
+	e.t.Helper()
+	p, err := queue.NewProducer(queue.ProducerConfig{Cluster: e.broker.Cluster(), Topic: topic})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { _ = p.Close() })
+	return p
 }
 
 // testSenderConfig has short delays so retries and waits show within a test.
@@ -122,6 +132,8 @@ func tuneForTests(o *sender.Options) {
 	o.RebalanceTimeout = 3 * time.Second
 	o.HeartbeatInterval = 200 * time.Millisecond
 	o.CommitInterval = 100 * time.Millisecond
+	// A crashed child's claims lapse soon (the fake answers in milliseconds).
+	o.ClaimLease = 5 * time.Second
 }
 
 func (e *testEnv) graphConfig() graph.Config {
@@ -141,7 +153,7 @@ func (e *testEnv) startSender(cfg config.Sender, gc graph.Config) *sender.Sender
 func (e *testEnv) runSender(cfg config.Sender, gc graph.Config, tune ...func(*sender.Options)) (s *sender.Sender, stop func()) {
 	e.t.Helper()
 	opts := sender.Options{
-		Brokers:     e.broker.Addrs(),
+		Kafka:       e.broker.Cluster(),
 		Config:      cfg,
 		Accounts:    e.resolver,
 		AccountRepo: e.accounts,
@@ -215,7 +227,7 @@ func (e *testEnv) produce(envs ...*queue.Envelope) {
 	}
 	for len(msgs) > 0 {
 		n := min(len(msgs), 500)
-		if err := e.sendsPub.PublishMessages(context.Background(), msgs[:n]...); err != nil {
+		if err := e.sendsPub.WriteMessages(context.Background(), msgs[:n]...); err != nil {
 			e.t.Fatalf("producing sends: %v", err)
 		}
 		msgs = msgs[n:]
@@ -290,8 +302,9 @@ func (e *testEnv) message(tenant, id string) *message.Message {
 
 // dlqReader reads wa.sends.dlq from the start with a group of its own.
 func (e *testEnv) dlqReader() *kafka.Reader {
-	r := queue.NewReader(queue.ReaderConfig{Brokers: e.broker.Addrs(), GroupID: "dlq-" + uuid.NewString(), Topic: queue.TopicSendsDLQ,
-		SessionTimeout: 2 * time.Second, RebalanceTimeout: 2 * time.Second, HeartbeatInterval: 200 * time.Millisecond, Logger: testLogger()})
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: e.broker.Addrs(), GroupID: "dlq-" + uuid.NewString(), Topic: queue.TopicSendsDLQ,
+		StartOffset: kafka.FirstOffset, MaxWait: 500 * time.Millisecond,
+		SessionTimeout: 2 * time.Second, RebalanceTimeout: 2 * time.Second, HeartbeatInterval: 200 * time.Millisecond})
 	e.t.Cleanup(func() { _ = r.Close() })
 	return r
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -83,10 +84,76 @@ func keyOf(env *queue.Envelope) recipientKey {
 // fails: those are not the message's fault and do not count as attempts.
 const transientMaxDelay = 5 * time.Second
 
-// process runs one job in its lane and settles its offset.
+// process runs one job in its lane and settles its offset. Two copies of one message id
+// never run at once, whatever their lanes (see inFlight).
 func (s *Sender) process(j *job) {
+	if j.bad == nil {
+		if !s.inFlight.acquire(j.part.ctx, j.env.ID) {
+			j.part.finish(j.offset, false) // abandoned: redelivered
+			return
+		}
+		finished := s.handle(j)
+		s.inFlight.release(j.env.ID)
+		j.part.finish(j.offset, finished)
+		return
+	}
 	finished := s.handle(j)
 	j.part.finish(j.offset, finished)
+}
+
+// inFlight is the set of message ids being handled. Copies of one id reach the sender
+// when a client retried a send after an unknown answer (504) with the same
+// Idempotency-Key, when a broker appended a write it never confirmed, or on redelivery;
+// they may name different recipients (a key reused with another body before the gateway
+// bound keys to requests), so their lanes do not order them. The later copy waits here
+// until the earlier one is finished; its claim then finds the outcome and skips.
+type inFlight struct {
+	mu sync.Mutex
+	// m holds the ids being handled; the channel, made when a copy starts waiting, is
+	// closed when the id is released.
+	m map[string]chan struct{}
+}
+
+func newInFlight() *inFlight { return &inFlight{m: make(map[string]chan struct{})} }
+
+// acquire waits until no other copy of id is being handled and marks id as handled; it
+// returns false, without the mark, if ctx ends first.
+func (f *inFlight) acquire(ctx context.Context, id string) bool {
+	for {
+		f.mu.Lock()
+		ch, busy := f.m[id]
+		if !busy {
+			f.m[id] = nil
+			f.mu.Unlock()
+			return true
+		}
+		if ch == nil {
+			ch = make(chan struct{})
+			f.m[id] = ch
+		}
+		f.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+func (f *inFlight) release(id string) {
+	f.mu.Lock()
+	ch := f.m[id]
+	delete(f.m, id)
+	f.mu.Unlock()
+	if ch != nil {
+		close(ch)
+	}
+}
+
+// heldWait is how long to wait before looking again at a message another live sender
+// holds until until (a Postgres timestamp, so a little margin), within [10ms, lease].
+func heldWait(until time.Time, lease time.Duration) time.Duration {
+	return min(max(time.Until(until)+10*time.Millisecond, 10*time.Millisecond), lease)
 }
 
 // handle takes a message as far as it goes. It returns true when the message is
@@ -149,6 +216,11 @@ func (s *Sender) handle(j *job) bool {
 			return s.park(j, attempt, &nb, &queue.EnvelopeError{Title: "number paused: " + acct.PausedReason}, "number paused")
 		}
 
+		// The number's pace is waited out before the claim, so that a claim's lease covers
+		// only the Graph call and the recording of its outcome.
+		if err := s.limiters.get(acct.PhoneNumberID, acct.ThroughputMPS).Wait(ctx); err != nil {
+			return false // abandoned: redelivery sends it once
+		}
 		claim, err := s.batcher.Claim(ctx, claimOf(env, acct))
 		if err != nil {
 			if ctx.Err() != nil {
@@ -163,11 +235,18 @@ func (s *Sender) handle(j *job) bool {
 		}
 		transient = 0
 		if !claim.Claimed {
+			if !claim.HeldUntil.IsZero() {
+				// Another live sender holds the claim: a partition that moved while its
+				// Graph call ran, or a crashed sender whose lease has not lapsed. Wait for
+				// its outcome (then the claim skips) or for the lapse (then it is ours).
+				s.stats.held.Add(1)
+				if !retry.Sleep(ctx, heldWait(claim.HeldUntil, s.opts.ClaimLease)) {
+					return false
+				}
+				continue
+			}
 			s.stats.skipped.Add(1)
 			return true
-		}
-		if err := s.limiters.get(acct.PhoneNumberID, acct.ThroughputMPS).Wait(ctx); err != nil {
-			return false // abandoned: claimed but not sent; redelivery sends it once
 		}
 		// From here the call runs to its end even if the partition is revoked: abandoning
 		// it would leave Meta's answer unrecorded and widen the duplicate window.
@@ -310,7 +389,7 @@ func (s *Sender) failForGood(j *job, acct *account.Account, e *queue.EnvelopeErr
 	s.stats.dlq.Add(1)
 	if _, err := uuid.Parse(env.ID); err != nil || env.TenantID == "" {
 		// Malformed beyond a row of its own: the dead letter is the whole record.
-		s.log.Warn("malformed envelope to the dead-letter topic", "topic", j.part.topic, "partition", j.part.id,
+		s.log.Warn("malformed envelope to the dead-letter topic", "topic", j.part.Topic, "partition", j.part.ID,
 			"offset", j.offset, "reason", e.Title)
 		return true
 	}
@@ -354,17 +433,17 @@ func (s *Sender) park(j *job, attempt int, nb *time.Time, e *queue.EnvelopeError
 
 // produce writes value to pub, keyed by tenant, on the partition index the message came
 // from, retrying until the broker acknowledges or the partition goes away.
-func (s *Sender) produce(j *job, pub *queue.Publisher, value []byte) bool {
-	msg := kafka.Message{Key: []byte(j.env.TenantID), Value: value, Partition: j.part.id}
+func (s *Sender) produce(j *job, pub *queue.Producer, value []byte) bool {
+	msg := kafka.Message{Key: []byte(j.env.TenantID), Value: value, Partition: j.part.ID}
 	if j.origin >= 0 {
 		msg.Headers = []kafka.Header{{Key: OriginHeader, Value: strconv.AppendInt(nil, j.origin, 10)}}
 	}
 	for attempt := 1; ; attempt++ {
-		err := pub.PublishMessages(context.WithoutCancel(j.part.ctx), msg)
+		err := pub.WriteMessages(context.WithoutCancel(j.part.ctx), msg)
 		if err == nil {
 			return true
 		}
-		s.log.Warn("writing to kafka", "topic", pub.Writer().Topic, "message_id", j.env.ID, "err", err)
+		s.log.Warn("writing to kafka", "topic", pub.Topic(), "message_id", j.env.ID, "err", err)
 		if !retry.Sleep(j.part.ctx, retry.Backoff(attempt, 50*time.Millisecond, 2*time.Second, nil)) {
 			return false
 		}

@@ -37,8 +37,13 @@ func Run(ctx context.Context, cfg config.Config, tune ...func(*Options)) error {
 	}
 	defer accounts.Close()
 
+	kafka, err := queue.NewCluster(cfg.Kafka)
+	if err != nil {
+		return fmt.Errorf("sender: %w", err)
+	}
+	kafka.ClientID = clientID(cfg.Kafka.ClientID)
 	topics := []string{queue.TopicSends, queue.TopicSendsRetry, queue.TopicSendsDLQ}
-	if err := queue.EnsureTopics(ctx, cfg.Kafka.Brokers, topics, cfg.Kafka.Partitions, cfg.Kafka.ReplicationFactor); err != nil {
+	if err := kafka.EnsureTopics(ctx, topics, cfg.Kafka.Partitions, cfg.Kafka.ReplicationFactor); err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -46,8 +51,7 @@ func Run(ctx context.Context, cfg config.Config, tune ...func(*Options)) error {
 	}
 
 	opts := Options{
-		Brokers:     cfg.Kafka.Brokers,
-		ClientID:    clientID(cfg.Kafka.ClientID),
+		Kafka:       kafka,
 		Config:      cfg.Sender,
 		Accounts:    accounts.Resolver,
 		AccountRepo: accounts.Repository,
@@ -59,12 +63,13 @@ func Run(ctx context.Context, cfg config.Config, tune ...func(*Options)) error {
 			MaxConnsPerHost: cfg.Graph.MaxConnsPerHost,
 			AppSecret:       cfg.Meta.AppSecret,
 		}),
-		Logger:              log,
-		ProduceBatchTimeout: cfg.Kafka.BatchTimeout,
-		ProduceTimeout:      cfg.Kafka.WriteTimeout,
+		Logger:         log,
+		ProduceTimeout: cfg.Kafka.WriteTimeout,
 		// A revoked partition lets its Graph calls finish before it moves; the group
 		// must wait that long, or the next owner could send them again.
 		RebalanceTimeout: max(queue.DefaultRebalance, cfg.Graph.Timeout+5*time.Second),
+		// A claim outlasts a Graph call at its timeout and the recording of its outcome.
+		ClaimLease: cfg.Graph.Timeout + 15*time.Second,
 	}
 	for _, f := range tune {
 		f(&opts)

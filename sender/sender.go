@@ -6,13 +6,12 @@
 //
 // # Pipeline
 //
-// A kafka-go consumer group (kafka.NewConsumerGroup) owns partitions; every assigned
-// partition of both topics runs its own fetch loop (Generation.Start), so one slow
-// partition never holds up another, and commits through Generation.CommitOffsets only
-// up to the first offset that is not finished (offsetTracker). Fetched messages go into
-// per-recipient lanes (tenant + phone number id + to): a lane runs its sends one after the
-// other, different lanes run at once, and a partition has at most MaxInFlight messages
-// fetched but unfinished, so a slow partition applies back-pressure instead of buffering.
+// queue.Consumer owns the consumer group: every assigned partition of both topics runs its
+// own fetch loop, so one slow partition never holds up another, and offsets are committed
+// only up to the first one that is not finished. Fetched messages go into per-recipient
+// lanes (tenant + phone number id + to): a lane runs its sends one after the other,
+// different lanes run at once, and a partition has at most MaxInFlight messages fetched
+// but unfinished, so a slow partition applies back-pressure instead of buffering.
 //
 // Per message: resolve the account (never a token from the envelope), wait if it cannot
 // send, claim the row in Postgres, wait for the number's token bucket, call Graph,
@@ -22,11 +21,14 @@
 //
 // # Exactly one Graph call per message, and the window where it is two
 //
-// The claim moves a message to sending only while it is accepted or sending, so a
-// redelivered message that is already sent (or failed) is skipped. The one window left:
-// a message claimed sending whose Graph call was in flight, or answered but not yet
-// recorded as sent, when the process died (or lost its partition past the rebalance
-// timeout) is claimed and sent again on redelivery. That is at most the Graph calls in
+// The claim moves a message to sending only while it is unknown or accepted, or sending
+// under a claim that is this sender's own or has lapsed: a redelivered message that is
+// already sent (or failed) is skipped, and one another live sender holds is waited for
+// (the claim is exclusive: a holder id per process and a lease, ClaimLease). Within a
+// process, two copies of one message id never run at once, whatever their recipient
+// lanes (inFlight). The one window left: a message claimed sending whose Graph call was
+// in flight, or answered but not yet recorded as sent, when the process died is claimed
+// again once its lease lapsed, and sent again. That is at most the Graph calls in
 // flight at the moment of the crash: at most MaxInFlight per partition the process
 // owned, and in practice the calls of the lanes that were at their Graph step. A call that
 // times out without an answer is retried too (Meta may have taken it): that is Meta's
@@ -55,14 +57,11 @@
 package sender
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"time"
-
-	"github.com/segmentio/kafka-go"
 
 	"github.com/aerostic/aerogate/config"
 	"github.com/aerostic/aerogate/internal/account"
@@ -74,8 +73,9 @@ import (
 // Options configure a Sender. Brokers, Accounts, AccountRepo, Messages and Graph are
 // required; zero durations and sizes take the defaults noted.
 type Options struct {
-	Brokers  []string
-	ClientID string // default "aerogate-sender"
+	// Kafka is how to reach the brokers (queue.NewCluster); its ClientID defaults to
+	// "aerogate-sender".
+	Kafka queue.Cluster
 	// Config is the sender section of the configuration (group id, in-flight bound,
 	// attempts, backoff, waits, default throughput); zero fields take config.Default's.
 	Config config.Sender
@@ -96,18 +96,22 @@ type Options struct {
 	// are also committed when a partition is revoked and at shutdown.
 	CommitInterval time.Duration
 	// FetchMaxWait bounds how long a fetch of an idle partition waits for data (default
-	// 500ms). It costs no latency (a fetch returns as soon as there is a message), but
-	// kafka-go gives the broker only 3/4 of it and fails the read at all of it, so a very
-	// short wait turns a slow broker reply into a dropped connection.
+	// 500ms; see queue.ConsumerConfig).
 	FetchMaxWait time.Duration
-	// ProduceBatchTimeout and ProduceTimeout configure the retry and DLQ producers
-	// (defaults queue.DefaultBatchTimeout, queue.DefaultWriteTimeout).
-	ProduceBatchTimeout time.Duration
-	ProduceTimeout      time.Duration
+	// ProduceTimeout bounds one write to the retry or DLQ topic with its retries
+	// (default queue.DefaultWriteTimeout); the sender then tries again until the
+	// partition goes away.
+	ProduceTimeout time.Duration
 	// DBBatchMax and DBBatchDelay shape the batching of claims and outcomes (defaults
 	// 500 rows, 5ms).
 	DBBatchMax   int
 	DBBatchDelay time.Duration
+	// ClaimLease is how long a claim stays this sender's alone (default
+	// message.DefaultLeaseTTL; Run uses graph.timeout + 15s): it must outlast a Graph
+	// call and the recording of its outcome. Another sender takes a claim over only once
+	// it lapsed, so after a crash the messages whose calls were in flight are sent again
+	// up to ClaimLease later.
+	ClaimLease time.Duration
 }
 
 // Stats are counters since New, for tests, the bench and logs.
@@ -120,12 +124,13 @@ type Stats struct {
 	Waiting    int64 // of Parked: the account could not send (token, pause)
 	Followed   int64 // of Parked: followed an earlier message of the recipient there
 	Skipped    int64 // redelivered messages already final in Postgres
+	Held       int64 // claims found held by another live sender (waited for, then looked at again)
 	GraphCalls int64
 	Committed  int64 // offsets committed (sum of advances)
 }
 
 type counters struct {
-	sent, failed, dlq, retried, parked, waiting, followed, skipped, graphCalls, committed atomic.Int64
+	sent, failed, dlq, retried, parked, waiting, followed, skipped, held, graphCalls atomic.Int64
 }
 
 // Sender is the send pipeline. Build it with New and run it once with Run.
@@ -134,13 +139,17 @@ type Sender struct {
 	cfg  config.Sender
 	log  *slog.Logger
 
-	retryPub *queue.Publisher
-	dlqPub   *queue.Publisher
+	consumer *queue.Consumer
+	gen      atomic.Pointer[generation]
+	retryPub *queue.Producer
+	dlqPub   *queue.Producer
 	batcher  *message.Batcher
 
 	limiters *numberLimiters
 	lanes    *lanes[recipientKey, *job]
 	parked   *parkedSet
+	inFlight *inFlight
+	holder   string // this sender's claims' holder (message.Lease)
 	stats    counters
 
 	started atomic.Bool
@@ -149,7 +158,7 @@ type Sender struct {
 // New checks opts and builds a sender; it does not connect to anything yet.
 func New(opts Options) (*Sender, error) {
 	switch {
-	case len(opts.Brokers) == 0:
+	case len(opts.Kafka.Brokers) == 0:
 		return nil, errors.New("sender: no kafka brokers")
 	case opts.Accounts == nil || opts.AccountRepo == nil:
 		return nil, errors.New("sender: account resolver and repository are required")
@@ -162,26 +171,14 @@ func New(opts Options) (*Sender, error) {
 	if cfg.RetryMaxDelay < cfg.RetryBaseDelay {
 		return nil, fmt.Errorf("sender: retry_max_delay %v is below retry_base_delay %v", cfg.RetryMaxDelay, cfg.RetryBaseDelay)
 	}
-	if opts.ClientID == "" {
-		opts.ClientID = "aerogate-sender"
+	if opts.Kafka.ClientID == "" {
+		opts.Kafka.ClientID = "aerogate-sender"
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	if opts.SessionTimeout <= 0 {
-		opts.SessionTimeout = queue.DefaultSession
-	}
-	if opts.RebalanceTimeout <= 0 {
-		opts.RebalanceTimeout = queue.DefaultRebalance
-	}
-	if opts.HeartbeatInterval <= 0 {
-		opts.HeartbeatInterval = queue.DefaultHeartbeat
-	}
-	if opts.CommitInterval <= 0 {
-		opts.CommitInterval = 200 * time.Millisecond
-	}
-	if opts.FetchMaxWait <= 0 {
-		opts.FetchMaxWait = 500 * time.Millisecond
+	if opts.ClaimLease <= 0 {
+		opts.ClaimLease = message.DefaultLeaseTTL
 	}
 	s := &Sender{
 		opts:     opts,
@@ -189,8 +186,28 @@ func New(opts Options) (*Sender, error) {
 		log:      opts.Logger.With("component", "sender"),
 		limiters: newNumberLimiters(cfg.DefaultThroughputMPS),
 		parked:   newParkedSet(),
+		inFlight: newInFlight(),
+		holder:   message.NewHolder(),
 	}
 	s.lanes = newLanes[recipientKey](s.process)
+	var err error
+	s.consumer, err = queue.NewConsumer(queue.ConsumerConfig{
+		Cluster:           opts.Kafka,
+		GroupID:           cfg.GroupID,
+		Topics:            []string{queue.TopicSends, queue.TopicSendsRetry},
+		Handler:           s.openPartition,
+		Assigned:          s.assigned,
+		MaxInFlight:       cfg.MaxInFlight,
+		SessionTimeout:    opts.SessionTimeout,
+		RebalanceTimeout:  opts.RebalanceTimeout,
+		HeartbeatInterval: opts.HeartbeatInterval,
+		CommitInterval:    opts.CommitInterval,
+		FetchMaxWait:      opts.FetchMaxWait,
+		Logger:            s.log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sender: %w", err)
+	}
 	return s, nil
 }
 
@@ -232,13 +249,6 @@ func (s *Sender) Stats() Stats {
 	return Stats{
 		Sent: c.sent.Load(), Failed: c.failed.Load(), DLQ: c.dlq.Load(), Retried: c.retried.Load(),
 		Parked: c.parked.Load(), Waiting: c.waiting.Load(), Followed: c.followed.Load(),
-		Skipped: c.skipped.Load(), GraphCalls: c.graphCalls.Load(), Committed: c.committed.Load(),
+		Skipped: c.skipped.Load(), Held: c.held.Load(), GraphCalls: c.graphCalls.Load(), Committed: s.consumer.Committed(),
 	}
-}
-
-// kafkaLogger adapts slog to kafka-go's logger interface at the given level.
-func kafkaLogger(l *slog.Logger, level slog.Level, what string) kafka.Logger {
-	return kafka.LoggerFunc(func(format string, args ...any) {
-		l.Log(context.Background(), level, what+": "+fmt.Sprintf(format, args...))
-	})
 }

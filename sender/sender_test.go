@@ -2,6 +2,7 @@ package sender_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/aerostic/aerogate/internal/account"
 	"github.com/aerostic/aerogate/internal/fakemeta"
+	"github.com/aerostic/aerogate/internal/graph"
 	"github.com/aerostic/aerogate/internal/message"
 	"github.com/aerostic/aerogate/internal/queue"
 	"github.com/aerostic/aerogate/sender"
@@ -352,7 +354,7 @@ func TestPermanentErrorsGoToTheDLQ(t *testing.T) {
 	s := e.startSender(cfg, e.graphConfig())
 	e.produce(append(envs, exhaustedEnv, ghost)...)
 	// Malformed: not an envelope at all.
-	if err := e.sendsPub.Publish(context.Background(), []byte("tenant-junk"), []byte(`{"id":"x","payload":1`)); err != nil {
+	if err := e.sendsPub.WriteMessages(context.Background(), kafka.Message{Key: []byte("tenant-junk"), Value: []byte(`{"id":"x","payload":1`)}); err != nil {
 		t.Fatal(err)
 	}
 	all := append(envs, exhaustedEnv, ghost)
@@ -573,9 +575,8 @@ func TestRestartedSenderKeepsNewMessagesBehindParkedOnes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	retryPub := queue.NewPublisher(queue.WriterConfig{Brokers: e.broker.Addrs(), Topic: queue.TopicSendsRetry})
-	defer retryPub.Close()
-	if err := retryPub.PublishMessages(context.Background(), kafka.Message{
+	retryPub := e.producer(queue.TopicSendsRetry)
+	if err := retryPub.WriteMessages(context.Background(), kafka.Message{
 		Key: []byte(a.TenantID), Value: value,
 		Headers: []kafka.Header{{Key: sender.OriginHeader, Value: []byte("0")}},
 	}); err != nil {
@@ -598,5 +599,43 @@ func TestRestartedSenderKeepsNewMessagesBehindParkedOnes(t *testing.T) {
 	}
 	if st := s.Stats(); st.Followed != 1 {
 		t.Errorf("stats %+v: want the newer message to follow once", st)
+	}
+}
+
+// The order of a recipient's sends across the retry topic needs wa.sends and
+// wa.sends.retry to have the same partition count: a sender refuses to start otherwise,
+// naming both counts.
+func TestSenderRefusesDifferentPartitionCounts(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := (&kafka.Client{Addr: kafka.TCP(e.broker.Addrs()...)}).CreatePartitions(ctx, &kafka.CreatePartitionsRequest{
+		Topics: []kafka.TopicPartitionsConfig{{Name: queue.TopicSendsRetry, Count: testPartitions + 2}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := resp.Errors[queue.TopicSendsRetry]; err != nil {
+		t.Fatal(err)
+	}
+	s, err := sender.New(sender.Options{
+		Kafka: e.broker.Cluster(), Config: testSenderConfig(), Accounts: e.resolver, AccountRepo: e.accounts,
+		Messages: e.messages, Graph: graph.NewClient(e.graphConfig()), Logger: testLogger(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.Run(ctx)
+	if !errors.Is(err, sender.ErrPartitionMismatch) {
+		t.Fatalf("Run = %v, want ErrPartitionMismatch", err)
+	}
+	for _, want := range []string{fmt.Sprintf("wa.sends has %d partitions", testPartitions), fmt.Sprintf("wa.sends.retry has %d", testPartitions+2)} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+	if st := s.Stats(); st.GraphCalls != 0 || st.Committed != 0 {
+		t.Errorf("a refused sender did work: %+v", st)
 	}
 }

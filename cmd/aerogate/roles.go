@@ -41,7 +41,11 @@ func runMigrate(ctx context.Context, cfg config.Config, _ *pflag.FlagSet, _ io.W
 	if len(cfg.Kafka.Brokers) == 0 {
 		return nil
 	}
-	if err := queue.EnsureTopics(ctx, cfg.Kafka.Brokers, queue.AllTopics, cfg.Kafka.Partitions, cfg.Kafka.ReplicationFactor); err != nil {
+	kafka, err := queue.NewCluster(cfg.Kafka)
+	if err != nil {
+		return err
+	}
+	if err := kafka.EnsureTopics(ctx, queue.AllTopics, cfg.Kafka.Partitions, cfg.Kafka.ReplicationFactor); err != nil {
 		return fmt.Errorf("creating topics: %w", err)
 	}
 	slog.Info("kafka topics ready", "topics", queue.AllTopics)

@@ -4,11 +4,14 @@ package message
 // recording the outcome after it, in batches.
 //
 // Exactly one Graph call per message rests on the claim: a message moves to sending (with
-// attempts+1) only while it is accepted or sending, so a redelivered message that is
-// already sent, delivered, read or failed is skipped. The one window left: a message claimed
-// sending whose Graph call was in flight, or answered but not yet recorded as sent, when
-// the process died, is claimed and sent again on redelivery. That window holds at most
-// the requests in flight at the moment of the crash.
+// attempts+1) only while it is unknown or accepted, or sending under a claim that is the
+// caller's own or has lapsed, so a redelivered message that is already sent, delivered,
+// read or failed is skipped, and one that another live sender holds waits for it (the
+// claim is exclusive: a Lease names its holder and its end). The one window left: a
+// message claimed sending whose Graph call was in flight, or answered but not yet
+// recorded as sent, when the process died, is claimed again once the dead holder's lease
+// lapsed, and sent again. That window holds at most the requests in flight at the moment
+// of the crash.
 
 import (
 	"context"
@@ -45,11 +48,42 @@ type Claim struct {
 
 // ClaimResult says whether the caller may call Graph.
 type ClaimResult struct {
-	// Claimed is true when the message is now sending and the caller should send it;
-	// false when it is final already (sent, delivered, read or failed) and must be skipped.
+	// Claimed is true when the message is now sending under the caller's lease and the
+	// caller should send it; false when it is final already (sent, delivered, read or
+	// failed) and must be skipped, or when another holder's lease is live (HeldUntil).
 	Claimed bool
 	// Attempts is the number of claims of the message so far, this one included.
 	Attempts int
+	// HeldUntil, when not zero, is when another holder's live claim lapses: the caller
+	// must neither send nor skip the message, but claim it again later (by then the
+	// holder has recorded the outcome, or crashed and the claim can be taken over).
+	HeldUntil time.Time
+}
+
+// Lease is who claims and for how long. A claim is exclusive until it expires: it must
+// outlast the Graph call and the recording of its outcome. The same holder may claim its
+// own message again (a retry renews the lease).
+type Lease struct {
+	Holder string        // a UUID naming the claiming process; NewHolder makes one
+	TTL    time.Duration // default DefaultLeaseTTL
+}
+
+// DefaultLeaseTTL is a claim's lifetime when a Lease names none.
+const DefaultLeaseTTL = 30 * time.Second
+
+// NewHolder returns a fresh holder id for a Lease.
+func NewHolder() string { return uuid.NewString() }
+
+func (l Lease) args() (string, int64, error) {
+	h, err := uuid.Parse(l.Holder)
+	if err != nil {
+		return "", 0, fmt.Errorf("claim holder %q: %w", truncate(l.Holder, 64), ErrInvalidID)
+	}
+	ttl := l.TTL
+	if ttl <= 0 {
+		ttl = DefaultLeaseTTL
+	}
+	return h.String(), ttl.Milliseconds(), nil
 }
 
 // Sent is a successful Graph call. The row is created (sent) if it does not exist, like
@@ -68,20 +102,31 @@ type Failure struct {
 	ErrorTitle string
 }
 
-// claimSQL moves each message to sending, creating the row when the gateway has not
-// inserted it yet. ON CONFLICT ... WHERE keeps a final row as it is; such rows are not
-// returned, which is how the caller learns to skip them.
+// claimSQL moves each message to sending under the lease ($8 holder, $9 milliseconds),
+// creating the row when the gateway has not inserted it yet. ON CONFLICT ... WHERE keeps
+// a final row, and one another holder's live lease covers, as it is; such rows are not
+// returned, and heldSQL tells the two apart.
 const claimSQL = `
 INSERT INTO messages AS m (id, tenant_id, account_id, phone_number_id, recipient, idempotency_key,
-                           status, attempts, accepted_at, updated_at)
+                           status, attempts, accepted_at, updated_at, claim_holder, claim_expires_at)
 SELECT t.id::uuid, t.tenant_id, t.account_id::uuid, t.phone_number_id, t.recipient,
-       NULLIF(t.idempotency_key, ''), 'sending', 1, t.accepted_at, now()
+       NULLIF(t.idempotency_key, ''), 'sending', 1, t.accepted_at, now(),
+       $8::uuid, now() + $9::bigint * interval '1 millisecond'
   FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[])
        AS t(id, tenant_id, account_id, phone_number_id, recipient, idempotency_key, accepted_at)
 ON CONFLICT (id) DO UPDATE
-   SET status = 'sending', attempts = m.attempts + 1, updated_at = now()
- WHERE m.status IN ('accepted', 'sending')
+   SET status = 'sending', attempts = m.attempts + 1, updated_at = now(),
+       claim_holder = excluded.claim_holder, claim_expires_at = excluded.claim_expires_at
+ WHERE m.status IN ('unknown', 'accepted')
+    OR (m.status = 'sending' AND (m.claim_holder IS NULL OR m.claim_holder = excluded.claim_holder
+                                  OR m.claim_expires_at <= now()))
 RETURNING m.id::text, m.attempts`
+
+// heldSQL reads the rows a claim did not take: sending ones are held by another live
+// lease (until claim_expires_at), the others are final.
+const heldSQL = `
+SELECT id::text, status = 'sending', coalesce(claim_expires_at, now())
+  FROM messages WHERE id = ANY($1::uuid[])`
 
 // markSentSQL records wamid and sent. Status only moves forward: a row that a webhook
 // already moved to delivered or read keeps its status; a failed row stays failed.
@@ -101,7 +146,7 @@ SELECT t.id::uuid, t.tenant_id, t.account_id::uuid, t.phone_number_id, t.recipie
        AS t(id, tenant_id, account_id, phone_number_id, recipient, idempotency_key, accepted_at,
             wamid, sent_at)
 ON CONFLICT (id) DO UPDATE
-   SET status = CASE WHEN m.status IN ('accepted', 'sending') THEN 'sent' ELSE m.status END,
+   SET status = CASE WHEN m.status IN ('unknown', 'accepted', 'sending') THEN 'sent' ELSE m.status END,
        wamid = coalesce(m.wamid, excluded.wamid),
        sent_at = coalesce(m.sent_at, excluded.sent_at),
        updated_at = now()
@@ -119,21 +164,63 @@ SELECT t.id::uuid, t.tenant_id, t.account_id::uuid, t.phone_number_id, t.recipie
 ON CONFLICT (id) DO UPDATE
    SET status = 'failed', error_code = excluded.error_code, error_title = excluded.error_title,
        updated_at = now()
- WHERE m.status IN ('accepted', 'sending')`
+ WHERE m.status IN ('unknown', 'accepted', 'sending')`
 
-// ClaimMany claims msgs in one statement and returns one result per message, in order.
-// An id may appear once per call.
-func (r *Repository) ClaimMany(ctx context.Context, msgs []Claim) ([]ClaimResult, error) {
+// ClaimMany claims msgs under lease in one statement and returns one result per
+// message, in order. An id may appear once per call.
+func (r *Repository) ClaimMany(ctx context.Context, lease Lease, msgs []Claim) ([]ClaimResult, error) {
+	holder, ttl, err := lease.args()
+	if err != nil {
+		return nil, err
+	}
 	b := &pgx.Batch{}
 	res := make([]ClaimResult, len(msgs))
-	queueClaims(b, msgs, res)
+	queueClaims(b, msgs, res, holder, ttl)
 	if b.Len() == 0 {
 		return res, nil
 	}
 	if err := r.pool.SendBatch(ctx, b).Close(); err != nil {
 		return nil, fmt.Errorf("claiming %d messages: %w", len(msgs), err)
 	}
+	if err := r.readHeld(ctx, msgs, res); err != nil {
+		return nil, err
+	}
 	return res, nil
+}
+
+// readHeld fills HeldUntil for the messages a claim did not take that another holder's
+// lease covers. It costs a round trip only when some claim was not taken (a redelivery
+// of a final message, or a copy of one another sender is sending).
+func (r *Repository) readHeld(ctx context.Context, msgs []Claim, res []ClaimResult) error {
+	var ids []string
+	index := map[string]int{}
+	for i := range msgs {
+		if !res[i].Claimed {
+			id := canonicalID(msgs[i].ID)
+			ids = append(ids, id)
+			index[id] = i
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	rows, err := r.pool.Query(ctx, heldSQL, ids)
+	if err != nil {
+		return fmt.Errorf("reading %d claims held elsewhere: %w", len(ids), err)
+	}
+	var id string
+	var sending bool
+	var until time.Time
+	_, err = pgx.ForEachRow(rows, []any{&id, &sending, &until}, func() error {
+		if i, ok := index[id]; ok && sending {
+			res[i].HeldUntil = until
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("reading %d claims held elsewhere: %w", len(ids), err)
+	}
+	return nil
 }
 
 // MarkSentMany records successful sends in one statement.
@@ -159,7 +246,7 @@ func (r *Repository) MarkFailedMany(ctx context.Context, failed []Failure) error
 }
 
 // queueClaims adds the claim statement for msgs to b, filling res when it runs.
-func queueClaims(b *pgx.Batch, msgs []Claim, res []ClaimResult) {
+func queueClaims(b *pgx.Batch, msgs []Claim, res []ClaimResult, holder string, ttlMs int64) {
 	if len(msgs) == 0 {
 		return
 	}
@@ -170,7 +257,7 @@ func queueClaims(b *pgx.Batch, msgs []Claim, res []ClaimResult) {
 		index[cols.ids[i]] = i
 	}
 	// Rows come back by id, so the columns may be reordered (args sorts them).
-	b.Queue(claimSQL, cols.args()...).Query(func(rows pgx.Rows) error {
+	b.Queue(claimSQL, cols.args(holder, ttlMs)...).Query(func(rows pgx.Rows) error {
 		var id string
 		var attempts int
 		_, err := pgx.ForEachRow(rows, []any{&id, &attempts}, func() error {
@@ -330,6 +417,9 @@ type BatcherOptions struct {
 	MaxDelay time.Duration
 	// Flushers is how many batches may be in flight to Postgres at once (default 4).
 	Flushers int
+	// Lease is the batcher's claims' holder and lifetime (default: a new holder,
+	// DefaultLeaseTTL).
+	Lease Lease
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -393,6 +483,12 @@ func (r *Repository) NewBatcher(opts BatcherOptions) *Batcher {
 	}
 	if opts.Flushers <= 0 {
 		opts.Flushers = 4
+	}
+	if opts.Lease.Holder == "" {
+		opts.Lease.Holder = NewHolder()
+	}
+	if opts.Lease.TTL <= 0 {
+		opts.Lease.TTL = DefaultLeaseTTL
 	}
 	b := &Batcher{
 		repo:    r,
@@ -595,9 +691,13 @@ func (b *Batcher) write(ctx context.Context, batch []request) error {
 			failed = append(failed, r.failure)
 		}
 	}
+	holder, ttl, err := b.opts.Lease.args()
+	if err != nil {
+		return err
+	}
 	pb := &pgx.Batch{}
 	claimRes := make([]ClaimResult, len(claims))
-	queueClaims(pb, claims, claimRes)
+	queueClaims(pb, claims, claimRes, holder, ttl)
 	if len(sent) > 0 {
 		pb.Queue(markSentSQL, sentColumns(sent)...)
 	}
@@ -606,6 +706,9 @@ func (b *Batcher) write(ctx context.Context, batch []request) error {
 	}
 	if err := b.repo.pool.SendBatch(ctx, pb).Close(); err != nil {
 		return fmt.Errorf("writing %d claims, %d sent, %d failed: %w", len(claims), len(sent), len(failed), err)
+	}
+	if err := b.repo.readHeld(ctx, claims, claimRes); err != nil {
+		return err
 	}
 	for i, r := range claimReqs {
 		r.result <- response{claim: claimRes[i]}

@@ -43,6 +43,22 @@ func seedRow(t *testing.T, pool *pgxpool.Pool, c message.Claim, status message.S
 	}
 }
 
+// testLease is the claims' holder in these tests.
+var testLease = message.Lease{Holder: message.NewHolder(), TTL: time.Minute}
+
+// holdRow makes the row sending under holder's claim, which lapses after ttl (negative:
+// lapsed already).
+func holdRow(t *testing.T, pool *pgxpool.Pool, id, holder string, ttl time.Duration) {
+	t.Helper()
+	_, err := pool.Exec(context.Background(), `
+		UPDATE messages SET status = 'sending', claim_holder = $2::uuid,
+		       claim_expires_at = now() + $3::bigint * interval '1 millisecond' WHERE id = $1::uuid`,
+		id, holder, ttl.Milliseconds())
+	if err != nil {
+		t.Fatalf("holding %s: %v", id, err)
+	}
+}
+
 type row struct {
 	status     message.Status
 	attempts   int
@@ -74,21 +90,29 @@ func TestClaimManyMovesOnlyAcceptedAndSending(t *testing.T) {
 	repo := message.NewRepository(pool)
 	ctx := context.Background()
 
+	other := message.NewHolder()
 	tests := []struct {
 		name         string
 		seed         message.Status // "" = no row yet (the gateway has not inserted it)
 		seedAttempts int
+		holder       string        // a claim on the seeded row: its holder, "" none
+		holdFor      time.Duration // and how long it still holds (negative: lapsed)
 		wantClaimed  bool
+		wantHeld     bool // not claimed, but held by another live claim: wait, not skip
 		wantStatus   message.Status
 		wantAttempts int
 	}{
-		{"row not inserted yet", "", 0, true, message.StatusSending, 1},
-		{"accepted", message.StatusAccepted, 0, true, message.StatusSending, 1},
-		{"sending (redelivered)", message.StatusSending, 2, true, message.StatusSending, 3},
-		{"sent is skipped", message.StatusSent, 1, false, message.StatusSent, 1},
-		{"delivered is skipped", message.StatusDelivered, 1, false, message.StatusDelivered, 1},
-		{"read is skipped", message.StatusRead, 1, false, message.StatusRead, 1},
-		{"failed is skipped", message.StatusFailed, 4, false, message.StatusFailed, 4},
+		{"row not inserted yet", "", 0, "", 0, true, false, message.StatusSending, 1},
+		{"unknown (answered 504, queued after all)", message.StatusUnknown, 0, "", 0, true, false, message.StatusSending, 1},
+		{"accepted", message.StatusAccepted, 0, "", 0, true, false, message.StatusSending, 1},
+		{"sending without a holder (redelivered)", message.StatusSending, 2, "", 0, true, false, message.StatusSending, 3},
+		{"sending, our own claim", message.StatusSending, 1, testLease.Holder, time.Minute, true, false, message.StatusSending, 2},
+		{"sending, another live claim waits", message.StatusSending, 1, other, time.Minute, false, true, message.StatusSending, 1},
+		{"sending, another claim lapsed (crashed holder)", message.StatusSending, 1, other, -time.Second, true, false, message.StatusSending, 2},
+		{"sent is skipped", message.StatusSent, 1, "", 0, false, false, message.StatusSent, 1},
+		{"delivered is skipped", message.StatusDelivered, 1, "", 0, false, false, message.StatusDelivered, 1},
+		{"read is skipped", message.StatusRead, 1, "", 0, false, false, message.StatusRead, 1},
+		{"failed is skipped", message.StatusFailed, 4, "", 0, false, false, message.StatusFailed, 4},
 	}
 	claims := make([]message.Claim, len(tests))
 	for i, tt := range tests {
@@ -96,8 +120,12 @@ func TestClaimManyMovesOnlyAcceptedAndSending(t *testing.T) {
 		if tt.seed != "" {
 			seedRow(t, pool, claims[i], tt.seed, tt.seedAttempts)
 		}
+		if tt.holder != "" {
+			holdRow(t, pool, claims[i].ID, tt.holder, tt.holdFor)
+		}
 	}
-	res, err := repo.ClaimMany(ctx, claims)
+	start := time.Now()
+	res, err := repo.ClaimMany(ctx, testLease, claims)
 	if err != nil {
 		t.Fatalf("ClaimMany: %v", err)
 	}
@@ -105,6 +133,12 @@ func TestClaimManyMovesOnlyAcceptedAndSending(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			if res[i].Claimed != tt.wantClaimed {
 				t.Fatalf("Claimed = %v, want %v", res[i].Claimed, tt.wantClaimed)
+			}
+			if held := !res[i].HeldUntil.IsZero(); held != tt.wantHeld {
+				t.Fatalf("HeldUntil = %v, want held %v", res[i].HeldUntil, tt.wantHeld)
+			}
+			if tt.wantHeld && (res[i].HeldUntil.Before(start.Add(50*time.Second)) || res[i].HeldUntil.After(time.Now().Add(time.Minute))) {
+				t.Fatalf("HeldUntil = %v, want about a minute from now", res[i].HeldUntil)
 			}
 			if tt.wantClaimed && res[i].Attempts != tt.wantAttempts {
 				t.Fatalf("Attempts = %d, want %d", res[i].Attempts, tt.wantAttempts)
@@ -370,7 +404,7 @@ func TestConcurrentWritesOfTheSameRowsInAnyOrder(t *testing.T) {
 						}
 						err = repo.InsertAccepted(ctx, msgs)
 					} else {
-						_, err = repo.ClaimMany(ctx, mine[:n])
+						_, err = repo.ClaimMany(ctx, testLease, mine[:n])
 					}
 					if err != nil {
 						errs <- err
@@ -398,7 +432,7 @@ func TestConcurrentWritesOfTheSameRowsInAnyOrder(t *testing.T) {
 	if err := repo.MarkFailedMany(ctx, failures[:25]); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := repo.ClaimMany(ctx, claims[25:]); err != nil {
+	if _, err := repo.ClaimMany(ctx, testLease, claims[25:]); err != nil {
 		t.Fatal(err)
 	}
 	if err := repo.MarkSentMany(ctx, sent[25:]); err != nil {
@@ -459,7 +493,7 @@ func BenchmarkMessageWrites(b *testing.B) {
 					b.Fatal(err)
 				}
 				pg1 := postgresCPU()
-				if _, err := repo.ClaimMany(ctx, claims); err != nil {
+				if _, err := repo.ClaimMany(ctx, testLease, claims); err != nil {
 					b.Fatal(err)
 				}
 				pg2 := postgresCPU()

@@ -1,5 +1,6 @@
-// Package message stores the life of every accepted send in Postgres: its status only
-// moves forward (accepted → sending → sent → delivered → read), and failed is final.
+// Package message stores the life of every send in Postgres: its status only moves
+// forward (unknown → accepted → sending → sent → delivered → read), and failed is final;
+// and binds each Idempotency-Key to the request that first used it (keys.go).
 package message
 
 import (
@@ -17,6 +18,10 @@ import (
 type Status string
 
 const (
+	// StatusUnknown: the gateway answered 504 queue_timeout: Kafka did not acknowledge
+	// the send in time, so it may or may not be queued. It stays unknown until a sender
+	// claims it (it was queued after all) or a retry of it is acknowledged.
+	StatusUnknown   Status = "unknown"
 	StatusAccepted  Status = "accepted"
 	StatusSending   Status = "sending"
 	StatusSent      Status = "sent"
@@ -87,28 +92,60 @@ func (r *Repository) Get(ctx context.Context, tenantID, id string) (*Message, er
 
 // insertAcceptedSQL takes one array per column, so a batch of any size is one statement
 // with one cached plan (a multi-row VALUES list would be new SQL for every batch size).
+// An existing row only ever moves from unknown to accepted.
 const insertAcceptedSQL = `
-INSERT INTO messages (id, tenant_id, account_id, phone_number_id, recipient, idempotency_key,
-                      status, accepted_at, updated_at)
+INSERT INTO messages AS m (id, tenant_id, account_id, phone_number_id, recipient, idempotency_key,
+                           status, accepted_at, updated_at)
 SELECT t.id::uuid, t.tenant_id, t.account_id::uuid, t.phone_number_id, t.recipient,
-       NULLIF(t.idempotency_key, ''), 'accepted', t.accepted_at, t.accepted_at
-  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[])
-       AS t(id, tenant_id, account_id, phone_number_id, recipient, idempotency_key, accepted_at)
-ON CONFLICT (id) DO NOTHING`
+       NULLIF(t.idempotency_key, ''), t.status, t.accepted_at, t.accepted_at
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[],
+              $8::text[])
+       AS t(id, tenant_id, account_id, phone_number_id, recipient, idempotency_key, accepted_at, status)
+ON CONFLICT (id) DO UPDATE SET status = 'accepted', updated_at = now()
+ WHERE m.status = 'unknown' AND excluded.status = 'accepted'`
 
-// InsertAccepted records accepted messages in one round trip; rows that exist already
-// are left as they are (status never moves back).
+// InsertAccepted records sends the gateway answered, in one round trip: Status accepted
+// (the default) or unknown (answered 504: the write may or may not be queued). Rows that
+// exist already are left as they are, except that unknown becomes accepted (status never
+// moves back). An id given twice counts once, as accepted if either says so.
 func (r *Repository) InsertAccepted(ctx context.Context, msgs []Message) error {
 	if len(msgs) == 0 {
 		return nil
 	}
-	cols := makeRowColumns(len(msgs))
+	// One row per id (ON CONFLICT DO UPDATE may touch a row once per statement), in id
+	// order (the status column is not reordered by args).
+	byID := make(map[string]int, len(msgs))
+	ids := make([]string, 0, len(msgs))
+	status := make([]string, 0, len(msgs))
+	keep := make([]int, 0, len(msgs))
 	for i := range msgs {
 		m := &msgs[i]
+		st := StatusAccepted
+		if m.Status == StatusUnknown {
+			st = StatusUnknown
+		}
+		id := canonicalID(m.ID)
+		if j, ok := byID[id]; ok {
+			if st == StatusAccepted {
+				status[j] = string(st)
+			}
+			continue
+		}
+		byID[id] = len(ids)
+		ids = append(ids, id)
+		status = append(status, string(st))
+		keep = append(keep, i)
+	}
+	order := idOrder(ids)
+	cols := makeRowColumns(len(ids))
+	sorted := make([]string, len(ids))
+	for k, j := range order {
+		m := &msgs[keep[j]]
 		cols.add(&Claim{ID: m.ID, TenantID: m.TenantID, AccountID: m.AccountID, PhoneNumberID: m.PhoneNumberID,
 			Recipient: m.Recipient, IdempotencyKey: m.IdempotencyKey, AcceptedAt: m.AcceptedAt})
+		sorted[k] = status[j]
 	}
-	if _, err := r.pool.Exec(ctx, insertAcceptedSQL, cols.args()...); err != nil {
+	if _, err := r.pool.Exec(ctx, insertAcceptedSQL, cols.args(sorted)...); err != nil {
 		return fmt.Errorf("inserting %d accepted messages: %w", len(msgs), err)
 	}
 	return nil

@@ -2,9 +2,11 @@ package message_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -152,4 +154,120 @@ func insertValues(ctx context.Context, pool *pgxpool.Pool, msgs []message.Messag
 	sb.WriteString(" ON CONFLICT (id) DO NOTHING")
 	_, err := pool.Exec(ctx, sb.String(), args...)
 	return err
+}
+
+// TestUnknownOnlyMovesForward: a send answered 504 is recorded unknown; an acknowledged
+// retry makes it accepted, a late unknown record never moves accepted (or anything
+// later) back, and a sender's claim takes an unknown message like an accepted one.
+func TestUnknownOnlyMovesForward(t *testing.T) {
+	_, pool := storetest.New(t)
+	repo := message.NewRepository(pool)
+	ctx := context.Background()
+	status := func(id string) message.Status {
+		t.Helper()
+		m, err := repo.Get(ctx, "tenant-a", id)
+		if err != nil {
+			t.Fatalf("Get %s: %v", id, err)
+		}
+		return m.Status
+	}
+	unknown := func(m message.Message) message.Message { m.Status = message.StatusUnknown; return m }
+
+	retried := accepted("tenant-a", "k-retried")
+	late := accepted("tenant-a", "k-late")
+	both := accepted("tenant-a", "k-both")
+	claimed := accepted("tenant-a", "k-claimed")
+	if err := repo.InsertAccepted(ctx, []message.Message{unknown(retried), late, unknown(both), both, unknown(claimed)}); err != nil {
+		t.Fatalf("InsertAccepted: %v", err)
+	}
+	if got := status(retried.ID); got != message.StatusUnknown {
+		t.Fatalf("answered 504: status %s, want unknown", got)
+	}
+	if got := status(both.ID); got != message.StatusAccepted {
+		t.Fatalf("unknown and accepted in one batch: status %s, want accepted", got)
+	}
+	if err := repo.InsertAccepted(ctx, []message.Message{retried, unknown(late)}); err != nil {
+		t.Fatalf("InsertAccepted: %v", err)
+	}
+	if got := status(retried.ID); got != message.StatusAccepted {
+		t.Errorf("unknown, then a retry acknowledged: status %s, want accepted", got)
+	}
+	if got := status(late.ID); got != message.StatusAccepted {
+		t.Errorf("accepted, then a late unknown record: status %s, want accepted", got)
+	}
+	c := message.Claim{ID: claimed.ID, TenantID: claimed.TenantID, AccountID: claimed.AccountID,
+		PhoneNumberID: claimed.PhoneNumberID, Recipient: claimed.Recipient, AcceptedAt: claimed.AcceptedAt}
+	res, err := repo.ClaimMany(ctx, testLease, []message.Claim{c})
+	if err != nil || !res[0].Claimed {
+		t.Fatalf("claiming an unknown message: %+v, %v", res, err)
+	}
+	if err := repo.InsertAccepted(ctx, []message.Message{unknown(claimed), claimed}); err != nil {
+		t.Fatal(err)
+	}
+	if got := status(claimed.ID); got != message.StatusSending {
+		t.Errorf("sending, then late records: status %s, want sending", got)
+	}
+}
+
+// TestBindKey: the first use of a key binds it to its fingerprint and message id; a reuse
+// says whether the fingerprint is the same and what the message's status is now; another
+// tenant's identical key is another key; concurrent first uses bind exactly once.
+func TestBindKey(t *testing.T) {
+	_, pool := storetest.New(t)
+	repo := message.NewRepository(pool)
+	ctx := context.Background()
+	fp := func(s string) []byte { b := sha256.Sum256([]byte(s)); return b[:] }
+	id := uuid.NewString()
+
+	b, err := repo.BindKey(ctx, "tenant-a", "order-1", fp("body-1"), id)
+	if err != nil || !b.First || !b.Same || b.MessageID != id || b.Status != "" {
+		t.Fatalf("first use: %+v, %v", b, err)
+	}
+	b, err = repo.BindKey(ctx, "tenant-a", "order-1", fp("body-1"), id)
+	if err != nil || b.First || !b.Same || b.MessageID != id || b.Status != "" {
+		t.Fatalf("same request again, no row yet: %+v, %v", b, err)
+	}
+	m := accepted("tenant-a", "order-1")
+	m.ID = id
+	if err := repo.InsertAccepted(ctx, []message.Message{m}); err != nil {
+		t.Fatal(err)
+	}
+	b, err = repo.BindKey(ctx, "tenant-a", "order-1", fp("body-1"), id)
+	if err != nil || b.First || !b.Same || b.Status != message.StatusAccepted {
+		t.Fatalf("same request after it was accepted: %+v, %v", b, err)
+	}
+	b, err = repo.BindKey(ctx, "tenant-a", "order-1", fp("body-2"), id)
+	if err != nil || b.First || b.Same || b.MessageID != id {
+		t.Fatalf("another body with the key: %+v, %v", b, err)
+	}
+	b, err = repo.BindKey(ctx, "tenant-b", "order-1", fp("body-2"), uuid.NewString())
+	if err != nil || !b.First || !b.Same || b.Status != "" {
+		t.Fatalf("another tenant's identical key: %+v, %v (the message of tenant-a must not show)", b, err)
+	}
+
+	const n = 16
+	firsts := make(chan bool, n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b, err := repo.BindKey(ctx, "tenant-a", "parallel", fp("same"), id)
+			if err != nil || !b.Same {
+				t.Errorf("parallel use: %+v, %v", b, err)
+			}
+			firsts <- b.First
+		}()
+	}
+	wg.Wait()
+	close(firsts)
+	count := 0
+	for f := range firsts {
+		if f {
+			count++
+		}
+	}
+	if count != 1 {
+		t.Fatalf("%d parallel first uses were First, want exactly 1", count)
+	}
 }

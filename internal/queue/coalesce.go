@@ -1,35 +1,35 @@
 package queue
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"time"
 
 	"github.com/segmentio/kafka-go"
 )
 
-// ErrClosed means the writer was closed before the message was handed to Kafka.
-var ErrClosed = errors.New("kafka writer closed")
+// ErrClosed means the producer was closed before the message was handed to Kafka.
+var ErrClosed = errors.New("kafka producer closed")
 
-// CoalescingWriter funnels many concurrent WriteMessages calls into few produce
-// requests. Called once per HTTP request, kafka-go's Writer spends most of its CPU on
-// fixed per-call costs and makes every request wait out a batch timer of its own. Here
-// one loop collects whatever callers are waiting and sends them as one produce request
-// per partition leader (see produce), while at most MaxInFlight requests are
-// outstanding, and answers each caller with its own messages' fate: while a request is
-// in flight the next batch grows by itself, so batches follow the load.
+// Producer is aerogate's one way to write to Kafka, for every role and every topic. It
+// funnels many concurrent WriteMessages calls into few produce requests: one loop collects
+// whatever callers are waiting and sends them as one produce request per partition leader
+// (see produce), while at most MaxInFlight requests are outstanding, and answers each
+// caller with its own messages' fate. While a request is in flight the next batch grows by
+// itself, so batches follow the load and no caller waits on a batch timer. A caller is
+// answered only once the broker acknowledged (acks=all) or refused its messages.
 //
-// It takes its settings from a kafka-go Writer (NewWriter): the Transport and its
-// connections, Topic, Balancer (murmur2), RequiredAcks, Compression, BatchBytes,
-// MaxAttempts and the write backoff. The Writer's BatchSize and BatchTimeout do not
-// apply: there is no timer, a request leaves as soon as a slot is free. A caller is
-// answered only once the broker acknowledged (or refused) its messages.
-type CoalescingWriter struct {
-	w          *kafka.Writer
-	transport  kafka.RoundTripper
+// Every producer retries the same way: a partition that fails with a retriable error (a
+// leader moving, a broker restarting, a dropped connection) is sent again up to
+// produceAttempts times in all, with backoff between produceBackoffMin and
+// produceBackoffMax, within Timeout; its messages keep the partition chosen first.
+type Producer struct {
+	topic      string
+	addr       net.Addr
+	transport  *kafka.Transport
 	balancer   kafka.Balancer
 	timeout    time.Duration
 	maxBatch   int
@@ -37,6 +37,7 @@ type CoalescingWriter struct {
 	attempts   int
 	backoffMin time.Duration
 	backoffMax time.Duration
+	metrics    produceMetrics
 
 	reqs   chan *coalescedWrite
 	slots  chan struct{}
@@ -46,16 +47,31 @@ type CoalescingWriter struct {
 	writes sync.WaitGroup
 }
 
-// CoalescingConfig tunes a CoalescingWriter.
-type CoalescingConfig struct {
-	// MaxBatch caps the messages of one produce request (default 2,000); the Writer's
-	// BatchBytes caps its bytes.
+// The retry rules of every producer.
+const (
+	produceAttempts   = 3
+	produceBackoffMin = 20 * time.Millisecond
+	produceBackoffMax = 500 * time.Millisecond
+)
+
+// ProducerConfig configures a Producer. Cluster and Topic are required.
+type ProducerConfig struct {
+	Cluster Cluster
+	Topic   string
+	// Timeout bounds one produce request with its retries (default 5s); a caller whose
+	// messages are not acknowledged by then gets ErrUnavailable.
+	Timeout time.Duration
+	// Balancer picks each message's partition, once (default murmur2 of the key, the
+	// Java client's default partitioner, so aerogate and any Java or librdkafka
+	// "murmur2_random" producer put a key in the same partition).
+	Balancer kafka.Balancer
+	// MaxBatch caps the messages of one produce request (default 2,000).
 	MaxBatch int
+	// MaxBytes caps a produce request (default 1 MiB, the broker's default
+	// message.max.bytes); a larger single call fails with ErrTooLarge.
+	MaxBytes int64
 	// MaxInFlight caps concurrent produce requests (default 4).
 	MaxInFlight int
-	// Timeout bounds one request with its retries (default the Writer's WriteTimeout,
-	// else 5s).
-	Timeout time.Duration
 }
 
 type coalescedWrite struct {
@@ -66,60 +82,69 @@ type coalescedWrite struct {
 
 var coalescedWrites = sync.Pool{New: func() any { return &coalescedWrite{done: make(chan error, 1)} }}
 
-// NewCoalescingWriter starts the collecting loop over w. Close stops it and closes w.
-func NewCoalescingWriter(w *kafka.Writer, cfg CoalescingConfig) *CoalescingWriter {
-	if cfg.MaxBatch <= 0 {
-		cfg.MaxBatch = 2000
+// NewProducer starts the collecting loop; Close stops it. It does not connect yet.
+func NewProducer(cfg ProducerConfig) (*Producer, error) {
+	if len(cfg.Cluster.Brokers) == 0 {
+		return nil, errors.New("producer: no kafka brokers")
 	}
-	if cfg.MaxInFlight <= 0 {
-		cfg.MaxInFlight = 4
-	}
-	if cfg.Timeout <= 0 {
-		cfg.Timeout = w.WriteTimeout
+	if cfg.Topic == "" {
+		return nil, errors.New("producer: no topic")
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultWriteTimeout
 	}
-	c := &CoalescingWriter{
-		w:          w,
-		transport:  w.Transport,
-		balancer:   w.Balancer,
+	if cfg.Balancer == nil {
+		cfg.Balancer = &kafka.Murmur2Balancer{}
+	}
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = 2000
+	}
+	if cfg.MaxBytes <= 0 {
+		cfg.MaxBytes = DefaultBatchBytes
+	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = 4
+	}
+	c := &Producer{
+		topic: cfg.Topic,
+		addr:  kafka.TCP(cfg.Cluster.Brokers...),
+		// Metadata of this topic only: the default asks for every topic in the cluster.
+		transport:  cfg.Cluster.transport(cfg.Timeout, cfg.Topic),
+		balancer:   cfg.Balancer,
 		timeout:    cfg.Timeout,
 		maxBatch:   cfg.MaxBatch,
-		maxBytes:   w.BatchBytes,
-		attempts:   max(w.MaxAttempts, 1),
-		backoffMin: cmp.Or(w.WriteBackoffMin, 100*time.Millisecond),
-		backoffMax: cmp.Or(w.WriteBackoffMax, time.Second),
+		maxBytes:   cfg.MaxBytes,
+		attempts:   produceAttempts,
+		backoffMin: produceBackoffMin,
+		backoffMax: produceBackoffMax,
+		metrics:    newProduceMetrics(cfg.Topic),
 		reqs:       make(chan *coalescedWrite),
 		slots:      make(chan struct{}, cfg.MaxInFlight),
 		closed:     make(chan struct{}),
 	}
-	if c.transport == nil {
-		c.transport = kafka.DefaultTransport
-	}
-	if c.balancer == nil {
-		c.balancer = &kafka.Murmur2Balancer{}
-	}
-	if c.maxBytes <= 0 {
-		c.maxBytes = DefaultBatchBytes
-	}
 	c.loop.Add(1)
 	go c.run()
-	return c
+	return c, nil
 }
 
+// Topic is the topic the producer writes to.
+func (c *Producer) Topic() string { return c.topic }
+
 // WriteMessages writes msgs and returns once the broker acknowledged all of them, or an
-// error wrapping ErrUnavailable, ErrTooLarge or ErrClosed. When ctx ends first it
-// returns at once; the messages may still be delivered and their bytes may still be
-// read, so the caller must not reuse them after an error.
-func (c *CoalescingWriter) WriteMessages(ctx context.Context, msgs ...kafka.Message) error {
+// error wrapping ErrNotWritten (nothing can be in the log: also ErrUnavailable,
+// ErrTooLarge or ErrClosed) or ErrOutcomeUnknown (the messages may be in the log, or
+// appear there later: also ErrUnavailable). When ctx ends first it returns at once:
+// ErrNotWritten if the messages were not handed to the writing loop yet, else
+// ErrOutcomeUnknown, since they may still be delivered. Their bytes may still be read,
+// so the caller must not reuse them after an error.
+func (c *Producer) WriteMessages(ctx context.Context, msgs ...kafka.Message) error {
 	var size int64
 	for i := range msgs {
 		size += messageSize(&msgs[i])
 	}
 	// Checked here so that an oversized call cannot fail the others it is coalesced with.
 	if size > c.maxBytes {
-		return fmt.Errorf("publishing to %s: %w", c.w.Topic, ErrTooLarge)
+		return fmt.Errorf("publishing to %s: %w", c.topic, ErrTooLarge)
 	}
 	r := coalescedWrites.Get().(*coalescedWrite)
 	r.msgs, r.bytes = msgs, size
@@ -128,11 +153,11 @@ func (c *CoalescingWriter) WriteMessages(ctx context.Context, msgs ...kafka.Mess
 	case <-ctx.Done():
 		r.msgs = nil
 		coalescedWrites.Put(r)
-		return fmt.Errorf("publishing to %s: %w: %w", c.w.Topic, ErrUnavailable, ctx.Err())
+		return fmt.Errorf("publishing to %s: %w", c.topic, outcomeError(ctx.Err(), false))
 	case <-c.closed:
 		r.msgs = nil
 		coalescedWrites.Put(r)
-		return ErrClosed
+		return fmt.Errorf("publishing to %s: %w: %w", c.topic, ErrNotWritten, ErrClosed)
 	}
 	select {
 	case err := <-r.done:
@@ -140,8 +165,9 @@ func (c *CoalescingWriter) WriteMessages(ctx context.Context, msgs ...kafka.Mess
 		coalescedWrites.Put(r)
 		return err
 	case <-ctx.Done():
-		// r stays with the in-flight call until it answers; it is not reused.
-		return fmt.Errorf("publishing to %s: %w: %w", c.w.Topic, ErrUnavailable, ctx.Err())
+		// r stays with the in-flight call until it answers; it is not reused. The loop
+		// has it and writes it whatever happens here, so it may land.
+		return fmt.Errorf("publishing to %s: %w", c.topic, outcomeError(ctx.Err(), true))
 	}
 }
 
@@ -156,7 +182,7 @@ func messageSize(m *kafka.Message) int64 {
 	return int64(n)
 }
 
-func (c *CoalescingWriter) run() {
+func (c *Producer) run() {
 	defer c.loop.Done()
 	// next is a caller that did not fit the previous batch: it starts the next one.
 	var next *coalescedWrite
@@ -178,7 +204,7 @@ func (c *CoalescingWriter) run() {
 		for n < c.maxBatch {
 			select {
 			case r := <-c.reqs:
-				// A request stays under BatchBytes in all, so no partition's record set
+				// A request stays under MaxBytes in all, so no partition's record set
 				// can be over the broker's limit.
 				if size+r.bytes > c.maxBytes {
 					next = r
@@ -196,7 +222,7 @@ func (c *CoalescingWriter) run() {
 	}
 }
 
-func (c *CoalescingWriter) write(batch []*coalescedWrite, n int) {
+func (c *Producer) write(batch []*coalescedWrite, n int) {
 	defer c.writes.Done()
 	defer func() { <-c.slots }()
 	msgs := make([]kafka.Message, 0, n)
@@ -204,7 +230,9 @@ func (c *CoalescingWriter) write(batch []*coalescedWrite, n int) {
 		msgs = append(msgs, r.msgs...)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	start := time.Now()
 	errs := c.produce(ctx, msgs)
+	c.metrics.observe(time.Since(start), len(msgs), errs)
 	cancel()
 	i := 0
 	for _, r := range batch {
@@ -215,7 +243,7 @@ func (c *CoalescingWriter) write(batch []*coalescedWrite, n int) {
 		}
 		for _, e := range errs[i : i+len(r.msgs)] {
 			if e != nil {
-				rerr = fmt.Errorf("publishing to %s: %w", c.w.Topic, mapWriteError(e))
+				rerr = fmt.Errorf("publishing to %s: %w", c.topic, e)
 				break
 			}
 		}
@@ -225,14 +253,11 @@ func (c *CoalescingWriter) write(batch []*coalescedWrite, n int) {
 }
 
 // Close stops accepting writes, waits for the requests in flight, then closes the
-// Writer and the Transport's connections.
-func (c *CoalescingWriter) Close() error {
+// Transport's connections.
+func (c *Producer) Close() error {
 	c.once.Do(func() { close(c.closed) })
 	c.loop.Wait()
 	c.writes.Wait()
-	err := c.w.Close()
-	if t, ok := c.transport.(*kafka.Transport); ok {
-		t.CloseIdleConnections()
-	}
-	return err
+	c.transport.CloseIdleConnections()
+	return nil
 }

@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -10,23 +11,27 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/aerostic/aerogate/internal/metrics"
 )
 
-func newCoalescing(t *testing.T, brokers []string, topic string, cfg CoalescingConfig) *CoalescingWriter {
+func newTestProducer(t *testing.T, brokers []string, topic string, cfg ProducerConfig) *Producer {
 	t.Helper()
-	w := NewWriter(WriterConfig{Brokers: brokers, Topic: topic, WriteTimeout: 2 * time.Second, BatchTimeout: time.Millisecond, ClientID: "test"})
-	c := NewCoalescingWriter(w, cfg)
-	t.Cleanup(func() { c.Close() })
-	return c
+	cfg.Cluster = Cluster{Brokers: brokers, ClientID: "test"}
+	cfg.Topic = topic
+	cfg.Timeout = cmp.Or(cfg.Timeout, 2*time.Second)
+	return mustProducer(t, cfg)
 }
 
-// TestCoalescingWriterDeliversEveryConcurrentWrite: many callers at once each get their
+// TestProducerDeliversEveryConcurrentWrite: many callers at once each get their
 // acknowledgement, and every message is on the topic once, in its key's partition.
-func TestCoalescingWriterDeliversEveryConcurrentWrite(t *testing.T) {
+func TestProducerDeliversEveryConcurrentWrite(t *testing.T) {
 	b := startBroker(t, EmbeddedConfig{Addr: "127.0.0.1:0", Partitions: 4})
-	c := newCoalescing(t, b.Addrs(), TopicSends, CoalescingConfig{MaxInFlight: 2, MaxBatch: 50})
+	c := newTestProducer(t, b.Addrs(), TopicSends, ProducerConfig{MaxInFlight: 2, MaxBatch: 50})
 
 	const callers, each = 32, 25
 	var wg sync.WaitGroup
@@ -69,11 +74,11 @@ func TestCoalescingWriterDeliversEveryConcurrentWrite(t *testing.T) {
 	}
 }
 
-// TestCoalescingWriterOversizedMessageFailsAlone: a message over the batch limit is
+// TestProducerOversizedMessageFailsAlone: a message over the batch limit is
 // refused without failing the messages it would have been coalesced with.
-func TestCoalescingWriterOversizedMessageFailsAlone(t *testing.T) {
+func TestProducerOversizedMessageFailsAlone(t *testing.T) {
 	b := startBroker(t, EmbeddedConfig{Addr: "127.0.0.1:0", Partitions: 2})
-	c := newCoalescing(t, b.Addrs(), TopicSends, CoalescingConfig{})
+	c := newTestProducer(t, b.Addrs(), TopicSends, ProducerConfig{})
 	big := []byte(strings.Repeat("x", DefaultBatchBytes+1))
 	var wg sync.WaitGroup
 	var bigErr error
@@ -101,11 +106,11 @@ func TestCoalescingWriterOversizedMessageFailsAlone(t *testing.T) {
 	}
 }
 
-// TestCoalescingWriterBrokerDown: with the broker gone every caller gets ErrUnavailable
+// TestProducerBrokerDown: with the broker gone every caller gets ErrUnavailable
 // within the writer's timeout, and after Close a write is refused at once.
-func TestCoalescingWriterBrokerDown(t *testing.T) {
+func TestProducerBrokerDown(t *testing.T) {
 	b := startBroker(t, EmbeddedConfig{Addr: "127.0.0.1:0", Partitions: 2})
-	c := newCoalescing(t, b.Addrs(), TopicSends, CoalescingConfig{Timeout: time.Second})
+	c := newTestProducer(t, b.Addrs(), TopicSends, ProducerConfig{Timeout: time.Second})
 	if err := c.WriteMessages(context.Background(), kafka.Message{Key: []byte("t"), Value: []byte("up")}); err != nil {
 		t.Fatalf("write while the broker is up: %v", err)
 	}
@@ -183,14 +188,14 @@ func (f *produceFaults) arm(code int16, n int32) {
 	f.code.Store(int32(code))
 }
 
-// TestCoalescingWriterProduceErrors: a retriable partition error (leader moved) is
+// TestProducerProduceErrors: a retriable partition error (leader moved) is
 // retried and every message lands once; a permanent one fails its callers at once;
 // a retriable one that persists fails after the writer's attempts.
-func TestCoalescingWriterProduceErrors(t *testing.T) {
+func TestProducerProduceErrors(t *testing.T) {
 	const notLeader, tooLarge = 6, 10
 	b := startBroker(t, EmbeddedConfig{Addr: "127.0.0.1:0", Partitions: 4})
 	faults := injectProduceFaults(b)
-	c := newCoalescing(t, b.Addrs(), TopicSends, CoalescingConfig{})
+	c := newTestProducer(t, b.Addrs(), TopicSends, ProducerConfig{})
 
 	// Retriable, once: every caller is acknowledged and each message is on the topic once.
 	faults.arm(notLeader, 1)
@@ -233,7 +238,7 @@ func TestCoalescingWriterProduceErrors(t *testing.T) {
 		t.Fatalf("a permanent error was tried %d times, want once", n)
 	}
 
-	// Retriable, for good: ErrUnavailable after MaxAttempts requests (NewWriter: 3).
+	// Retriable, for good: ErrUnavailable after MaxAttempts requests (produceAttempts: 3).
 	faults.arm(notLeader, -1)
 	err = c.WriteMessages(context.Background(), kafka.Message{Key: []byte("t"), Value: []byte("y")})
 	if !errors.Is(err, ErrUnavailable) {
@@ -244,12 +249,11 @@ func TestCoalescingWriterProduceErrors(t *testing.T) {
 	}
 }
 
-// TestCoalescingWriterSplitsAtBatchBytes: callers that together exceed BatchBytes are
+// TestProducerSplitsAtBatchBytes: callers that together exceed MaxBytes are
 // spread over several produce requests, and every one is acknowledged and delivered.
-func TestCoalescingWriterSplitsAtBatchBytes(t *testing.T) {
+func TestProducerSplitsAtBatchBytes(t *testing.T) {
 	b := startBroker(t, EmbeddedConfig{Addr: "127.0.0.1:0", Partitions: 2})
-	w := NewWriter(WriterConfig{Brokers: b.Addrs(), Topic: TopicSends, WriteTimeout: 2 * time.Second, BatchBytes: 4 << 10, ClientID: "test"})
-	c := NewCoalescingWriter(w, CoalescingConfig{MaxInFlight: 1})
+	c := newTestProducer(t, b.Addrs(), TopicSends, ProducerConfig{MaxInFlight: 1, MaxBytes: 4 << 10})
 	t.Cleanup(func() { c.Close() })
 
 	value := strings.Repeat("v", 500)
@@ -272,4 +276,53 @@ func TestCoalescingWriterSplitsAtBatchBytes(t *testing.T) {
 	if n := len(fetch(t, newReader(t, b.Addrs(), "split-test", TopicSends), callers)); n != callers {
 		t.Fatalf("read %d messages, want %d", n, callers)
 	}
+}
+
+// TestProducerMetrics: every produce batch is timed and counted for its topic, and a
+// batch that fails is counted once by outcome.
+func TestProducerMetrics(t *testing.T) {
+	t.Parallel()
+	const topic, missing = "produce-metrics", "produce-metrics-missing"
+	b := startBroker(t, EmbeddedConfig{Addr: "127.0.0.1:0", Partitions: 2})
+	if err := b.Cluster().EnsureTopics(context.Background(), []string{topic}, 2, 1); err != nil {
+		t.Fatal(err)
+	}
+	c := newTestProducer(t, b.Addrs(), topic, ProducerConfig{MaxInFlight: 1})
+	for i := range 3 {
+		msgs := make([]kafka.Message, 5)
+		for j := range msgs {
+			msgs[j] = kafka.Message{Key: []byte(fmt.Sprintf("k%d", j)), Value: []byte(fmt.Sprint(i))}
+		}
+		if err := c.WriteMessages(context.Background(), msgs...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	records := histogram(t, metrics.ProduceRecords.WithLabelValues(topic))
+	if records.GetSampleCount() != 3 || records.GetSampleSum() != 15 {
+		t.Errorf("records histogram: %d batches, %v records; want 3 batches of 5", records.GetSampleCount(), records.GetSampleSum())
+	}
+	if n := histogram(t, metrics.ProduceDuration.WithLabelValues(topic)).GetSampleCount(); n != 3 {
+		t.Errorf("duration histogram: %d batches, want 3", n)
+	}
+
+	bad := newTestProducer(t, b.Addrs(), missing, ProducerConfig{})
+	if err := bad.WriteMessages(context.Background(), kafka.Message{Value: []byte("x")}); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("write to a missing topic: %v", err)
+	}
+	if n := metricValue(t, metrics.ProduceErrors.WithLabelValues(missing, "not_written")); n != 1 {
+		t.Errorf("not_written errors of %s = %v, want 1", missing, n)
+	}
+	if n := metricValue(t, metrics.ProduceErrors.WithLabelValues(topic, "not_written")) +
+		metricValue(t, metrics.ProduceErrors.WithLabelValues(topic, "unknown")); n != 0 {
+		t.Errorf("errors of %s = %v, want 0", topic, n)
+	}
+}
+
+func histogram(t *testing.T, o prometheus.Observer) *dto.Histogram {
+	t.Helper()
+	var d dto.Metric
+	if err := o.(prometheus.Metric).Write(&d); err != nil {
+		t.Fatal(err)
+	}
+	return d.GetHistogram()
 }

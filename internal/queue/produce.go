@@ -18,17 +18,21 @@ import (
 	"github.com/aerostic/aerogate/internal/retry"
 )
 
-// produce writes msgs to the writer's topic in one produce request per partition leader
-// (one request in all on a single broker), through the Writer's own Transport, and
-// retries the partitions that failed with a retriable error until the Writer's
-// MaxAttempts or ctx run out. errs[i] is msgs[i]'s fate; nil means every message was
-// acknowledged with the Writer's RequiredAcks.
+// produce writes msgs to the producer's topic in one produce request per partition
+// leader (one request in all on a single broker) and retries the partitions that failed
+// with a retriable error until the attempts or ctx run out. errs[i] is msgs[i]'s fate;
+// nil means every message was acknowledged by all in-sync replicas. A failed message's
+// error wraps ErrOutcomeUnknown when any of its attempts may have reached the log (a
+// request written and not answered, or answered with an error given after the append),
+// else ErrNotWritten.
 //
 // kafka-go's Writer sends one request per partition and waits out BatchTimeout for each
 // batch; a coalesced batch spans every partition, so building the request here turns a
 // dozen requests and a timer wait into one round trip.
-func (c *CoalescingWriter) produce(ctx context.Context, msgs []kafka.Message) []error {
+func (c *Producer) produce(ctx context.Context, msgs []kafka.Message) []error {
 	var errs []error
+	// maybe[i]: an attempt of msgs[i] may have reached the log (allocated on the first).
+	var maybe []bool
 	fail := func(idx []int, err error) {
 		if len(idx) == 0 {
 			return
@@ -36,8 +40,30 @@ func (c *CoalescingWriter) produce(ctx context.Context, msgs []kafka.Message) []
 		if errs == nil {
 			errs = make([]error, len(msgs))
 		}
+		var known, unknown error
 		for _, i := range idx {
-			errs[i] = err
+			if maybe != nil && maybe[i] {
+				if unknown == nil {
+					unknown = outcomeError(err, true)
+				}
+				errs[i] = unknown
+				continue
+			}
+			if known == nil {
+				known = outcomeError(err, false)
+			}
+			errs[i] = known
+		}
+	}
+	sent := func(idx []int) {
+		if len(idx) == 0 {
+			return
+		}
+		if maybe == nil {
+			maybe = make([]bool, len(msgs))
+		}
+		for _, i := range idx {
+			maybe[i] = true
 		}
 	}
 	pending := make([]int, len(msgs))
@@ -55,8 +81,9 @@ func (c *CoalescingWriter) produce(ctx context.Context, msgs []kafka.Message) []
 			if part == nil {
 				part = c.partition(msgs, layout.partitions)
 			}
-			var failed []int
-			again, failed, err = c.produceOnce(ctx, msgs, pending, part, layout)
+			var failed, unsure []int
+			again, failed, unsure, err = c.produceOnce(ctx, msgs, pending, part, layout)
+			sent(unsure)
 			fail(failed, err)
 		}
 		if len(again) == 0 {
@@ -74,7 +101,7 @@ func (c *CoalescingWriter) produce(ctx context.Context, msgs []kafka.Message) []
 	}
 }
 
-// topicLayout is the writer's topic as the Transport's cached metadata has it.
+// topicLayout is the producer's topic as the Transport's cached metadata has it.
 type topicLayout struct {
 	partitions int
 	leader     []int32 // by partition
@@ -82,22 +109,22 @@ type topicLayout struct {
 
 // layout reads the topic's partitions and leaders; the Transport answers from its
 // metadata cache (refreshed every MetadataTTL), so this costs no round trip.
-func (c *CoalescingWriter) layout(ctx context.Context) (topicLayout, error) {
-	r, err := c.transport.RoundTrip(ctx, c.w.Addr, &metadataAPI.Request{TopicNames: []string{c.w.Topic}})
+func (c *Producer) layout(ctx context.Context) (topicLayout, error) {
+	r, err := c.transport.RoundTrip(ctx, c.addr, &metadataAPI.Request{TopicNames: []string{c.topic}})
 	if err != nil {
-		return topicLayout{}, fmt.Errorf("reading metadata of %s: %w", c.w.Topic, err)
+		return topicLayout{}, fmt.Errorf("reading metadata of %s: %w", c.topic, err)
 	}
 	for _, t := range r.(*metadataAPI.Response).Topics {
-		if t.Name != c.w.Topic {
+		if t.Name != c.topic {
 			continue
 		}
 		if t.ErrorCode != 0 {
-			return topicLayout{}, fmt.Errorf("reading metadata of %s: %w", c.w.Topic, kafka.Error(t.ErrorCode))
+			return topicLayout{}, fmt.Errorf("reading metadata of %s: %w", c.topic, kafka.Error(t.ErrorCode))
 		}
 		l := topicLayout{partitions: len(t.Partitions), leader: make([]int32, len(t.Partitions))}
 		for _, p := range t.Partitions {
 			if int(p.PartitionIndex) >= len(l.leader) || p.PartitionIndex < 0 {
-				return topicLayout{}, fmt.Errorf("reading metadata of %s: partition %d of %d", c.w.Topic, p.PartitionIndex, len(t.Partitions))
+				return topicLayout{}, fmt.Errorf("reading metadata of %s: partition %d of %d", c.topic, p.PartitionIndex, len(t.Partitions))
 			}
 			l.leader[p.PartitionIndex] = p.LeaderID
 		}
@@ -106,11 +133,11 @@ func (c *CoalescingWriter) layout(ctx context.Context) (topicLayout, error) {
 		}
 		return l, nil
 	}
-	return topicLayout{}, fmt.Errorf("reading metadata of %s: %w", c.w.Topic, kafka.UnknownTopicOrPartition)
+	return topicLayout{}, fmt.Errorf("reading metadata of %s: %w", c.topic, kafka.UnknownTopicOrPartition)
 }
 
-// partition applies the Writer's Balancer to every message.
-func (c *CoalescingWriter) partition(msgs []kafka.Message, n int) []int32 {
+// partition applies the producer's Balancer to every message.
+func (c *Producer) partition(msgs []kafka.Message, n int) []int32 {
 	partitions := make([]int, n)
 	for i := range partitions {
 		partitions[i] = i
@@ -124,15 +151,16 @@ func (c *CoalescingWriter) partition(msgs []kafka.Message, n int) []int32 {
 
 // produceOnce sends msgs[pending] as one request per leader, concurrently when the
 // partitions have several leaders. It returns the messages to try again, those that
-// failed for good, and the error behind either.
-func (c *CoalescingWriter) produceOnce(ctx context.Context, msgs []kafka.Message, pending []int, part []int32,
-	layout topicLayout) (again, failed []int, err error) {
+// failed for good, those of either kind whose request may have reached the log (see
+// mayHaveWritten), and the error behind the failures.
+func (c *Producer) produceOnce(ctx context.Context, msgs []kafka.Message, pending []int, part []int32,
+	layout topicLayout) (again, failed, unsure []int, err error) {
 	// Messages by partition, keeping their order within each.
 	byPartition := make(map[int32][]int, layout.partitions)
 	for _, i := range pending {
 		p := part[i]
 		if int(p) >= layout.partitions {
-			return nil, pending, fmt.Errorf("partition %d of %s is gone (%d partitions)", p, c.w.Topic, layout.partitions)
+			return nil, pending, nil, fmt.Errorf("partition %d of %s is gone (%d partitions)", p, c.topic, layout.partitions)
 		}
 		byPartition[p] = append(byPartition[p], i)
 	}
@@ -143,41 +171,40 @@ func (c *CoalescingWriter) produceOnce(ctx context.Context, msgs []kafka.Message
 	}
 
 	type outcome struct {
-		again, failed []int
-		err           error
+		again, failed, unsure []int
+		err                   error
 	}
 	send := func(parts []int32) outcome {
 		var o outcome
 		req := &produceAPI.Request{
-			Acks:    int16(c.w.RequiredAcks),
+			Acks:    int16(kafka.RequireAll),
 			Timeout: timeoutMs(ctx),
-			Topics:  []produceAPI.RequestTopic{{Topic: c.w.Topic, Partitions: make([]produceAPI.RequestPartition, 0, len(parts))}},
+			Topics:  []produceAPI.RequestTopic{{Topic: c.topic, Partitions: make([]produceAPI.RequestPartition, 0, len(parts))}},
 		}
-		attrs := protocol.Attributes(c.w.Compression) & 0x7
 		for _, p := range parts {
 			req.Topics[0].Partitions = append(req.Topics[0].Partitions, produceAPI.RequestPartition{
 				Partition: p,
-				RecordSet: protocol.RecordSet{Attributes: attrs, Records: &records{msgs: msgs, idx: byPartition[p]}},
+				RecordSet: protocol.RecordSet{Records: &records{msgs: msgs, idx: byPartition[p]}},
 			})
 		}
-		r, rerr := c.transport.RoundTrip(ctx, c.w.Addr, req)
+		r, rerr := c.transport.RoundTrip(ctx, c.addr, req)
 		if rerr != nil {
-			o.err = fmt.Errorf("producing to %s: %w", c.w.Topic, rerr)
+			o.err = fmt.Errorf("producing to %s: %w", c.topic, rerr)
 			to := &o.failed
 			if retriable(rerr) {
 				to = &o.again
 			}
 			for _, p := range parts {
 				*to = append(*to, byPartition[p]...)
+				if mayHaveWritten(rerr) {
+					o.unsure = append(o.unsure, byPartition[p]...)
+				}
 			}
-			return o
-		}
-		if c.w.RequiredAcks == kafka.RequireNone {
 			return o
 		}
 		answered := make(map[int32]bool, len(parts))
 		for _, t := range r.(*produceAPI.Response).Topics {
-			if t.Topic != c.w.Topic {
+			if t.Topic != c.topic {
 				continue
 			}
 			for _, rp := range t.Partitions {
@@ -190,7 +217,10 @@ func (c *CoalescingWriter) produceOnce(ctx context.Context, msgs []kafka.Message
 					continue
 				}
 				kerr := kafka.Error(rp.ErrorCode)
-				o.err = fmt.Errorf("producing to %s partition %d: %w", c.w.Topic, rp.Partition, kerr)
+				o.err = fmt.Errorf("producing to %s partition %d: %w", c.topic, rp.Partition, kerr)
+				if appendedCode(kerr) {
+					o.unsure = append(o.unsure, idx...)
+				}
 				if kerr.Temporary() {
 					o.again = append(o.again, idx...)
 				} else {
@@ -200,8 +230,9 @@ func (c *CoalescingWriter) produceOnce(ctx context.Context, msgs []kafka.Message
 		}
 		for _, p := range parts {
 			if !answered[p] {
-				o.err = fmt.Errorf("producing to %s: no answer for partition %d", c.w.Topic, p)
+				o.err = fmt.Errorf("producing to %s: no answer for partition %d", c.topic, p)
 				o.again = append(o.again, byPartition[p]...)
+				o.unsure = append(o.unsure, byPartition[p]...)
 			}
 		}
 		return o
@@ -210,7 +241,7 @@ func (c *CoalescingWriter) produceOnce(ctx context.Context, msgs []kafka.Message
 	if len(byLeader) == 1 {
 		for _, parts := range byLeader {
 			o := send(parts)
-			return o.again, o.failed, o.err
+			return o.again, o.failed, o.unsure, o.err
 		}
 	}
 	results := make(chan outcome, len(byLeader))
@@ -221,11 +252,12 @@ func (c *CoalescingWriter) produceOnce(ctx context.Context, msgs []kafka.Message
 		o := <-results
 		again = append(again, o.again...)
 		failed = append(failed, o.failed...)
+		unsure = append(unsure, o.unsure...)
 		if o.err != nil {
 			err = o.err
 		}
 	}
-	return again, failed, err
+	return again, failed, unsure, err
 }
 
 // records reads msgs[idx] as a produce request's record set.

@@ -29,16 +29,35 @@ func startBroker(t *testing.T, cfg EmbeddedConfig) *Embedded {
 	return e
 }
 
-func newPublisher(t *testing.T, brokers []string, topic string) *Publisher {
+func newPublisher(t *testing.T, brokers []string, topic string) *Producer {
 	t.Helper()
-	p := NewPublisher(WriterConfig{Brokers: brokers, Topic: topic, WriteTimeout: 2 * time.Second, ClientID: "test"})
+	return mustProducer(t, ProducerConfig{Cluster: Cluster{Brokers: brokers, ClientID: "test"}, Topic: topic, Timeout: 2 * time.Second})
+}
+
+func mustProducer(t *testing.T, cfg ProducerConfig) *Producer {
+	t.Helper()
+	p, err := NewProducer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { p.Close() })
 	return p
 }
 
+func publish(p *Producer, key, value []byte) error {
+	return p.WriteMessages(context.Background(), kafka.Message{Key: key, Value: value})
+}
+
+// groupReader reads topic as a member of group and commits only through
+// CommitMessages: a plain kafka-go reader, to look at what is on a topic.
+func groupReader(brokers []string, group, topic string) *kafka.Reader {
+	return kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, GroupID: group, Topic: topic,
+		StartOffset: kafka.FirstOffset, MaxWait: 500 * time.Millisecond, CommitInterval: 0})
+}
+
 func newReader(t *testing.T, brokers []string, group, topic string) *kafka.Reader {
 	t.Helper()
-	r := NewReader(ReaderConfig{Brokers: brokers, GroupID: group, Topic: topic, ClientID: "test"})
+	r := groupReader(brokers, group, topic)
 	t.Cleanup(func() { r.Close() })
 	return r
 }
@@ -90,7 +109,7 @@ func TestWriteThenReadCarriesKeyAndEnvelope(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := p.Publish(context.Background(), []byte(env.TenantID), value); err != nil {
+	if err := publish(p, []byte(env.TenantID), value); err != nil {
 		t.Fatalf("Publish: %v", err)
 	}
 
@@ -128,7 +147,7 @@ func TestSameKeySamePartition(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make(chan error, len(msgs))
 	for _, m := range msgs {
-		wg.Go(func() { errs <- p.Publish(context.Background(), m.Key, m.Value) })
+		wg.Go(func() { errs <- publish(p, m.Key, m.Value) })
 	}
 	wg.Wait()
 	close(errs)
@@ -172,7 +191,7 @@ func TestEmbeddedListensOnGivenAddr(t *testing.T) {
 	if got := e.Addrs(); len(got) != 1 || got[0] != addr {
 		t.Fatalf("Addrs = %v, want [%s]", got, addr)
 	}
-	if err := Ping(context.Background(), []string{addr}); err != nil {
+	if err := (Cluster{Brokers: []string{addr}}).Ping(context.Background()); err != nil {
 		t.Fatalf("Ping: %v", err)
 	}
 	// Busy address: a clear error, not a broker somewhere else.
@@ -188,14 +207,14 @@ func TestEmbeddedPersistsMessagesAndOffsetsAcrossRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := NewPublisher(WriterConfig{Brokers: e.Addrs(), Topic: TopicSends})
+	p := mustProducer(t, ProducerConfig{Cluster: Cluster{Brokers: e.Addrs()}, Topic: TopicSends})
 	for i := range 10 {
-		if err := p.Publish(context.Background(), []byte("t"), []byte(strconv.Itoa(i))); err != nil {
+		if err := publish(p, []byte("t"), []byte(strconv.Itoa(i))); err != nil {
 			t.Fatal(err)
 		}
 	}
 	p.Close()
-	r := NewReader(ReaderConfig{Brokers: e.Addrs(), GroupID: "g-persist", Topic: TopicSends})
+	r := groupReader(e.Addrs(), "g-persist", TopicSends)
 	msgs := fetch(t, r, 4)
 	if err := r.CommitMessages(context.Background(), msgs...); err != nil {
 		t.Fatal(err)
@@ -217,10 +236,10 @@ func TestEmbeddedPersistsMessagesAndOffsetsAcrossRestart(t *testing.T) {
 		}
 	}
 	// Topics are all there after the restart, and writes keep working.
-	if err := EnsureTopics(context.Background(), e2.Addrs(), AllTopics, 1, 1); err != nil {
+	if err := e2.Cluster().EnsureTopics(context.Background(), AllTopics, 1, 1); err != nil {
 		t.Fatal(err)
 	}
-	if err := newPublisher(t, e2.Addrs(), TopicSendsDLQ).Publish(context.Background(), []byte("t"), []byte("x")); err != nil {
+	if err := publish(newPublisher(t, e2.Addrs(), TopicSendsDLQ), []byte("t"), []byte("x")); err != nil {
 		t.Fatalf("Publish after restart: %v", err)
 	}
 }
@@ -284,13 +303,13 @@ func TestHelperCrashBroker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := NewPublisher(WriterConfig{Brokers: e.Addrs(), Topic: TopicSends})
+	p := mustProducer(t, ProducerConfig{Cluster: Cluster{Brokers: e.Addrs()}, Topic: TopicSends})
 	for i := range 5 {
-		if err := p.Publish(context.Background(), []byte("t"), []byte(strconv.Itoa(i))); err != nil {
+		if err := publish(p, []byte("t"), []byte(strconv.Itoa(i))); err != nil {
 			t.Fatal(err)
 		}
 	}
-	r := NewReader(ReaderConfig{Brokers: e.Addrs(), GroupID: "g-crash", Topic: TopicSends})
+	r := groupReader(e.Addrs(), "g-crash", TopicSends)
 	msgs := fetch(t, r, 3)
 	if err := r.CommitMessages(context.Background(), msgs...); err != nil {
 		t.Fatal(err)
@@ -338,9 +357,9 @@ func TestPublishToDeadBrokerFailsInBoundedTime(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			p := NewPublisher(WriterConfig{Brokers: e.Addrs(), Topic: TopicSends})
+			p := mustProducer(t, ProducerConfig{Cluster: Cluster{Brokers: e.Addrs()}, Topic: TopicSends})
 			defer p.Close()
-			if err := p.Publish(context.Background(), []byte("k"), []byte("v")); err != nil {
+			if err := publish(p, []byte("k"), []byte("v")); err != nil {
 				t.Fatal(err)
 			}
 			e.Close()
@@ -351,10 +370,10 @@ func TestPublishToDeadBrokerFailsInBoundedTime(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			b := brokers(t)
-			p := NewPublisher(WriterConfig{Brokers: b, Topic: TopicSends, WriteTimeout: 500 * time.Millisecond})
+			p := mustProducer(t, ProducerConfig{Cluster: Cluster{Brokers: b}, Topic: TopicSends, Timeout: 500 * time.Millisecond})
 			defer p.Close()
 			done := make(chan error, 1)
-			go func() { done <- p.Publish(context.Background(), []byte("k"), []byte("v")) }()
+			go func() { done <- publish(p, []byte("k"), []byte("v")) }()
 			select {
 			case err := <-done:
 				if !errors.Is(err, ErrUnavailable) {
@@ -363,7 +382,7 @@ func TestPublishToDeadBrokerFailsInBoundedTime(t *testing.T) {
 			case <-time.After(15 * time.Second):
 				t.Fatal("Publish to a dead broker did not return")
 			}
-			if err := Ping(context.Background(), b); err == nil {
+			if err := (Cluster{Brokers: b}).Ping(context.Background()); err == nil {
 				t.Error("Ping of a dead broker succeeded")
 			}
 		})
@@ -373,9 +392,9 @@ func TestPublishToDeadBrokerFailsInBoundedTime(t *testing.T) {
 func TestPublishTooLarge(t *testing.T) {
 	t.Parallel()
 	e := startBroker(t, EmbeddedConfig{Partitions: 1})
-	p := NewPublisher(WriterConfig{Brokers: e.Addrs(), Topic: TopicSends, BatchBytes: 1024})
+	p := mustProducer(t, ProducerConfig{Cluster: Cluster{Brokers: e.Addrs()}, Topic: TopicSends, MaxBytes: 1024})
 	defer p.Close()
-	err := p.Publish(context.Background(), []byte("k"), make([]byte, 4096))
+	err := publish(p, []byte("k"), make([]byte, 4096))
 	if !errors.Is(err, ErrTooLarge) || errors.Is(err, ErrUnavailable) {
 		t.Fatalf("err = %v, want ErrTooLarge", err)
 	}
@@ -386,7 +405,7 @@ func TestEnsureTopicsIsIdempotent(t *testing.T) {
 	e := startBroker(t, EmbeddedConfig{Partitions: 2})
 	ctx := context.Background()
 	for range 2 {
-		if err := EnsureTopics(ctx, e.Addrs(), []string{"extra", TopicSends}, 3, 1); err != nil {
+		if err := (Cluster{Brokers: e.Addrs()}).EnsureTopics(ctx, []string{"extra", TopicSends}, 3, 1); err != nil {
 			t.Fatalf("EnsureTopics: %v", err)
 		}
 	}
@@ -404,10 +423,10 @@ func TestEnsureTopicsIsIdempotent(t *testing.T) {
 			t.Errorf("%s has %d partitions, want %d", topic, len(parts), want)
 		}
 	}
-	if err := EnsureTopics(ctx, e.Addrs(), []string{"x"}, 0, 1); err == nil {
+	if err := (Cluster{Brokers: e.Addrs()}).EnsureTopics(ctx, []string{"x"}, 0, 1); err == nil {
 		t.Error("EnsureTopics with 0 partitions succeeded")
 	}
-	if err := EnsureTopics(ctx, nil, []string{"x"}, 1, 1); err == nil {
+	if err := (Cluster{Brokers: nil}).EnsureTopics(ctx, []string{"x"}, 1, 1); err == nil {
 		t.Error("EnsureTopics without brokers succeeded")
 	}
 }
@@ -501,59 +520,6 @@ func FuzzDecodeEnvelope(f *testing.F) {
 			t.Fatalf("Decode of a re-encoded envelope: %v", err)
 		}
 	})
-}
-
-func TestGroupMembersSharePartitions(t *testing.T) {
-	t.Parallel()
-	e := startBroker(t, EmbeddedConfig{Partitions: 4})
-	p := newPublisher(t, e.Addrs(), TopicSends)
-	const n = 200
-	for i := range n {
-		if err := p.Publish(context.Background(), []byte(fmt.Sprintf("tenant-%d", i%20)), []byte(strconv.Itoa(i))); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cfg := ReaderConfig{Brokers: e.Addrs(), GroupID: "g-shared", Topic: TopicSends, SessionTimeout: 2 * time.Second, RebalanceTimeout: 2 * time.Second}
-	r1, r2 := NewReader(cfg), NewReader(cfg)
-	t.Cleanup(func() { r1.Close(); r2.Close() })
-
-	// Each member commits what it reads; between them every message is read, and a
-	// partition is read by one member at a time (rebalances may hand over a partition,
-	// but committed offsets keep a message from being read twice once committed).
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	var mu sync.Mutex
-	seen := map[string]int{}
-	byMember := [2]int{}
-	var wg sync.WaitGroup
-	for i, r := range []*kafka.Reader{r1, r2} {
-		wg.Go(func() {
-			for {
-				m, err := r.FetchMessage(ctx)
-				if err != nil {
-					return
-				}
-				if err := r.CommitMessages(ctx, m); err != nil {
-					return
-				}
-				mu.Lock()
-				seen[string(m.Value)]++
-				byMember[i]++
-				done := len(seen) == n
-				mu.Unlock()
-				if done {
-					cancel()
-				}
-			}
-		})
-	}
-	wg.Wait()
-	if len(seen) != n {
-		t.Fatalf("read %d distinct messages of %d", len(seen), n)
-	}
-	if byMember[0]+byMember[1] > n+20 {
-		t.Errorf("members read %v messages for %d sent: too many redeliveries", byMember, n)
-	}
 }
 
 func TestEncodeRejectsPayloadThatIsNotJSON(t *testing.T) {
