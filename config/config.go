@@ -9,6 +9,7 @@ import "time"
 // (http.addr → AEROGATE_HTTP_ADDR). These names are a contract: add keys, rename none.
 type Config struct {
 	HTTP          HTTP       `koanf:"http"`
+	Admin         Admin      `koanf:"admin"`
 	Database      Database   `koanf:"database"`
 	Kafka         Kafka      `koanf:"kafka"`
 	Dev           Dev        `koanf:"dev"`
@@ -38,6 +39,12 @@ type HTTP struct {
 	WriteTimeout     time.Duration `koanf:"write_timeout"`
 	IdleTimeout      time.Duration `koanf:"idle_timeout"`
 	Concurrency      int           `koanf:"concurrency"`
+}
+
+// Admin configures the operations listener (/metrics, /healthz, /readyz) of a process.
+type Admin struct {
+	// Addr is where it listens; empty: none (the gateway also answers them on http.addr).
+	Addr string `koanf:"addr"`
 }
 
 // Database configures the Postgres pool.

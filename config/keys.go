@@ -34,6 +34,7 @@ var usages = map[string]string{
 	"http.write_timeout":            "gateway write timeout",
 	"http.idle_timeout":             "gateway keep-alive idle timeout",
 	"http.concurrency":              "most connections the gateway serves at once",
+	"admin.addr":                    "listen address of /metrics, /healthz and /readyz (host:port); empty: none (the gateway serves them on http.addr too)",
 	"database.url":                  "Postgres URL (secret: may hold a password)",
 	"database.max_conns":            "Postgres pool size",
 	"kafka.brokers":                 "Kafka brokers, comma-separated; empty in dev means the embedded broker",

@@ -14,15 +14,12 @@ import (
 )
 
 // middleware wraps next with, in order: a request id (a sane incoming X-Request-Id, or a
-// new one) echoed on the answer, panic recovery (500 JSON, the process lives on) and the
-// access log. The log never holds the Authorization header or the body.
+// new one) echoed on the answer, panic recovery (500 JSON, the process lives on), the
+// HTTP metrics (by route pattern and status) and the access log. The log never holds the Authorization header or the body.
 func (s *Server) middleware(next fasthttp.RequestHandler) fasthttp.RequestHandler {
 	return func(ctx *fasthttp.RequestCtx) {
-		// The clock costs ~70ns on this kind of VM: read it only when the line is logged.
-		var start time.Time
-		if s.log.Enabled(ctx, s.opts.AccessLogLevel) {
-			start = time.Now()
-		}
+		// One clock read serves the latency histogram and the access log.
+		start := time.Now()
 		s.setRequestID(ctx)
 		defer func() {
 			if p := recover(); p != nil {
@@ -33,6 +30,7 @@ func (s *Server) middleware(next fasthttp.RequestHandler) fasthttp.RequestHandle
 					"panic", p, "stack", string(debug.Stack()))
 				writeError(ctx, errInternal)
 			}
+			s.routeOf(ctx).observe(ctx.Response.StatusCode(), time.Since(start))
 			s.accessLog(ctx, start)
 		}()
 		next(ctx)

@@ -29,12 +29,12 @@ var (
 
 // onboardingRoutes registers Embedded Signup, the test message and the accounts API.
 func (s *Server) onboardingRoutes(r *router.Router) {
-	r.GET("/v1/whatsapp/embedded-signup", s.authed(s.beginSignup))
-	r.POST("/v1/whatsapp/embedded-signup", s.authed(s.completeSignup))
-	r.GET("/meta/callback", s.metaCallback)
-	r.POST("/v1/whatsapp/test-message", s.authed(s.testMessage))
-	r.GET("/v1/whatsapp/accounts", s.authed(s.listAccounts))
-	r.DELETE("/v1/whatsapp/accounts/{phone_number_id}", s.authed(s.disconnectAccount))
+	handle(r, fasthttp.MethodGet, "/v1/whatsapp/embedded-signup", s.authed(s.beginSignup))
+	handle(r, fasthttp.MethodPost, "/v1/whatsapp/embedded-signup", s.authed(s.completeSignup))
+	handle(r, fasthttp.MethodGet, "/meta/callback", s.metaCallback)
+	handle(r, fasthttp.MethodPost, "/v1/whatsapp/test-message", s.authed(s.testMessage))
+	handle(r, fasthttp.MethodGet, "/v1/whatsapp/accounts", s.authed(s.listAccounts))
+	handle(r, fasthttp.MethodDelete, "/v1/whatsapp/accounts/{phone_number_id}", s.authed(s.disconnectAccount))
 }
 
 func onboardingContext() (context.Context, context.CancelFunc) {

@@ -8,42 +8,32 @@ import (
 	"net"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/aerostic/aerogate/config"
-	"github.com/aerostic/aerogate/internal/account"
 	"github.com/aerostic/aerogate/internal/auth"
-	"github.com/aerostic/aerogate/internal/graph"
 	"github.com/aerostic/aerogate/internal/message"
 	"github.com/aerostic/aerogate/internal/onboarding"
 	"github.com/aerostic/aerogate/internal/queue"
-	"github.com/aerostic/aerogate/internal/store"
+	"github.com/aerostic/aerogate/internal/role"
 )
 
 // shutdownTimeout bounds the graceful shutdown after ctx is cancelled.
 const shutdownTimeout = 15 * time.Second
 
-// Run builds every dependency from cfg, serves on cfg.HTTP.Addr, and returns after a
-// graceful shutdown once ctx is cancelled (or with the error that stopped it). It is how
-// `aerogate gateway` and `aerogate dev` start the gateway; dev sets cfg.Kafka.Brokers to
-// its embedded broker first. It logs through slog.Default().
+// Run serves the gateway on cfg.HTTP.Addr and returns after a graceful shutdown once ctx
+// is cancelled (or with the error that stopped it). role.Open checks the keys the gateway
+// reads (the graph and meta settings too, for Embedded Signup) and builds what every role shares: the Postgres pool, the
+// token key ring, the account resolver kept fresh by LISTEN/NOTIFY, the readiness checks
+// and, when admin.addr is set, the admin listener; /metrics, /healthz and /readyz are
+// also answered on the main port. It is how `aerogate gateway` and `aerogate dev` start
+// the gateway; dev sets cfg.Kafka.Brokers to its embedded broker first. It logs through
+// slog.Default().
 func Run(ctx context.Context, cfg config.Config) error {
-	log := slog.Default().With("role", "gateway")
-	if len(cfg.Kafka.Brokers) == 0 {
-		return errors.New("gateway: kafka.brokers is empty")
-	}
-
-	pool, err := store.Open(ctx, cfg.Database.URL, cfg.Database.MaxConns)
+	deps, err := role.Open(ctx, cfg, config.RoleGateway)
 	if err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
-	defer pool.Close()
-
-	accounts, err := account.OpenLiveFromConfig(pool, cfg, log)
-	if err != nil {
-		return fmt.Errorf("gateway: %w", err)
-	}
-	defer accounts.Close()
+	defer deps.Close()
+	log := deps.Log
 
 	verifier, err := auth.NewVerifier(auth.Config{
 		Algorithms:     cfg.JWT.Algorithms,
@@ -60,10 +50,7 @@ func Run(ctx context.Context, cfg config.Config) error {
 		return fmt.Errorf("gateway: building jwt verifier: %w", err)
 	}
 
-	kafka, err := queue.NewCluster(cfg.Kafka)
-	if err != nil {
-		return fmt.Errorf("gateway: %w", err)
-	}
+	kafka := deps.Kafka
 	// Topics are created by dev and by operators; creating a missing one here is a
 	// convenience, and a broker that is down at start shows on /readyz instead.
 	tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -85,21 +72,18 @@ func Run(ctx context.Context, cfg config.Config) error {
 		}
 	}()
 
-	signup, err := newOnboarding(cfg, pool, accounts.Repository, log)
+	signup, err := newOnboarding(cfg, deps, log)
 	if err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
 
 	srv, err := New(Options{
-		Onboarding: signup,
-		Verifier:   verifier,
-		Resolver:   accounts.Resolver,
-		Messages:   message.NewRepository(pool),
-		Sends:      writer,
-		ReadyChecks: []ReadyCheck{
-			{Name: "postgres", Check: pool.Ping},
-			{Name: "kafka", Check: kafka.Ping},
-		},
+		Onboarding:       signup,
+		Verifier:         verifier,
+		Resolver:         deps.Accounts.Resolver,
+		Messages:         message.NewRepository(deps.Pool),
+		Sends:            writer,
+		ReadyChecks:      deps.Health.Checks(),
 		MaxSendBodyBytes: cfg.HTTP.MaxSendBodyBytes,
 		MaxBodyBytes:     cfg.HTTP.MaxBodyBytes,
 		TenantClaim:      cfg.JWT.TenantClaim,
@@ -142,20 +126,9 @@ func Run(ctx context.Context, cfg config.Config) error {
 	return runErr
 }
 
-// newOnboarding builds Embedded Signup and the accounts API from cfg, with a Graph client
-// of its own (calls carry appsecret_proof when meta.app_secret is set).
-func newOnboarding(cfg config.Config, pool *pgxpool.Pool, repo *account.Repository, log *slog.Logger) (*onboarding.Service, error) {
-	g, err := graph.New(graph.Config{
-		BaseURL:         cfg.Graph.BaseURL,
-		Version:         cfg.Graph.Version,
-		Timeout:         cfg.Graph.Timeout,
-		MaxConnsPerHost: cfg.Graph.MaxConnsPerHost,
-		AppID:           cfg.Meta.AppID,
-		AppSecret:       cfg.Meta.AppSecret,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("building graph client: %w", err)
-	}
+// newOnboarding builds Embedded Signup and the accounts API from cfg, on the role's
+// Graph client (its calls carry appsecret_proof when meta.app_secret is set).
+func newOnboarding(cfg config.Config, deps *role.Deps, log *slog.Logger) (*onboarding.Service, error) {
 	return onboarding.New(onboarding.Config{
 		AppID:               cfg.Meta.AppID,
 		ConfigID:            cfg.Meta.ConfigID,
@@ -166,5 +139,5 @@ func newOnboarding(cfg config.Config, pool *pgxpool.Pool, repo *account.Reposito
 		StateTTL:            cfg.Onboarding.StateTTL,
 		FrontendRedirectURL: cfg.Frontend.RedirectURL,
 		Logger:              log,
-	}, pool, repo, g)
+	}, deps.Pool, deps.Accounts.Repository, deps.Graph)
 }

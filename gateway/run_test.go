@@ -45,6 +45,7 @@ func TestRun(t *testing.T) {
 	cfg.Kafka.Brokers = broker.Addrs()
 	cfg.JWT.Secret = string(jwtSecret)
 	cfg.Secrets.TokenKeys = []string{spec}
+	// Without a Meta app, Embedded Signup answers 503 and the sends still flow.
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

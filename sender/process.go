@@ -209,6 +209,7 @@ func (s *Sender) handle(j *job) bool {
 		}
 		if acct.PausedUntil != nil && acct.PausedUntil.After(now) {
 			s.stats.waiting.Add(1)
+			waitsPaused.Inc()
 			nb := now.Add(s.cfg.PausedRetryDelay)
 			if acct.PausedUntil.Before(nb) {
 				nb = *acct.PausedUntil
@@ -218,7 +219,7 @@ func (s *Sender) handle(j *job) bool {
 
 		// The number's pace is waited out before the claim, so that a claim's lease covers
 		// only the Graph call and the recording of its outcome.
-		if err := s.limiters.get(acct.PhoneNumberID, acct.ThroughputMPS).Wait(ctx); err != nil {
+		if err := s.limiters.wait(ctx, acct.PhoneNumberID, acct.ThroughputMPS); err != nil {
 			return false // abandoned: redelivery sends it once
 		}
 		claim, err := s.batcher.Claim(ctx, claimOf(env, acct))
@@ -246,6 +247,7 @@ func (s *Sender) handle(j *job) bool {
 				continue
 			}
 			s.stats.skipped.Add(1)
+			sendsSkipped.Inc()
 			return true
 		}
 		// From here the call runs to its end even if the partition is revoked: abandoning
@@ -267,9 +269,14 @@ func (s *Sender) handle(j *job) bool {
 				return s.failForGood(j, acct, gerr)
 			}
 			s.stats.retried.Add(1)
+			countSend(outcomeRetried, gerr.Code)
 			// A pair rate error (131056) delays only this recipient: the lane sleeps,
 			// other recipients of the number keep going.
 			d := retry.Backoff(attempt, s.cfg.RetryBaseDelay, s.cfg.RetryMaxDelay, nil)
+			if action == graph.ActionRetryRecipient {
+				waitsPair.Inc()
+				waitSecondsPair.Observe(d.Seconds())
+			}
 			if d <= s.cfg.InProcessRetryMax {
 				log.Debug("send failed, retrying in process", "action", action, "delay", d)
 				if !retry.Sleep(ctx, d) {
@@ -349,6 +356,7 @@ func (s *Sender) recordSent(j *job, acct *account.Account, res graph.SendResult)
 		return false
 	}
 	s.stats.sent.Add(1)
+	sendsSent.Inc()
 	return true
 }
 
@@ -388,6 +396,7 @@ func (s *Sender) failForGood(j *job, acct *account.Account, e *queue.EnvelopeErr
 	}
 	s.stats.dlq.Add(1)
 	if _, err := uuid.Parse(env.ID); err != nil || env.TenantID == "" {
+		countSend(outcomeFailed, e.Code)
 		// Malformed beyond a row of its own: the dead letter is the whole record.
 		s.log.Warn("malformed envelope to the dead-letter topic", "topic", j.part.Topic, "partition", j.part.ID,
 			"offset", j.offset, "reason", e.Title)
@@ -399,6 +408,7 @@ func (s *Sender) failForGood(j *job, acct *account.Account, e *queue.EnvelopeErr
 		return false
 	}
 	s.stats.failed.Add(1)
+	countSend(outcomeFailed, e.Code)
 	return true
 }
 
@@ -425,6 +435,11 @@ func (s *Sender) park(j *job, attempt int, nb *time.Time, e *queue.EnvelopeError
 		return false
 	}
 	s.stats.parked.Add(1)
+	code := 0
+	if e != nil {
+		code = e.Code
+	}
+	countSend(outcomeParked, code)
 	if s.log.Enabled(context.Background(), slog.LevelDebug) {
 		s.log.Debug("message to the retry topic", "message_id", env.ID, "why", why, "attempt", attempt, "not_before", nb)
 	}

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/aerostic/aerogate/internal/metrics"
 )
 
 // Scopes of a business token that Embedded Signup needs.
@@ -137,7 +139,7 @@ func (c *Client) ExchangeCode(ctx context.Context, code, redirectURI string) (st
 	if redirectURI != "" {
 		q = append(q, "redirect_uri", redirectURI)
 	}
-	body, err := c.call(ctx, fasthttp.MethodGet, "oauth/access_token", q, "", nil, code, c.app.secret)
+	body, err := c.call(ctx, "exchange_code", fasthttp.MethodGet, "oauth/access_token", q, "", nil, code, c.app.secret)
 	if err != nil {
 		return "", err
 	}
@@ -157,7 +159,7 @@ func (c *Client) DebugToken(ctx context.Context, token string) (TokenInfo, error
 		return TokenInfo{}, err
 	}
 	appToken := c.app.id + "|" + c.app.secret
-	body, err := c.call(ctx, fasthttp.MethodGet, "debug_token", []string{"input_token", token}, appToken, nil, token, c.app.secret)
+	body, err := c.call(ctx, "debug_token", fasthttp.MethodGet, "debug_token", []string{"input_token", token}, appToken, nil, token, c.app.secret)
 	if err != nil {
 		return TokenInfo{}, err
 	}
@@ -199,7 +201,7 @@ func (c *Client) PhoneNumbers(ctx context.Context, token, wabaID string) ([]Phon
 		if after != "" {
 			q = append(q, "after", after)
 		}
-		body, err := c.call(ctx, fasthttp.MethodGet, wabaID+"/phone_numbers", q, token, nil, token)
+		body, err := c.call(ctx, "phone_numbers", fasthttp.MethodGet, wabaID+"/phone_numbers", q, token, nil, token)
 		if err != nil {
 			return nil, err
 		}
@@ -237,7 +239,7 @@ func (c *Client) SubscribeApp(ctx context.Context, token, wabaID string) error {
 	if !validPhoneNumberID(wabaID) {
 		return &Error{HTTPStatus: fasthttp.StatusBadRequest, Code: CodeInvalidParameter, Title: "invalid WABA id (not sent)"}
 	}
-	body, err := c.call(ctx, fasthttp.MethodPost, wabaID+"/subscribed_apps", nil, token, nil, token)
+	body, err := c.call(ctx, "subscribed_apps", fasthttp.MethodPost, wabaID+"/subscribed_apps", nil, token, nil, token)
 	if err != nil {
 		return err
 	}
@@ -251,7 +253,7 @@ func (c *Client) Register(ctx context.Context, token, phoneNumberID, pin string)
 		return &Error{HTTPStatus: fasthttp.StatusBadRequest, Code: CodeInvalidParameter, Title: "invalid phone number id (not sent)"}
 	}
 	payload, _ := json.Marshal(map[string]string{"messaging_product": "whatsapp", "pin": pin})
-	body, err := c.call(ctx, fasthttp.MethodPost, phoneNumberID+"/register", nil, token, payload, token, pin)
+	body, err := c.call(ctx, "register", fasthttp.MethodPost, phoneNumberID+"/register", nil, token, payload, token, pin)
 	if err != nil {
 		return err
 	}
@@ -269,22 +271,16 @@ func checkSuccess(body []byte, what string) error {
 }
 
 func (c *Client) needApp() error {
-	if c.err != nil {
-		return &Error{Title: "invalid graph client configuration: " + c.err.Error(), cause: c.err}
-	}
 	if c.app.id == "" || c.app.secret == "" {
 		return ErrNotConfigured
 	}
 	return nil
 }
 
-// call makes one Graph request: path under the version, query as name/value pairs, an
+// call makes one Graph request (op labels its duration): path under the version, query as name/value pairs, an
 // optional bearer token (with its appsecret_proof) and JSON body. secrets are removed
 // from any answer before a byte of it is kept. Errors are *Error.
-func (c *Client) call(ctx context.Context, method, path string, query []string, bearer string, body []byte, secrets ...string) ([]byte, error) {
-	if c.err != nil {
-		return nil, &Error{Title: "invalid graph client configuration: " + c.err.Error(), cause: c.err}
-	}
+func (c *Client) call(ctx context.Context, op, method, path string, query []string, bearer string, body []byte, secrets ...string) ([]byte, error) {
 	if bearer != "" && !validToken(bearer) {
 		return nil, &Error{HTTPStatus: fasthttp.StatusUnauthorized, Code: CodeAccessToken, Title: "missing or malformed access token (not sent)"}
 	}
@@ -320,7 +316,10 @@ func (c *Client) call(ctx context.Context, method, path string, query []string, 
 		req.Header.SetContentType("application/json")
 		req.SetBodyRaw(body)
 	}
-	if err := c.hc.DoDeadline(req, resp, deadline); err != nil {
+	start := time.Now()
+	err := c.hc.DoDeadline(req, resp, deadline)
+	metrics.GraphDuration.WithLabelValues(op).Observe(time.Since(start).Seconds())
+	if err != nil {
 		return nil, transportError(ctx, err)
 	}
 	out := resp.Body()

@@ -24,6 +24,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/aerostic/aerogate/config"
 	"github.com/aerostic/aerogate/internal/account"
 	"github.com/aerostic/aerogate/internal/graph"
 )
@@ -78,7 +79,7 @@ func New(cfg Config, pool *pgxpool.Pool, repo *account.Repository, g *graph.Clie
 		cfg.DialogBaseURL = DefaultDialogBaseURL
 	}
 	if cfg.GraphVersion == "" {
-		cfg.GraphVersion = graph.DefaultVersion
+		cfg.GraphVersion = config.Default().Graph.Version
 	}
 	cfg.PublicBaseURL = strings.TrimRight(cfg.PublicBaseURL, "/")
 	cfg.DialogBaseURL = strings.TrimRight(cfg.DialogBaseURL, "/")
