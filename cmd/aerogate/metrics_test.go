@@ -254,6 +254,18 @@ func TestMetricsAfterLoad(t *testing.T) {
 		s, _ := sum(scrape(t, sender), "aerogate_account_cache_invalidations_total", map[string]string{"kind": "account"})
 		return g > 0 && s > 0
 	})
+	// Lanes resolve their account concurrently, so the first wave may be all misses
+	// (one single-flight load); two sends one after the other make the second a hit.
+	for i := range 2 {
+		body := fmt.Sprintf(`{"messaging_product":"whatsapp","to":"9198765434%02d","type":"text","text":{"body":"h%d"}}`, i, i)
+		if s := do("POST", "/v1/messages", body, jwt); s != http.StatusAccepted {
+			t.Fatalf("POST /v1/messages = %d", s)
+		}
+		waitFor(t, 60*time.Second, func() bool {
+			v, _ := sum(scrape(t, sender), "aerogate_sends_total", map[string]string{"outcome": "sent"})
+			return v >= float64(v1Sends+graphSends+i+1)
+		})
+	}
 
 	type want struct {
 		family string
