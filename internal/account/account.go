@@ -389,13 +389,20 @@ func (r *Repository) SetTokenStatus(ctx context.Context, accountID string, statu
 	if _, err := uuid.Parse(accountID); err != nil {
 		return ErrNotFound
 	}
+	// A disconnected account has no token: no status but disconnected fits it until it is
+	// connected again (a sender's late 190 must not mark it invalid, or active).
 	tag, err := r.pool.Exec(ctx, `UPDATE whatsapp_accounts
 		SET token_status = $2, last_refresh_error = $3, updated_at = now()
-		WHERE id = $1::uuid`, accountID, string(status), strings.ToValidUTF8(strings.ReplaceAll(lastError, "\x00", ""), "?"))
+		WHERE id = $1::uuid AND (token_status <> 'disconnected' OR $2 = 'disconnected')`,
+		accountID, string(status), strings.ToValidUTF8(strings.ReplaceAll(lastError, "\x00", ""), "?"))
 	if err != nil {
 		return fmt.Errorf("setting token status of account %s: %w", accountID, err)
 	}
 	if tag.RowsAffected() == 0 {
+		var exists bool
+		if err := r.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM whatsapp_accounts WHERE id = $1::uuid)`, accountID).Scan(&exists); err == nil && exists {
+			return ErrDisconnected
+		}
 		return ErrNotFound
 	}
 	return nil

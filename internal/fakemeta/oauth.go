@@ -329,11 +329,7 @@ func (s *Server) handleExchange(ctx *fasthttp.RequestCtx) {
 		it.expiresAt = now.Add(c.grant.TokenExpiresIn)
 	}
 	m.issued[tok] = it
-	numbers := m.wabas[c.grant.WABAID]
 	m.mu.Unlock()
-	for _, p := range numbers {
-		s.SetToken(p.ID, tok)
-	}
 	ans := map[string]any{"access_token": tok, "token_type": "bearer"}
 	if !it.expiresAt.IsZero() {
 		ans["expires_in"] = int64(c.grant.TokenExpiresIn / time.Second)
@@ -390,6 +386,20 @@ func (s *Server) handleDebugToken(ctx *fasthttp.RequestCtx) {
 		"granular_scopes":        granular,
 		"user_id":                "1000" + strconv.Itoa(len(it.grant.WABAID)),
 	}})
+}
+
+// grantsNumber reports whether token is a business token the fake issued, not expired,
+// whose WABA has the phone number: such a token may send from it, as at Meta (several
+// tokens can be valid for one number at once).
+func (s *Server) grantsNumber(token, phone string) bool {
+	m := s.meta
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	it := m.issued[token]
+	if it == nil || (!it.expiresAt.IsZero() && !s.now().Before(it.expiresAt)) {
+		return false
+	}
+	return slices.ContainsFunc(m.wabas[it.grant.WABAID], func(p Phone) bool { return p.ID == phone })
 }
 
 // grantFor checks the bearer of a call on a WABA's object: issued, not expired, with
