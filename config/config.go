@@ -2,7 +2,11 @@
 // (AEROGATE_*) < flags, with Validate naming the key that is wrong.
 package config
 
-import "time"
+import (
+	"time"
+
+	"github.com/aerostic/aerogate/internal/jsonguard"
+)
 
 // Config is every setting of every role. The koanf tags are the YAML paths; the
 // environment variable of a key is AEROGATE_ + the path in upper snake case
@@ -35,6 +39,8 @@ type HTTP struct {
 	Addr             string        `koanf:"addr"`
 	MaxSendBodyBytes int           `koanf:"max_send_body_bytes"` // limit for send requests (413 above)
 	MaxBodyBytes     int           `koanf:"max_body_bytes"`      // limit for every other request
+	MaxJSONDepth     int           `koanf:"max_json_depth"`      // nesting limit of JSON bodies (400 above)
+	MaxHeaderBytes   int           `koanf:"max_header_bytes"`    // request line + headers, hence the largest JWT (431 above)
 	ReadTimeout      time.Duration `koanf:"read_timeout"`
 	WriteTimeout     time.Duration `koanf:"write_timeout"`
 	IdleTimeout      time.Duration `koanf:"idle_timeout"`
@@ -203,6 +209,8 @@ func Default() Config {
 			Addr:             "127.0.0.1:8080",
 			MaxSendBodyBytes: 64 << 10,
 			MaxBodyBytes:     1 << 20,
+			MaxJSONDepth:     jsonguard.DefaultMaxDepth,
+			MaxHeaderBytes:   8 << 10,
 			ReadTimeout:      10 * time.Second,
 			WriteTimeout:     10 * time.Second,
 			IdleTimeout:      60 * time.Second,

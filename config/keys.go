@@ -30,6 +30,8 @@ var usages = map[string]string{
 	"http.addr":                     "gateway listen address (host:port)",
 	"http.max_send_body_bytes":      "largest send request body in bytes (413 above)",
 	"http.max_body_bytes":           "largest body of any other request in bytes",
+	"http.max_json_depth":           "deepest nesting of arrays and objects in a JSON body (1-256; 400 json_too_deep above)",
+	"http.max_header_bytes":         "largest request line plus headers in bytes, and so the largest JWT (431 above)",
 	"http.read_timeout":             "gateway read timeout",
 	"http.write_timeout":            "gateway write timeout",
 	"http.idle_timeout":             "gateway keep-alive idle timeout",

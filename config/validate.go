@@ -15,10 +15,15 @@ import (
 	"time"
 
 	"github.com/aerostic/aerogate/internal/auth"
+	"github.com/aerostic/aerogate/internal/jsonguard"
 )
 
 // TokenKeySize is the size of a secrets.token_keys key (AES-256).
 const TokenKeySize = 32
+
+// minHeaderBytes is the smallest http.max_header_bytes: room for a request line, a
+// few headers and a small JWT.
+const minHeaderBytes = 1 << 10
 
 var graphVersion = regexp.MustCompile(`^v[0-9]{1,3}\.[0-9]{1,2}$`)
 
@@ -118,6 +123,12 @@ func (c Config) problems() []*KeyError {
 	hostPort("http.addr", c.HTTP.Addr, false)
 	positive("http.max_send_body_bytes", c.HTTP.MaxSendBodyBytes)
 	positive("http.max_body_bytes", c.HTTP.MaxBodyBytes)
+	if c.HTTP.MaxJSONDepth < 1 || c.HTTP.MaxJSONDepth > jsonguard.MaxDepthLimit {
+		bad("http.max_json_depth", "must be 1 to %d, got %d", jsonguard.MaxDepthLimit, c.HTTP.MaxJSONDepth)
+	}
+	if c.HTTP.MaxHeaderBytes < minHeaderBytes {
+		bad("http.max_header_bytes", "must be at least %d, got %d", minHeaderBytes, c.HTTP.MaxHeaderBytes)
+	}
 	positiveDur("http.read_timeout", c.HTTP.ReadTimeout)
 	positiveDur("http.write_timeout", c.HTTP.WriteTimeout)
 	positiveDur("http.idle_timeout", c.HTTP.IdleTimeout)

@@ -24,6 +24,10 @@ func (s *Server) testMessage(ctx *fasthttp.RequestCtx, claims auth.Claims) {
 		writeError(ctx, errBodyTooLarge)
 		return
 	}
+	if apiErr := checkJSON(body, s.opts.MaxJSONDepth); apiErr != nil {
+		writeError(ctx, apiErr)
+		return
+	}
 	var p fastjson.Parser
 	v, err := p.ParseBytes(body)
 	if err != nil || v.Type() != fastjson.TypeObject {

@@ -73,9 +73,13 @@ type signupBody struct {
 
 // parseSignupBody reads {"code","state","waba_id"?,"phone_number_id"?}: an object whose
 // fields, when present, are strings. A tenant field that differs from the token's tenant
-// is errTenantMismatch. It parses the input once (fastjson is linear-time).
-func parseSignupBody(p *fastjson.Parser, body []byte, tenant string, tenantFields []string) (signupBody, *apiError) {
+// is errTenantMismatch. The body passes checkJSON (one linear pass, nesting at most
+// maxDepth) before fastjson parses it.
+func parseSignupBody(p *fastjson.Parser, body []byte, tenant string, tenantFields []string, maxDepth int) (signupBody, *apiError) {
 	var out signupBody
+	if apiErr := checkJSON(body, maxDepth); apiErr != nil {
+		return out, apiErr
+	}
 	v, err := p.ParseBytes(body)
 	if err != nil || v.Type() != fastjson.TypeObject {
 		return out, errOnboardingBody
@@ -130,7 +134,7 @@ func (s *Server) completeSignup(ctx *fasthttp.RequestCtx, claims auth.Claims) {
 		return
 	}
 	var p fastjson.Parser
-	b, apiErr := parseSignupBody(&p, ctx.Request.Body(), claims.TenantID, s.tenantField)
+	b, apiErr := parseSignupBody(&p, ctx.Request.Body(), claims.TenantID, s.tenantField, s.opts.MaxJSONDepth)
 	if apiErr != nil {
 		writeError(ctx, apiErr)
 		return

@@ -45,6 +45,8 @@ func Run(ctx context.Context, cfg config.Config) error {
 		TenantClaim:    cfg.JWT.TenantClaim,
 		Leeway:         cfg.JWT.Leeway,
 		CacheSize:      cfg.JWT.CacheSize,
+		// A token can be no larger than the headers that carry it.
+		MaxTokenBytes: cfg.HTTP.MaxHeaderBytes,
 	})
 	if err != nil {
 		return fmt.Errorf("gateway: building jwt verifier: %w", err)
@@ -86,6 +88,8 @@ func Run(ctx context.Context, cfg config.Config) error {
 		ReadyChecks:      deps.Health.Checks(),
 		MaxSendBodyBytes: cfg.HTTP.MaxSendBodyBytes,
 		MaxBodyBytes:     cfg.HTTP.MaxBodyBytes,
+		MaxJSONDepth:     cfg.HTTP.MaxJSONDepth,
+		MaxHeaderBytes:   cfg.HTTP.MaxHeaderBytes,
 		TenantClaim:      cfg.JWT.TenantClaim,
 		PublishTimeout:   cfg.Kafka.WriteTimeout,
 		ReadTimeout:      cfg.HTTP.ReadTimeout,

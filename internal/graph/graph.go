@@ -22,6 +22,7 @@ import (
 	"github.com/valyala/fastjson"
 
 	"github.com/aerostic/aerogate/config"
+	"github.com/aerostic/aerogate/internal/jsonguard"
 	"github.com/aerostic/aerogate/internal/metrics"
 )
 
@@ -398,6 +399,11 @@ var parsers fastjson.ParserPool
 
 // parseSuccess reads messages[0].id (required) and contacts[0].wa_id of Meta's answer.
 func parseSuccess(status int, body []byte) (SendResult, error) {
+	// The structure guard first: fastjson's parser builds an error message per level
+	// (up to 600) on a deep body it refuses, milliseconds for one hostile answer.
+	if jsonguard.Check(body, jsonguard.DefaultMaxDepth) != nil {
+		return SendResult{}, &Error{HTTPStatus: status, Title: "invalid success response: " + snippet(body)}
+	}
 	p := parsers.Get()
 	defer parsers.Put(p)
 	v, err := p.ParseBytes(body)
