@@ -12,23 +12,24 @@ import (
 // environment variable of a key is AEROGATE_ + the path in upper snake case
 // (http.addr → AEROGATE_HTTP_ADDR). These names are a contract: add keys, rename none.
 type Config struct {
-	HTTP          HTTP     `koanf:"http"`
-	Admin         Admin    `koanf:"admin"`
-	Database      Database `koanf:"database"`
-	Kafka         Kafka    `koanf:"kafka"`
-	Dev           Dev      `koanf:"dev"`
-	Graph         Graph    `koanf:"graph"`
-	JWT           JWT      `koanf:"jwt"`
-	Meta          Meta     `koanf:"meta"`
-	PublicBaseURL string   `koanf:"public_base_url"`
-	Proxy         Proxy    `koanf:"proxy"`
-	Frontend      Frontend `koanf:"frontend"`
-	Secrets       Secrets  `koanf:"secrets"`
-	Accounts      Accounts `koanf:"accounts"`
-	Sender        Sender   `koanf:"sender"`
-	Webhooks      Webhooks `koanf:"webhooks"`
-	Ingest        Ingest   `koanf:"ingest"`
-	Log           Log      `koanf:"log"`
+	HTTP          HTTP       `koanf:"http"`
+	Admin         Admin      `koanf:"admin"`
+	Database      Database   `koanf:"database"`
+	Kafka         Kafka      `koanf:"kafka"`
+	Dev           Dev        `koanf:"dev"`
+	Graph         Graph      `koanf:"graph"`
+	JWT           JWT        `koanf:"jwt"`
+	Meta          Meta       `koanf:"meta"`
+	PublicBaseURL string     `koanf:"public_base_url"`
+	Proxy         Proxy      `koanf:"proxy"`
+	Frontend      Frontend   `koanf:"frontend"`
+	Onboarding    Onboarding `koanf:"onboarding"`
+	Secrets       Secrets    `koanf:"secrets"`
+	Accounts      Accounts   `koanf:"accounts"`
+	Sender        Sender     `koanf:"sender"`
+	Webhooks      Webhooks   `koanf:"webhooks"`
+	Ingest        Ingest     `koanf:"ingest"`
+	Log           Log        `koanf:"log"`
 
 	// DevMode is set by `aerogate dev`, not by configuration: it relaxes the rules
 	// for keys that dev generates itself (jwt.secret, secrets.token_keys).
@@ -145,10 +146,12 @@ type Meta struct {
 	AppID     string `koanf:"app_id"`
 	AppSecret string `koanf:"app_secret"`
 	// AppSecrets are more app secrets webhook signatures are checked against, for
-	// rotation: a webhook signed with any of them and AppSecret is taken.
+	// rotation: a webhook signed with any of them or AppSecret is taken.
 	AppSecrets  []string `koanf:"app_secrets"`
 	ConfigID    string   `koanf:"config_id"`
 	VerifyToken string   `koanf:"verify_token"`
+	// DialogBaseURL is the host of the Embedded Signup dialog URL (dev: the fake).
+	DialogBaseURL string `koanf:"dialog_base_url"`
 }
 
 // WebhookSecrets returns every app secret a webhook signature may be made with:
@@ -164,6 +167,12 @@ func (m Meta) WebhookSecrets() []string {
 		}
 	}
 	return out
+}
+
+// Onboarding configures Embedded Signup.
+type Onboarding struct {
+	// StateTTL is how long an OAuth state handed to a front end stays usable.
+	StateTTL time.Duration `koanf:"state_ttl"`
 }
 
 // Proxy configures the backend proxy for /api/*.
@@ -277,7 +286,9 @@ func Default() Config {
 			Leeway:      30 * time.Second,
 			CacheSize:   100_000,
 		},
+		Meta:          Meta{DialogBaseURL: "https://www.facebook.com"},
 		PublicBaseURL: "https://api.aerostic.com",
+		Onboarding:    Onboarding{StateTTL: 10 * time.Minute},
 		Accounts: Accounts{
 			CacheTTL:         5 * time.Minute,
 			NegativeCacheTTL: 10 * time.Second,

@@ -75,6 +75,8 @@ var usages = map[string]string{
 	"meta.app_secrets":              "more Meta app secrets webhook signatures may be made with, for rotation (secret)",
 	"meta.config_id":                "Meta Embedded Signup configuration id",
 	"meta.verify_token":             "Meta webhook verify token (secret)",
+	"meta.dialog_base_url":          "host of the Embedded Signup dialog URL (dev: the fake Graph API)",
+	"onboarding.state_ttl":          "how long an Embedded Signup state stays usable",
 	"public_base_url":               "public URL of the gateway, where Meta redirects after Embedded Signup",
 	"proxy.upstreams":               "backend base URLs for /api/*, comma-separated",
 	"frontend.redirect_url":         "where the OAuth callback sends the browser",

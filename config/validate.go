@@ -45,9 +45,11 @@ const (
 // roleSections are the configuration sections (the first part of a key) each role reads;
 // ValidateFor checks only those.
 var roleSections = map[Role][]string{
-	RoleGateway: {"http", "admin", "database", "kafka", "jwt", "secrets", "accounts", "meta", "webhooks", "log"},
-	RoleSender:  {"admin", "database", "kafka", "graph", "secrets", "accounts", "sender", "log"},
-	RoleIngest:  {"admin", "database", "kafka", "secrets", "accounts", "ingest", "log"},
+	// The gateway calls Graph for Embedded Signup and the test message.
+	RoleGateway: {"http", "admin", "database", "kafka", "jwt", "secrets", "accounts", "log",
+		"graph", "meta", "public_base_url", "frontend", "onboarding", "webhooks"},
+	RoleSender: {"admin", "database", "kafka", "graph", "meta", "secrets", "accounts", "sender", "log"},
+	RoleIngest: {"admin", "database", "kafka", "secrets", "accounts", "ingest", "log"},
 	// The standalone webhook edge needs Kafka and the Meta app's secrets, no database.
 	RoleWebhooks: {"http", "admin", "kafka", "meta", "webhooks", "log"},
 }
@@ -62,7 +64,7 @@ func (e *KeyError) Error() string { return e.Key + ": " + e.Err.Error() }
 func (e *KeyError) Unwrap() error { return e.Err }
 
 // ValidateFor checks the keys that the given roles read, and nothing else: a sender
-// needs no jwt.secret, a gateway no graph settings. Problems are joined as in Validate.
+// needs no jwt.secret, a gateway no sender settings. Problems are joined as in Validate.
 func (c Config) ValidateFor(roles ...Role) error {
 	want := map[string]bool{}
 	for _, r := range roles {
@@ -186,6 +188,10 @@ func (c Config) problems() []*KeyError {
 		httpURL(fmt.Sprintf("proxy.upstreams[%d]", i), u, true)
 	}
 	httpURL("frontend.redirect_url", c.Frontend.RedirectURL, false)
+	httpURL("meta.dialog_base_url", c.Meta.DialogBaseURL, true)
+	if d := c.Onboarding.StateTTL; d < time.Minute || d > 24*time.Hour {
+		bad("onboarding.state_ttl", "must be 1m-24h, got %s", d)
+	}
 
 	if len(c.Secrets.TokenKeys) == 0 && !c.DevMode {
 		bad("secrets.token_keys", "required outside dev mode: at least one kid:base64key (32 bytes)")

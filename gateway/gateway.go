@@ -27,6 +27,7 @@ import (
 	"github.com/aerostic/aerogate/internal/jsonguard"
 	"github.com/aerostic/aerogate/internal/message"
 	"github.com/aerostic/aerogate/internal/metrics"
+	"github.com/aerostic/aerogate/internal/onboarding"
 	"github.com/aerostic/aerogate/internal/role"
 	"github.com/aerostic/aerogate/internal/webhook"
 )
@@ -64,6 +65,9 @@ type Options struct {
 	WebhookMaxBodyBytes int
 	// Inbound answers GET /v1/inbound; nil answers 503.
 	Inbound *inbound.Repository
+	// Onboarding serves Embedded Signup, the test message and the accounts API; nil
+	// answers them 503 onboarding_not_configured.
+	Onboarding *onboarding.Service
 
 	// ReadyChecks are what /readyz checks (role.Open's Health.Checks() in Run).
 	ReadyChecks []ReadyCheck
@@ -256,6 +260,7 @@ func New(opts Options) (*Server, error) {
 		handle(r, fasthttp.MethodGet, webhook.Path, opts.Webhooks.Handshake)
 		handle(r, fasthttp.MethodPost, webhook.Path, opts.Webhooks.Receive)
 	}
+	s.onboardingRoutes(r)
 	s.handler = s.middleware(r.Handler)
 
 	s.srv = &fasthttp.Server{

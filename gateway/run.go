@@ -12,6 +12,7 @@ import (
 	"github.com/aerostic/aerogate/internal/auth"
 	"github.com/aerostic/aerogate/internal/inbound"
 	"github.com/aerostic/aerogate/internal/message"
+	"github.com/aerostic/aerogate/internal/onboarding"
 	"github.com/aerostic/aerogate/internal/queue"
 	"github.com/aerostic/aerogate/internal/role"
 	"github.com/aerostic/aerogate/internal/webhook"
@@ -22,7 +23,7 @@ const shutdownTimeout = 15 * time.Second
 
 // Run serves the gateway on cfg.HTTP.Addr and returns after a graceful shutdown once ctx
 // is cancelled (or with the error that stopped it). role.Open checks the keys the gateway
-// reads (no graph settings) and builds what every role shares: the Postgres pool, the
+// reads (the graph and meta settings too, for Embedded Signup) and builds what every role shares: the Postgres pool, the
 // token key ring, the account resolver kept fresh by LISTEN/NOTIFY, the readiness checks
 // and, when admin.addr is set, the admin listener; /metrics, /healthz and /readyz are
 // also answered on the main port. It is how `aerogate gateway` and `aerogate dev` start
@@ -81,7 +82,13 @@ func Run(ctx context.Context, cfg config.Config) error {
 	}
 	defer closeEdge()
 
+	signup, err := newOnboarding(cfg, deps, log)
+	if err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
+
 	srv, err := New(Options{
+		Onboarding:          signup,
 		Verifier:            verifier,
 		Resolver:            deps.Accounts.Resolver,
 		Messages:            message.NewRepository(deps.Pool),
@@ -132,4 +139,20 @@ func Run(ctx context.Context, cfg config.Config) error {
 	}
 	log.Info("gateway stopped", "accepted", srv.Metrics().Accepted)
 	return runErr
+}
+
+// newOnboarding builds Embedded Signup and the accounts API from cfg, on the role's
+// Graph client (its calls carry appsecret_proof when meta.app_secret is set).
+func newOnboarding(cfg config.Config, deps *role.Deps, log *slog.Logger) (*onboarding.Service, error) {
+	return onboarding.New(onboarding.Config{
+		AppID:               cfg.Meta.AppID,
+		ConfigID:            cfg.Meta.ConfigID,
+		Configured:          cfg.Meta.AppID != "" && cfg.Meta.AppSecret != "" && cfg.Meta.ConfigID != "",
+		GraphVersion:        cfg.Graph.Version,
+		PublicBaseURL:       cfg.PublicBaseURL,
+		DialogBaseURL:       cfg.Meta.DialogBaseURL,
+		StateTTL:            cfg.Onboarding.StateTTL,
+		FrontendRedirectURL: cfg.Frontend.RedirectURL,
+		Logger:              log,
+	}, deps.Pool, deps.Accounts.Repository, deps.Graph)
 }

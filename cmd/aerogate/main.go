@@ -33,7 +33,7 @@ var commands = []command{
 	{name: "ingest", summary: "store Meta's webhooks: inbound messages, statuses and account updates, published to wa.events", run: runIngest},
 	{name: "migrate", summary: "apply the embedded database migrations", run: runMigrate},
 	{name: "token", summary: "print a tenant JWT that the configured (or dev) key accepts", flags: tokenFlags, run: runToken},
-	{name: "accounts", summary: "add or list tenants' WhatsApp accounts (accounts add|list)", flags: accountsFlags, run: runAccounts},
+	{name: "accounts", summary: "add, list or remove tenants' WhatsApp accounts (accounts add|list|remove)", flags: accountsFlags, run: runAccounts},
 }
 
 func main() {
