@@ -23,9 +23,13 @@ import (
 	"github.com/aerostic/aerogate/config"
 	"github.com/aerostic/aerogate/internal/account"
 	"github.com/aerostic/aerogate/internal/auth"
+	"github.com/aerostic/aerogate/internal/inbound"
+	"github.com/aerostic/aerogate/internal/jsonguard"
 	"github.com/aerostic/aerogate/internal/message"
 	"github.com/aerostic/aerogate/internal/metrics"
+	"github.com/aerostic/aerogate/internal/onboarding"
 	"github.com/aerostic/aerogate/internal/role"
+	"github.com/aerostic/aerogate/internal/webhook"
 )
 
 // Publisher writes messages to wa.sends and returns once they are acknowledged;
@@ -54,6 +58,16 @@ type Options struct {
 	// then only derives the message id).
 	Messages *message.Repository
 	Sends    Publisher
+	// Webhooks serves GET and POST /webhooks/meta (Meta's webhooks); nil leaves the route
+	// out (404).
+	Webhooks *webhook.Edge
+	// WebhookMaxBodyBytes is the largest body the webhook route takes (default 3 MiB).
+	WebhookMaxBodyBytes int
+	// Inbound answers GET /v1/inbound; nil answers 503.
+	Inbound *inbound.Repository
+	// Onboarding serves Embedded Signup, the test message and the accounts API; nil
+	// answers them 503 onboarding_not_configured.
+	Onboarding *onboarding.Service
 
 	// ReadyChecks are what /readyz checks (role.Open's Health.Checks() in Run).
 	ReadyChecks []ReadyCheck
@@ -61,6 +75,13 @@ type Options struct {
 	// Zero limits, timeouts and TenantClaim take config.Default()'s values.
 	MaxSendBodyBytes int // 413 above
 	MaxBodyBytes     int // every other route
+	// MaxJSONDepth bounds the nesting of arrays and objects in a JSON body (400
+	// json_too_deep above), at most jsonguard.MaxDepthLimit.
+	MaxJSONDepth int
+	// MaxHeaderBytes is the server's read buffer, which holds the request line and
+	// headers: a request whose headers do not fit gets 431. The verifier's token
+	// limit (auth.Config.MaxTokenBytes) should be the same.
+	MaxHeaderBytes int
 	// TenantClaim is the JWT claim holding the tenant; a query parameter or body field of
 	// that name (or "tenantId") must equal the token's tenant.
 	TenantClaim string
@@ -88,6 +109,9 @@ type Options struct {
 	Logger *slog.Logger
 	Now    func() time.Time
 }
+
+// MinHeaderBytes is the smallest header buffer New accepts.
+const MinHeaderBytes = 1 << 10
 
 // Metrics are counters since start.
 type Metrics struct {
@@ -147,6 +171,21 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.MaxBodyBytes == 0 {
 		opts.MaxBodyBytes = d.HTTP.MaxBodyBytes
+	}
+	if opts.WebhookMaxBodyBytes <= 0 {
+		opts.WebhookMaxBodyBytes = webhook.DefaultMaxBodyBytes
+	}
+	if opts.MaxJSONDepth < 0 || opts.MaxJSONDepth > jsonguard.MaxDepthLimit {
+		return nil, fmt.Errorf("gateway: JSON depth limit must be 1 to %d, got %d", jsonguard.MaxDepthLimit, opts.MaxJSONDepth)
+	}
+	if opts.MaxJSONDepth == 0 {
+		opts.MaxJSONDepth = d.HTTP.MaxJSONDepth
+	}
+	if opts.MaxHeaderBytes == 0 {
+		opts.MaxHeaderBytes = d.HTTP.MaxHeaderBytes
+	}
+	if opts.MaxHeaderBytes < MinHeaderBytes {
+		return nil, fmt.Errorf("gateway: header buffer must be at least %d bytes, got %d", MinHeaderBytes, opts.MaxHeaderBytes)
 	}
 	if opts.TenantClaim == "" {
 		opts.TenantClaim = d.JWT.TenantClaim
@@ -215,17 +254,27 @@ func New(opts Options) (*Server, error) {
 	handle(r, fasthttp.MethodPost, "/v1/messages", s.authed(s.sendV1))
 	handle(r, fasthttp.MethodGet, "/v1/messages/{id}", s.authed(s.getMessage))
 	handle(r, fasthttp.MethodPost, "/{version}/{phone_number_id}/messages", s.authed(s.sendGraph))
+	handle(r, fasthttp.MethodGet, "/v1/inbound", s.authed(s.listInbound))
+	if opts.Webhooks != nil {
+		// Meta's webhooks carry no JWT: the signature over the body is their proof.
+		handle(r, fasthttp.MethodGet, webhook.Path, opts.Webhooks.Handshake)
+		handle(r, fasthttp.MethodPost, webhook.Path, opts.Webhooks.Receive)
+	}
+	s.onboardingRoutes(r)
 	s.handler = s.middleware(r.Handler)
 
 	s.srv = &fasthttp.Server{
-		Handler:                      s.handler,
-		ErrorHandler:                 s.readError,
-		Name:                         "aerogate",
-		ReadTimeout:                  opts.ReadTimeout,
-		WriteTimeout:                 opts.WriteTimeout,
-		IdleTimeout:                  opts.IdleTimeout,
-		Concurrency:                  opts.Concurrency,
-		MaxRequestBodySize:           max(opts.MaxSendBodyBytes, opts.MaxBodyBytes),
+		Handler:            s.handler,
+		ErrorHandler:       s.readError,
+		Name:               "aerogate",
+		ReadTimeout:        opts.ReadTimeout,
+		WriteTimeout:       opts.WriteTimeout,
+		IdleTimeout:        opts.IdleTimeout,
+		Concurrency:        opts.Concurrency,
+		MaxRequestBodySize: max(opts.MaxSendBodyBytes, opts.MaxBodyBytes, webhookLimit(opts)),
+		// The read buffer must hold the request line and every header: it is the
+		// header limit (431 past it), and so the real bound on a bearer token.
+		ReadBufferSize:               opts.MaxHeaderBytes,
 		DisablePreParseMultipartForm: true,
 		NoDefaultContentType:         true,
 		CloseOnShutdown:              true,
@@ -233,6 +282,14 @@ func New(opts Options) (*Server, error) {
 		Logger:                       fasthttpLogger{s.log},
 	}
 	return s, nil
+}
+
+// webhookLimit is the body limit the webhook route needs of the server, 0 without it.
+func webhookLimit(o Options) int {
+	if o.Webhooks == nil {
+		return 0
+	}
+	return o.WebhookMaxBodyBytes
 }
 
 // Handler returns the full request handler (middleware and routes), for tests and

@@ -92,7 +92,7 @@ func TestParseSendRequest(t *testing.T) {
 	var a fastjson.Arena
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			req, _, err := parseSendRequest(&p, &a, []byte(tc.body), "t1", tenantFields, nil)
+			req, _, err := parseSendRequest(&p, &a, []byte(tc.body), "t1", tenantFields, nil, 0)
 			if err != tc.want {
 				t.Fatalf("error = %v, want %v", err, tc.want)
 			}

@@ -88,10 +88,15 @@ type WABAID string
 
 // ParseWABAID accepts 1 to MaxIDDigits ASCII digits.
 func ParseWABAID(s string) (WABAID, error) {
-	if err := checkID(s, errWABAIDEmpty, errWABAIDLong, errWABAIDDigits); err != nil {
+	if err := CheckWABAID(s); err != nil {
 		return "", err
 	}
 	return WABAID(s), nil
+}
+
+// CheckWABAID is ParseWABAID's check, for bytes that are not kept.
+func CheckWABAID[T string | []byte](s T) error {
+	return checkID(s, errWABAIDEmpty, errWABAIDLong, errWABAIDDigits)
 }
 
 // GraphVersion is a Graph API version such as v22.0.
