@@ -33,6 +33,9 @@ func (s *Server) middleware(next fasthttp.RequestHandler) fasthttp.RequestHandle
 			s.routeOf(ctx).observe(ctx.Response.StatusCode(), time.Since(start))
 			s.accessLog(ctx, start)
 		}()
+		if !s.boundBody(ctx) {
+			return
+		}
 		next(ctx)
 	}
 }
@@ -72,7 +75,7 @@ func (s *Server) accessLog(ctx *fasthttp.RequestCtx, start time.Time) {
 		slog.String("method", string(ctx.Method())),
 		slog.String("path", string(ctx.Path())),
 		slog.Int("status", status),
-		slog.Int("bytes_in", len(ctx.Request.Body())),
+		slog.Int("bytes_in", bytesIn(ctx)),
 		slog.String("remote", ctx.RemoteIP().String()),
 		slog.Duration("duration", since(start)),
 	}
@@ -99,15 +102,9 @@ func (s *Server) authed(h func(ctx *fasthttp.RequestCtx, claims auth.Claims)) fa
 			writeError(ctx, errInvalidToken)
 			return
 		}
-		// Any tenantId in the query string must be the token's.
-		args := ctx.QueryArgs()
-		for _, name := range s.tenantField {
-			if v := args.Peek(name); v != nil || args.Has(name) {
-				if string(v) != claims.TenantID {
-					writeError(ctx, errTenantMismatch)
-					return
-				}
-			}
+		if apiErr := s.checkTenantQuery(ctx, claims.TenantID); apiErr != nil {
+			writeError(ctx, apiErr)
+			return
 		}
 		h(ctx, claims)
 	}

@@ -79,6 +79,8 @@ type Config struct {
 	TenantClaim string // default "tenantId"
 	Leeway      time.Duration
 	CacheSize   int // verified-token cache entries; default 100,000; negative disables the cache
+	// HeaderClaims are claims copied into Claims.Values, rendered for an HTTP header.
+	HeaderClaims []string
 
 	// Now is the clock tokens are checked against; nil means time.Now. Tests move it.
 	Now func() time.Time
@@ -89,6 +91,9 @@ type Claims struct {
 	TenantID  string
 	Subject   string
 	ExpiresAt time.Time
+	// Values holds the Config.HeaderClaims the token has, rendered as header values
+	// (see headerValue); nil when none are configured.
+	Values map[string]string
 }
 
 // Verifier checks tokens. It is safe for concurrent use.
@@ -104,6 +109,8 @@ type Verifier struct {
 	now    func() time.Time
 	keyfn  jwt.Keyfunc
 	issuer string
+	// headerClaims are the claims copied into Claims.Values.
+	headerClaims []string
 }
 
 // SupportedAlgorithms are the algorithms a Config may allow; config validates
@@ -147,6 +154,7 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 		keys:    make(map[string]*publicKey),
 		issuer:  cfg.Issuer,
 	}
+	v.headerClaims = slices.Clone(cfg.HeaderClaims)
 	if v.now == nil {
 		v.now = time.Now
 	}
@@ -253,7 +261,7 @@ func (v *Verifier) verify(token string) (Claims, error) {
 		return Claims{}, err
 	}
 	sub, _ := mc["sub"].(string)
-	return Claims{TenantID: tenant, Subject: sub, ExpiresAt: exp.Time}, nil
+	return Claims{TenantID: tenant, Subject: sub, ExpiresAt: exp.Time, Values: headerValues(mc, v.headerClaims)}, nil
 }
 
 // tenantClaim takes the tenant id out of the claims: a non-empty string of printable

@@ -159,9 +159,9 @@ func (l Limits) check(who string) error {
 	return nil
 }
 
-// Close closes the Redis client.
+// Close closes the Redis client. A nil Limiter is fine.
 func (l *Limiter) Close() error {
-	if l.rdb == nil {
+	if l == nil || l.rdb == nil {
 		return nil
 	}
 	return l.rdb.Close()
