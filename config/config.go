@@ -2,28 +2,33 @@
 // (AEROGATE_*) < flags, with Validate naming the key that is wrong.
 package config
 
-import "time"
+import (
+	"time"
+
+	"github.com/aerostic/aerogate/internal/jsonguard"
+)
 
 // Config is every setting of every role. The koanf tags are the YAML paths; the
 // environment variable of a key is AEROGATE_ + the path in upper snake case
 // (http.addr → AEROGATE_HTTP_ADDR). These names are a contract: add keys, rename none.
 type Config struct {
-	HTTP          HTTP      `koanf:"http"`
-	Admin         Admin     `koanf:"admin"`
-	Database      Database  `koanf:"database"`
-	Kafka         Kafka     `koanf:"kafka"`
-	Dev           Dev       `koanf:"dev"`
-	Graph         Graph     `koanf:"graph"`
-	JWT           JWT       `koanf:"jwt"`
-	Meta          Meta      `koanf:"meta"`
-	PublicBaseURL string    `koanf:"public_base_url"`
-	Proxy         Proxy     `koanf:"proxy"`
-	RateLimit     RateLimit `koanf:"ratelimit"`
-	Frontend      Frontend  `koanf:"frontend"`
-	Secrets       Secrets   `koanf:"secrets"`
-	Accounts      Accounts  `koanf:"accounts"`
-	Sender        Sender    `koanf:"sender"`
-	Log           Log       `koanf:"log"`
+	HTTP          HTTP       `koanf:"http"`
+	Admin         Admin      `koanf:"admin"`
+	Database      Database   `koanf:"database"`
+	Kafka         Kafka      `koanf:"kafka"`
+	Dev           Dev        `koanf:"dev"`
+	Graph         Graph      `koanf:"graph"`
+	JWT           JWT        `koanf:"jwt"`
+	Meta          Meta       `koanf:"meta"`
+	PublicBaseURL string     `koanf:"public_base_url"`
+	Proxy         Proxy      `koanf:"proxy"`
+	RateLimit     RateLimit  `koanf:"ratelimit"`
+	Frontend      Frontend   `koanf:"frontend"`
+	Onboarding    Onboarding `koanf:"onboarding"`
+	Secrets       Secrets    `koanf:"secrets"`
+	Accounts      Accounts   `koanf:"accounts"`
+	Sender        Sender     `koanf:"sender"`
+	Log           Log        `koanf:"log"`
 
 	// DevMode is set by `aerogate dev`, not by configuration: it relaxes the rules
 	// for keys that dev generates itself (jwt.secret, secrets.token_keys).
@@ -35,6 +40,8 @@ type HTTP struct {
 	Addr             string        `koanf:"addr"`
 	MaxSendBodyBytes int           `koanf:"max_send_body_bytes"` // limit for send requests (413 above)
 	MaxBodyBytes     int           `koanf:"max_body_bytes"`      // limit for every other request
+	MaxJSONDepth     int           `koanf:"max_json_depth"`      // nesting limit of JSON bodies (400 above)
+	MaxHeaderBytes   int           `koanf:"max_header_bytes"`    // request line + headers, hence the largest JWT (431 above)
 	ReadTimeout      time.Duration `koanf:"read_timeout"`
 	WriteTimeout     time.Duration `koanf:"write_timeout"`
 	IdleTimeout      time.Duration `koanf:"idle_timeout"`
@@ -139,6 +146,14 @@ type Meta struct {
 	AppSecret   string `koanf:"app_secret"`
 	ConfigID    string `koanf:"config_id"`
 	VerifyToken string `koanf:"verify_token"`
+	// DialogBaseURL is the host of the Embedded Signup dialog URL (dev: the fake).
+	DialogBaseURL string `koanf:"dialog_base_url"`
+}
+
+// Onboarding configures Embedded Signup.
+type Onboarding struct {
+	// StateTTL is how long an OAuth state handed to a front end stays usable.
+	StateTTL time.Duration `koanf:"state_ttl"`
 }
 
 // Proxy configures the backend proxy for /api/*.
@@ -227,6 +242,8 @@ func Default() Config {
 			Addr:             "127.0.0.1:8080",
 			MaxSendBodyBytes: 64 << 10,
 			MaxBodyBytes:     1 << 20,
+			MaxJSONDepth:     jsonguard.DefaultMaxDepth,
+			MaxHeaderBytes:   8 << 10,
 			ReadTimeout:      10 * time.Second,
 			WriteTimeout:     10 * time.Second,
 			IdleTimeout:      60 * time.Second,
@@ -260,6 +277,7 @@ func Default() Config {
 			Leeway:      30 * time.Second,
 			CacheSize:   100_000,
 		},
+		Meta:          Meta{DialogBaseURL: "https://www.facebook.com"},
 		PublicBaseURL: "https://api.aerostic.com",
 		Proxy: Proxy{
 			Timeout:              30 * time.Second,
@@ -269,6 +287,7 @@ func Default() Config {
 			ClaimHeaders:         []string{"sub:X-User-Id"},
 			ForwardAuthorization: true,
 		},
+		Onboarding: Onboarding{StateTTL: 10 * time.Minute},
 		Accounts: Accounts{
 			CacheTTL:         5 * time.Minute,
 			NegativeCacheTTL: 10 * time.Second,

@@ -15,10 +15,15 @@ import (
 	"time"
 
 	"github.com/aerostic/aerogate/internal/auth"
+	"github.com/aerostic/aerogate/internal/jsonguard"
 )
 
 // TokenKeySize is the size of a secrets.token_keys key (AES-256).
 const TokenKeySize = 32
+
+// minHeaderBytes is the smallest http.max_header_bytes: room for a request line, a
+// few headers and a small JWT.
+const minHeaderBytes = 1 << 10
 
 var graphVersion = regexp.MustCompile(`^v[0-9]{1,3}\.[0-9]{1,2}$`)
 
@@ -34,8 +39,10 @@ const (
 // roleSections are the configuration sections (the first part of a key) each role reads;
 // ValidateFor checks only those.
 var roleSections = map[Role][]string{
-	RoleGateway: {"http", "admin", "database", "kafka", "jwt", "secrets", "accounts", "proxy", "ratelimit", "log"},
-	RoleSender:  {"admin", "database", "kafka", "graph", "secrets", "accounts", "sender", "log"},
+	// The gateway calls Graph for Embedded Signup and the test message.
+	RoleGateway: {"http", "admin", "database", "kafka", "jwt", "secrets", "accounts", "proxy", "ratelimit", "log",
+		"graph", "meta", "public_base_url", "frontend", "onboarding"},
+	RoleSender: {"admin", "database", "kafka", "graph", "meta", "secrets", "accounts", "sender", "log"},
 }
 
 // KeyError is one problem with one configuration key. Its message starts with the key.
@@ -48,7 +55,7 @@ func (e *KeyError) Error() string { return e.Key + ": " + e.Err.Error() }
 func (e *KeyError) Unwrap() error { return e.Err }
 
 // ValidateFor checks the keys that the given roles read, and nothing else: a sender
-// needs no jwt.secret, a gateway no graph settings. Problems are joined as in Validate.
+// needs no jwt.secret, a gateway no sender settings. Problems are joined as in Validate.
 func (c Config) ValidateFor(roles ...Role) error {
 	want := map[string]bool{}
 	for _, r := range roles {
@@ -116,6 +123,12 @@ func (c Config) problems() []*KeyError {
 	hostPort("http.addr", c.HTTP.Addr, false)
 	positive("http.max_send_body_bytes", c.HTTP.MaxSendBodyBytes)
 	positive("http.max_body_bytes", c.HTTP.MaxBodyBytes)
+	if c.HTTP.MaxJSONDepth < 1 || c.HTTP.MaxJSONDepth > jsonguard.MaxDepthLimit {
+		bad("http.max_json_depth", "must be 1 to %d, got %d", jsonguard.MaxDepthLimit, c.HTTP.MaxJSONDepth)
+	}
+	if c.HTTP.MaxHeaderBytes < minHeaderBytes {
+		bad("http.max_header_bytes", "must be at least %d, got %d", minHeaderBytes, c.HTTP.MaxHeaderBytes)
+	}
 	positiveDur("http.read_timeout", c.HTTP.ReadTimeout)
 	positiveDur("http.write_timeout", c.HTTP.WriteTimeout)
 	positiveDur("http.idle_timeout", c.HTTP.IdleTimeout)
@@ -171,6 +184,10 @@ func (c Config) problems() []*KeyError {
 	errs = append(errs, c.Proxy.validate()...)
 	errs = append(errs, c.RateLimit.validate()...)
 	httpURL("frontend.redirect_url", c.Frontend.RedirectURL, false)
+	httpURL("meta.dialog_base_url", c.Meta.DialogBaseURL, true)
+	if d := c.Onboarding.StateTTL; d < time.Minute || d > 24*time.Hour {
+		bad("onboarding.state_ttl", "must be 1m-24h, got %s", d)
+	}
 
 	if len(c.Secrets.TokenKeys) == 0 && !c.DevMode {
 		bad("secrets.token_keys", "required outside dev mode: at least one kid:base64key (32 bytes)")

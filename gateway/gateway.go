@@ -23,8 +23,10 @@ import (
 	"github.com/aerostic/aerogate/config"
 	"github.com/aerostic/aerogate/internal/account"
 	"github.com/aerostic/aerogate/internal/auth"
+	"github.com/aerostic/aerogate/internal/jsonguard"
 	"github.com/aerostic/aerogate/internal/message"
 	"github.com/aerostic/aerogate/internal/metrics"
+	"github.com/aerostic/aerogate/internal/onboarding"
 	"github.com/aerostic/aerogate/internal/ratelimit"
 	"github.com/aerostic/aerogate/internal/role"
 	"github.com/aerostic/aerogate/internal/tenantfield"
@@ -56,6 +58,9 @@ type Options struct {
 	// then only derives the message id).
 	Messages *message.Repository
 	Sends    Publisher
+	// Onboarding serves Embedded Signup, the test message and the accounts API; nil
+	// answers them 503 onboarding_not_configured.
+	Onboarding *onboarding.Service
 
 	// ReadyChecks are what /readyz checks (role.Open's Health.Checks() in Run).
 	ReadyChecks []ReadyCheck
@@ -63,6 +68,13 @@ type Options struct {
 	// Zero limits, timeouts and TenantClaim take config.Default()'s values.
 	MaxSendBodyBytes int // 413 above
 	MaxBodyBytes     int // every other route
+	// MaxJSONDepth bounds the nesting of arrays and objects in a JSON body (400
+	// json_too_deep above), at most jsonguard.MaxDepthLimit.
+	MaxJSONDepth int
+	// MaxHeaderBytes is the server's read buffer, which holds the request line and
+	// headers: a request whose headers do not fit gets 431. The verifier's token
+	// limit (auth.Config.MaxTokenBytes) should be the same.
+	MaxHeaderBytes int
 	// TenantClaim is the JWT claim holding the tenant; a query parameter or body field of
 	// that name (or "tenantId", or TenantParam) must equal the token's tenant.
 	TenantClaim string
@@ -98,6 +110,9 @@ type Options struct {
 	Logger *slog.Logger
 	Now    func() time.Time
 }
+
+// MinHeaderBytes is the smallest header buffer New accepts.
+const MinHeaderBytes = 1 << 10
 
 // Metrics are counters since start.
 type Metrics struct {
@@ -160,6 +175,18 @@ func New(opts Options) (*Server, error) {
 	if opts.MaxBodyBytes == 0 {
 		opts.MaxBodyBytes = d.HTTP.MaxBodyBytes
 	}
+	if opts.MaxJSONDepth < 0 || opts.MaxJSONDepth > jsonguard.MaxDepthLimit {
+		return nil, fmt.Errorf("gateway: JSON depth limit must be 1 to %d, got %d", jsonguard.MaxDepthLimit, opts.MaxJSONDepth)
+	}
+	if opts.MaxJSONDepth == 0 {
+		opts.MaxJSONDepth = d.HTTP.MaxJSONDepth
+	}
+	if opts.MaxHeaderBytes == 0 {
+		opts.MaxHeaderBytes = d.HTTP.MaxHeaderBytes
+	}
+	if opts.MaxHeaderBytes < MinHeaderBytes {
+		return nil, fmt.Errorf("gateway: header buffer must be at least %d bytes, got %d", MinHeaderBytes, opts.MaxHeaderBytes)
+	}
 	if opts.TenantClaim == "" {
 		opts.TenantClaim = d.JWT.TenantClaim
 	}
@@ -204,7 +231,7 @@ func New(opts Options) (*Server, error) {
 	}
 	s.tenantNames = tenantfield.NewNames(append(append([]string(nil), s.tenantField...), opts.TenantParam)...)
 	if len(opts.Proxy.Upstreams) > 0 {
-		p, err := newProxy(opts.Proxy, s.tenantNames, opts.MaxBodyBytes, s.log)
+		p, err := newProxy(opts.Proxy, s.tenantNames, opts.MaxBodyBytes, opts.MaxJSONDepth, s.log)
 		if err != nil {
 			return nil, err
 		}
@@ -249,17 +276,21 @@ func New(opts Options) (*Server, error) {
 			api(ctx)
 		})
 	}
+	s.onboardingRoutes(r)
 	s.handler = s.middleware(r.Handler)
 
 	s.srv = &fasthttp.Server{
-		Handler:                      s.handler,
-		ErrorHandler:                 s.readError,
-		Name:                         "aerogate",
-		ReadTimeout:                  opts.ReadTimeout,
-		WriteTimeout:                 opts.WriteTimeout,
-		IdleTimeout:                  opts.IdleTimeout,
-		Concurrency:                  opts.Concurrency,
-		MaxRequestBodySize:           max(opts.MaxSendBodyBytes, opts.MaxBodyBytes),
+		Handler:            s.handler,
+		ErrorHandler:       s.readError,
+		Name:               "aerogate",
+		ReadTimeout:        opts.ReadTimeout,
+		WriteTimeout:       opts.WriteTimeout,
+		IdleTimeout:        opts.IdleTimeout,
+		Concurrency:        opts.Concurrency,
+		MaxRequestBodySize: max(opts.MaxSendBodyBytes, opts.MaxBodyBytes),
+		// The read buffer must hold the request line and every header: it is the
+		// header limit (431 past it), and so the real bound on a bearer token.
+		ReadBufferSize:               opts.MaxHeaderBytes,
 		DisablePreParseMultipartForm: true,
 		// Bodies stream: the proxy forwards large uploads as they arrive; every other
 		// route reads its body whole, bounded, in the middleware (boundBody).

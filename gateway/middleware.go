@@ -90,6 +90,11 @@ func (s *Server) accessLog(ctx *fasthttp.RequestCtx, start time.Time) {
 // what the verified token says and nothing else.
 func (s *Server) authed(h func(ctx *fasthttp.RequestCtx, claims auth.Claims)) fasthttp.RequestHandler {
 	return func(ctx *fasthttp.RequestCtx) {
+		if len(ctx.Request.Header.PeekAll(fasthttp.HeaderAuthorization)) > 1 {
+			// Which one wins differs between proxies and servers; refuse rather than pick.
+			writeError(ctx, errDuplicateAuthorization)
+			return
+		}
 		tok, ok := parseBearer(ctx.Request.Header.Peek(fasthttp.HeaderAuthorization))
 		if !ok {
 			ctx.Response.Header.Set(fasthttp.HeaderWWWAuthenticate, `Bearer realm="aerogate"`)
@@ -119,9 +124,10 @@ func (s *Server) readError(ctx *fasthttp.RequestCtx, err error) {
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
 		// Read what the client is still sending before answering: closing a socket with
 		// unread data resets it, and the client would see a reset instead of the 413.
-		drainBody(ctx.Conn(), ctx.Request.Header.ContentLength())
+		drainBody(ctx.Conn(), ctx.Request.Header.ContentLength(), s.opts.MaxHeaderBytes)
 		writeError(ctx, errBodyTooLarge)
 	case errors.As(err, &small):
+		// The request line and headers outgrew the read buffer (Options.MaxHeaderBytes).
 		writeError(ctx, errHeaderTooLarge)
 	case errors.As(err, &netErr) && netErr.Timeout():
 		writeError(ctx, errRequestTimeout)
@@ -138,8 +144,9 @@ const (
 )
 
 // drainBody reads and discards the rest of an oversized body, bounded in bytes and time.
-// contentLength is -1 for chunked bodies.
-func drainBody(c net.Conn, contentLength int) {
+// contentLength is -1 for chunked bodies; readBufferSize is the server's read buffer,
+// which may hold part of the body already.
+func drainBody(c net.Conn, contentLength, readBufferSize int) {
 	if c == nil || contentLength > maxDrainBytes {
 		return
 	}
@@ -165,8 +172,6 @@ func drainBody(c net.Conn, contentLength int) {
 		}
 	}
 }
-
-const readBufferSize = 8 << 10
 
 // since is the time since start, or 0 when start was not taken.
 func since(start time.Time) time.Duration {

@@ -76,6 +76,7 @@ type proxy struct {
 	opts      ProxyOptions
 	names     tenantfield.Names
 	maxBody   int
+	maxDepth  int             // jsonguard depth of JSON bodies
 	identity  map[string]bool // lower-case names, '_' read as '-': removed from the client's request
 	log       *slog.Logger
 	stopCheck chan struct{}
@@ -94,7 +95,7 @@ type upstream struct {
 	byStatus [600]atomic.Pointer[prometheus.Counter]
 }
 
-func newProxy(o ProxyOptions, names tenantfield.Names, maxBody int, log *slog.Logger) (*proxy, error) {
+func newProxy(o ProxyOptions, names tenantfield.Names, maxBody, maxDepth int, log *slog.Logger) (*proxy, error) {
 	d := config.Default().Proxy
 	if o.Timeout <= 0 {
 		o.Timeout = d.Timeout
@@ -105,7 +106,7 @@ func newProxy(o ProxyOptions, names tenantfield.Names, maxBody int, log *slog.Lo
 	if o.MaxConnsPerUpstream <= 0 {
 		o.MaxConnsPerUpstream = d.MaxConnsPerUpstream
 	}
-	p := &proxy{opts: o, names: names, maxBody: maxBody, log: log, stopCheck: make(chan struct{})}
+	p := &proxy{opts: o, names: names, maxBody: maxBody, maxDepth: maxDepth, log: log, stopCheck: make(chan struct{})}
 	p.identity = map[string]bool{"x-tenant-id": true, "x-user-id": true}
 	for _, ch := range o.ClaimHeaders {
 		p.identity[identityKey([]byte(ch.Header))] = true
@@ -438,6 +439,11 @@ func (p *proxy) checkBody(kind bodyKind, boundary string, body []byte, tenant st
 	var err error
 	switch kind {
 	case bodyJSON:
+		// The structure guard every outside JSON passes first: strict syntax, a depth
+		// bound, one linear pass.
+		if apiErr := checkJSON(body, p.maxDepth); apiErr != nil {
+			return apiErr
+		}
 		err = p.names.JSON(body, tenant)
 	case bodyForm:
 		err = p.names.Form(body, tenant)

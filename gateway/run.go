@@ -11,6 +11,7 @@ import (
 	"github.com/aerostic/aerogate/config"
 	"github.com/aerostic/aerogate/internal/auth"
 	"github.com/aerostic/aerogate/internal/message"
+	"github.com/aerostic/aerogate/internal/onboarding"
 	"github.com/aerostic/aerogate/internal/queue"
 	"github.com/aerostic/aerogate/internal/ratelimit"
 	"github.com/aerostic/aerogate/internal/role"
@@ -21,7 +22,7 @@ const shutdownTimeout = 15 * time.Second
 
 // Run serves the gateway on cfg.HTTP.Addr and returns after a graceful shutdown once ctx
 // is cancelled (or with the error that stopped it). role.Open checks the keys the gateway
-// reads (no graph settings) and builds what every role shares: the Postgres pool, the
+// reads (the graph and meta settings too, for Embedded Signup) and builds what every role shares: the Postgres pool, the
 // token key ring, the account resolver kept fresh by LISTEN/NOTIFY, the readiness checks
 // and, when admin.addr is set, the admin listener; /metrics, /healthz and /readyz are
 // also answered on the main port. It is how `aerogate gateway` and `aerogate dev` start
@@ -56,6 +57,8 @@ func Run(ctx context.Context, cfg config.Config) error {
 		Leeway:         cfg.JWT.Leeway,
 		CacheSize:      cfg.JWT.CacheSize,
 		HeaderClaims:   claimNames(claimHeaders),
+		// A token can be no larger than the headers that carry it.
+		MaxTokenBytes: cfg.HTTP.MaxHeaderBytes,
 	})
 	if err != nil {
 		return fmt.Errorf("gateway: building jwt verifier: %w", err)
@@ -83,7 +86,13 @@ func Run(ctx context.Context, cfg config.Config) error {
 		}
 	}()
 
+	signup, err := newOnboarding(cfg, deps, log)
+	if err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
+
 	srv, err := New(Options{
+		Onboarding:       signup,
 		Verifier:         verifier,
 		Resolver:         deps.Accounts.Resolver,
 		Messages:         message.NewRepository(deps.Pool),
@@ -91,6 +100,8 @@ func Run(ctx context.Context, cfg config.Config) error {
 		ReadyChecks:      deps.Health.Checks(),
 		MaxSendBodyBytes: cfg.HTTP.MaxSendBodyBytes,
 		MaxBodyBytes:     cfg.HTTP.MaxBodyBytes,
+		MaxJSONDepth:     cfg.HTTP.MaxJSONDepth,
+		MaxHeaderBytes:   cfg.HTTP.MaxHeaderBytes,
 		TenantClaim:      cfg.JWT.TenantClaim,
 		TenantParam:      cfg.Proxy.TenantParam,
 		Proxy: ProxyOptions{
@@ -202,4 +213,20 @@ func NewLimiter(c config.RateLimit, log *slog.Logger) (*ratelimit.Limiter, error
 		return nil, nil
 	}
 	return ratelimit.New(rc)
+}
+
+// newOnboarding builds Embedded Signup and the accounts API from cfg, on the role's
+// Graph client (its calls carry appsecret_proof when meta.app_secret is set).
+func newOnboarding(cfg config.Config, deps *role.Deps, log *slog.Logger) (*onboarding.Service, error) {
+	return onboarding.New(onboarding.Config{
+		AppID:               cfg.Meta.AppID,
+		ConfigID:            cfg.Meta.ConfigID,
+		Configured:          cfg.Meta.AppID != "" && cfg.Meta.AppSecret != "" && cfg.Meta.ConfigID != "",
+		GraphVersion:        cfg.Graph.Version,
+		PublicBaseURL:       cfg.PublicBaseURL,
+		DialogBaseURL:       cfg.Meta.DialogBaseURL,
+		StateTTL:            cfg.Onboarding.StateTTL,
+		FrontendRedirectURL: cfg.Frontend.RedirectURL,
+		Logger:              log,
+	}, deps.Pool, deps.Accounts.Repository, deps.Graph)
 }

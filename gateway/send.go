@@ -82,7 +82,7 @@ func (s *Server) send(ctx *fasthttp.RequestCtx, claims auth.Claims, pathPNID str
 	}
 
 	st := sendStates.Get().(*sendState)
-	req, payload, apiErr := parseSendRequest(&st.parser, body, claims.TenantID, s.tenantField, st.payload)
+	req, payload, apiErr := parseSendRequest(&st.parser, body, claims.TenantID, s.tenantField, st.payload, s.opts.MaxJSONDepth)
 	st.payload = payload
 	if apiErr != nil {
 		st.release()
@@ -308,6 +308,8 @@ func (s *Server) writeAccountError(ctx *fasthttp.RequestCtx, err error, defaultA
 		writeError(ctx, errTokenExpired)
 	case errors.Is(err, account.ErrNeedsReconnect):
 		writeError(ctx, errNeedsReconnect)
+	case errors.Is(err, account.ErrDisconnected):
+		writeError(ctx, errAccountDisconnected)
 	default:
 		s.log.Error("resolving account", "request_id", string(ctx.Response.Header.Peek(headerRequestID)),
 			"error", err.Error())

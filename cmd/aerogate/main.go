@@ -31,7 +31,7 @@ var commands = []command{
 	{name: "sender", summary: "drain wa.sends to the Graph API with each tenant's own token", run: runSender},
 	{name: "migrate", summary: "apply the embedded database migrations", run: runMigrate},
 	{name: "token", summary: "print a tenant JWT that the configured (or dev) key accepts", flags: tokenFlags, run: runToken},
-	{name: "accounts", summary: "add or list tenants' WhatsApp accounts (accounts add|list)", flags: accountsFlags, run: runAccounts},
+	{name: "accounts", summary: "add, list or remove tenants' WhatsApp accounts (accounts add|list|remove)", flags: accountsFlags, run: runAccounts},
 }
 
 func main() {

@@ -43,7 +43,7 @@ const startCheckTimeout = 5 * time.Second
 const listenWait = 3 * time.Second
 
 // usesGraph are the roles that call the Graph API, so Open builds a client for them.
-var usesGraph = []config.Role{config.RoleSender}
+var usesGraph = []config.Role{config.RoleSender, config.RoleGateway}
 
 // Deps is what Open built for a role. Fields a role does not use are nil.
 type Deps struct {
@@ -81,7 +81,7 @@ func Open(ctx context.Context, cfg config.Config, role config.Role) (_ *Deps, er
 	}
 	var gc *graph.Client
 	if slices.Contains(usesGraph, role) {
-		if gc, err = NewGraphClient(cfg.Graph); err != nil {
+		if gc, err = NewGraphClient(cfg.Graph, cfg.Meta); err != nil {
 			return nil, err
 		}
 	}
@@ -177,14 +177,17 @@ func (d *Deps) AdminAddr() string {
 	return d.admin.Addr()
 }
 
-// NewGraphClient builds the Graph client from the graph section, naming the key at
-// fault when graph.New refuses a value.
-func NewGraphClient(c config.Graph) (*graph.Client, error) {
+// NewGraphClient builds the Graph client from the graph section and the Meta app (whose
+// secret makes every call carry appsecret_proof), naming the key at fault when graph.New
+// refuses a value.
+func NewGraphClient(c config.Graph, app config.Meta) (*graph.Client, error) {
 	gc, err := graph.New(graph.Config{
 		BaseURL:         c.BaseURL,
 		Version:         c.Version,
 		Timeout:         c.Timeout,
 		MaxConnsPerHost: c.MaxConnsPerHost,
+		AppID:           app.AppID,
+		AppSecret:       app.AppSecret,
 	})
 	switch {
 	case errors.Is(err, graph.ErrBaseURL):
