@@ -1,6 +1,7 @@
 // Command bench measures aerogate on this machine: `go run ./bench gateway` compares the
 // send API with a bare fasthttp handler; `go run ./bench e2e` measures sends from gateway
-// accept to the fake Graph API's receipt. Results go to bench/results/ as JSON and markdown.
+// accept to the fake Graph API's receipt; `go run ./bench proxy` compares the /api/* proxy
+// with its upstream hit directly, and measures one tenant's latency under another's flood. Results go to bench/results/ as JSON and markdown.
 package main
 
 import (
@@ -40,7 +41,7 @@ type options struct {
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: go run ./bench gateway|e2e [flags]")
+		fmt.Fprintln(os.Stderr, "usage: go run ./bench gateway|e2e|proxy [flags]")
 		os.Exit(2)
 	}
 	scenario := os.Args[1]
@@ -85,6 +86,8 @@ func main() {
 		rep, err = runGateway(ctx, o)
 	case "e2e":
 		rep, err = runE2E(ctx, o)
+	case "proxy":
+		rep, err = runProxy(ctx, o)
 	default:
 		err = fmt.Errorf("unknown scenario %q", scenario)
 	}
