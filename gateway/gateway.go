@@ -1,6 +1,7 @@
 // Package gateway is aerogate's fasthttp edge: tenant JWT authentication, the send API
 // (POST /v1/messages and the Cloud-API-compatible POST /{version}/{phone_number_id}/messages),
-// message status (GET /v1/messages/{id}), health and readiness. A send is answered 202
+// message status (GET /v1/messages/{id}), health and readiness, and the /api/* reverse
+// proxy to the backend API (tenant and user from the token, per-tenant rate limits). A send is answered 202
 // only after Kafka acknowledged it; otherwise 503 when it provably was not written, and
 // 504 with its id when it may have been. Postgres is waited on only for a send with an
 // Idempotency-Key (the key is bound to its request before anything is published).
