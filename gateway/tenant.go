@@ -30,14 +30,15 @@ func (s *Server) checkTenantQuery(ctx *fasthttp.RequestCtx, tenant string) *apiE
 }
 
 // boundBody reads the body of a request for any route but the proxy's whole, up to
-// the larger body limit, as the server did before bodies streamed; past the limit it
+// the server's MaxRequestBodySize (the largest any route takes), as the server did
+// before bodies streamed; past the limit it
 // answers 413 and closes the connection. It reports whether to go on.
 func (s *Server) boundBody(ctx *fasthttp.RequestCtx) bool {
 	stream := ctx.RequestBodyStream()
 	if stream == nil || (s.proxy != nil && bytes.HasPrefix(ctx.Path(), proxyPrefix)) {
 		return true
 	}
-	limit := max(s.opts.MaxSendBodyBytes, s.opts.MaxBodyBytes)
+	limit := int(s.srv.MaxRequestBodySize) // the largest any route takes; each checks its own
 	if cl := ctx.Request.Header.ContentLength(); cl > limit {
 		// Read what the client is still sending before answering (bounded): closing a
 		// socket with unread data resets it, and the client would miss the 413.
