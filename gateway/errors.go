@@ -66,7 +66,7 @@ func writeError(ctx *fasthttp.RequestCtx, e *apiError) { writeErrorWithID(ctx, e
 // writeErrorWithID answers like writeError, adding the message id the error is about
 // when id is not empty ("id" on /v1, error_data.message_id in Meta's shape).
 func writeErrorWithID(ctx *fasthttp.RequestCtx, e *apiError, id []byte) {
-	if onGraphPath(ctx.Path()) {
+	if metaShaped(ctx) {
 		writeMetaError(ctx, e, id)
 		return
 	}
@@ -188,16 +188,29 @@ func writeMetaError(ctx *fasthttp.RequestCtx, e *apiError, id []byte) {
 	ctx.SetBody(b)
 }
 
-// onGraphPath reports whether path is /{version}/{phone_number_id}/messages, the
-// Cloud-API-compatible send route: three non-empty segments, the last "messages", the
-// first not "v1" (GET /v1/messages/messages is a status lookup).
+// graphRoute is the Cloud-API-compatible send route, whose errors are Meta-shaped.
+const graphRoute = "/{version}/{phone_number_id}/messages"
+
+// metaShaped reports whether ctx's errors are answered in Meta's shape: the route that
+// serves it is graphRoute or, for an error answered before any route (an unreadable or
+// oversized request, no route for the method), its path looks like that route's.
+func metaShaped(ctx *fasthttp.RequestCtx) bool {
+	if m, ok := ctx.UserValue(routeKey{}).(*routeMetrics); ok {
+		return m.route == graphRoute
+	}
+	return onGraphPath(ctx.Path())
+}
+
+// onGraphPath reports whether path looks like /{version}/{phone_number_id}/messages:
+// three non-empty segments, the last "messages", the first not one of the gateway's own
+// prefixes ("v1": GET /v1/messages/messages is a status lookup; "api": the proxy).
 func onGraphPath(path []byte) bool {
 	rest, ok := bytes.CutPrefix(path, []byte("/"))
 	if !ok {
 		return false
 	}
 	first, rest, ok := bytes.Cut(rest, []byte("/"))
-	if !ok || len(first) == 0 || string(first) == "v1" {
+	if !ok || len(first) == 0 || string(first) == "v1" || string(first) == "api" {
 		return false
 	}
 	second, rest, ok := bytes.Cut(rest, []byte("/"))

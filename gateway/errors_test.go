@@ -238,6 +238,7 @@ func TestOnGraphPath(t *testing.T) {
 		{"/v1/messages", false},
 		{"/v1/messages/messages", false},
 		{"/v1/messages/7c9e6679-7425-40de-944b-e07cc9f1f5a1", false},
+		{"/api/orders/messages", false},
 		{"/v22.0/1/messages/", false},
 		{"/v22.0//messages", false},
 		{"//1/messages", false},

@@ -274,7 +274,7 @@ func New(opts Options) (*Server, error) {
 	handle(r, fasthttp.MethodGet, "/metrics", metrics.Handler())
 	handle(r, fasthttp.MethodPost, "/v1/messages", s.authed(s.limited(ratelimit.Send, s.sendV1)))
 	handle(r, fasthttp.MethodGet, "/v1/messages/{id}", s.authed(s.limited(ratelimit.API, s.getMessage)))
-	handle(r, fasthttp.MethodPost, "/{version}/{phone_number_id}/messages", s.authed(s.limited(ratelimit.Send, s.sendGraph)))
+	handle(r, fasthttp.MethodPost, graphRoute, s.authed(s.limited(ratelimit.Send, s.sendGraph)))
 	handle(r, fasthttp.MethodGet, "/v1/inbound", s.authed(s.limited(ratelimit.API, s.listInbound)))
 	if s.proxy != nil {
 		api := s.authed(s.limited(ratelimit.API, s.proxy.serve))

@@ -545,12 +545,32 @@ func TestRateLimits(t *testing.T) {
 	}
 	// Sends have their own bucket (the send itself then fails: there is no account).
 	send := http.Header{"Authorization": acme["Authorization"], "Content-Type": {"application/json"}}
-	msg := []byte(`{"messaging_product":"whatsapp","to":"1","type":"text","text":{"body":"x"}}`)
+	msg := []byte(`{"messaging_product":"whatsapp","to":"15551234567","type":"text","text":{"body":"x"}}`)
 	if resp, _ := e.do(t, "POST", "/v1/messages", msg, send); resp.StatusCode == 429 {
 		t.Fatal("first send limited")
 	}
 	if resp, _ := e.do(t, "POST", "/v1/messages", msg, send); resp.StatusCode != 429 || resp.Header.Get("RateLimit-Policy") != `"send";q=1;w=1` {
 		t.Fatalf("second send: %d %v", resp.StatusCode, resp.Header)
+	}
+	// On the Cloud API path the same refusal is Meta's throttling error (code 4); a
+	// proxied path that merely ends in /messages keeps aerogate's shape.
+	resp, b = e.do(t, "POST", "/v22.0/1001/messages", msg, send)
+	var meta struct {
+		Error struct {
+			Code      int  `json:"code"`
+			Transient bool `json:"is_transient"`
+			ErrorData struct {
+				AerogateCode string `json:"aerogate_code"`
+			} `json:"error_data"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(b, &meta); err != nil || resp.StatusCode != 429 || meta.Error.Code != 4 || !meta.Error.Transient ||
+		meta.Error.ErrorData.AerogateCode != "rate_limited" || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("Cloud API send over the limit: %d %s", resp.StatusCode, b)
+	}
+	resp, b = e.do(t, "GET", "/api/orders/messages", nil, acme)
+	if resp.StatusCode != 429 || !bytes.Contains(b, []byte(`"code":"rate_limited"`)) {
+		t.Fatalf("proxied path over the limit: %d %s", resp.StatusCode, b)
 	}
 }
 
