@@ -18,9 +18,6 @@ import (
 	"github.com/aerostic/aerogate/internal/webhook"
 )
 
-// shutdownTimeout bounds the graceful shutdown after ctx is cancelled.
-const shutdownTimeout = 15 * time.Second
-
 // Run serves the gateway on cfg.HTTP.Addr and returns after a graceful shutdown once ctx
 // is cancelled (or with the error that stopped it). role.Open checks the keys the gateway
 // reads (the graph and meta settings too, for Embedded Signup) and builds what every role shares: the Postgres pool, the
@@ -35,6 +32,8 @@ func Run(ctx context.Context, cfg config.Config) error {
 		return fmt.Errorf("gateway: %w", err)
 	}
 	defer deps.Close()
+	// Serve until the drain that follows a signal: readiness is false by then.
+	ctx = deps.Context()
 	log := deps.Log
 
 	verifier, err := auth.NewVerifier(auth.Config{
@@ -132,7 +131,7 @@ func Run(ctx context.Context, cfg config.Config) error {
 			runErr = errors.New("gateway: server stopped unexpectedly")
 		}
 	}
-	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.Shutdown.Grace)
 	defer scancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("gateway shutdown", "error", err.Error())

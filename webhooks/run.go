@@ -21,9 +21,6 @@ import (
 	"github.com/aerostic/aerogate/internal/webhook"
 )
 
-// shutdownTimeout bounds the graceful shutdown after ctx is cancelled.
-const shutdownTimeout = 15 * time.Second
-
 // Run serves the webhook edge on cfg.Webhooks.Addr until ctx is cancelled, then shuts
 // down gracefully (requests in flight get their answer).
 func Run(ctx context.Context, cfg config.Config) error {
@@ -32,6 +29,8 @@ func Run(ctx context.Context, cfg config.Config) error {
 		return fmt.Errorf("webhooks: %w", err)
 	}
 	defer deps.Close()
+	// Serve until the drain that follows a signal: readiness is false by then.
+	ctx = deps.Context()
 	log := deps.Log
 	kafka := deps.Kafka
 	tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -79,7 +78,7 @@ func Run(ctx context.Context, cfg config.Config) error {
 	case err := <-serveErr:
 		runErr = fmt.Errorf("webhooks: serving: %w", err)
 	}
-	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.Shutdown.Grace)
 	defer scancel()
 	if err := srv.ShutdownWithContext(sctx); err != nil {
 		log.Warn("webhooks shutdown", "error", err.Error())

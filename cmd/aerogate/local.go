@@ -1,0 +1,88 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime"
+	"runtime/debug"
+
+	"github.com/spf13/pflag"
+
+	"github.com/aerostic/aerogate/config"
+	"github.com/aerostic/aerogate/internal/devenv"
+)
+
+// runBroker runs dev's embedded Kafka-protocol broker alone, for running the roles as
+// separate processes on one machine: on dev.kafka_addr, its log under dev.data_dir,
+// every topic created with kafka.partitions partitions.
+func runBroker(ctx context.Context, cfg config.Config, _ *pflag.FlagSet, _ io.Writer) error {
+	if cfg.Dev.DataDir == "" {
+		return &config.KeyError{Key: "dev.data_dir", Err: errors.New("required")}
+	}
+	b, err := devenv.StartBroker(cfg, slog.Default())
+	if err != nil {
+		return err
+	}
+	<-ctx.Done()
+	b.Close()
+	slog.Info("embedded kafka broker stopped")
+	return nil
+}
+
+func fakeGraphFlags(fs *pflag.FlagSet) {
+	fs.String("status-webhooks-url", "", "post sent, delivered and read of every send here, signed with meta.app_secret, like Meta (e.g. http://127.0.0.1:8082/webhooks/meta)")
+}
+
+// runFakeGraph runs dev's fake Graph API alone on dev.fake_graph_addr: it plays the Meta
+// app of meta.app_id and meta.app_secret and accepts any non-empty token for a number it
+// was not told about. Point graph.base_url and meta.dialog_base_url at it.
+func runFakeGraph(ctx context.Context, cfg config.Config, fs *pflag.FlagSet, _ io.Writer) error {
+	statusURL, _ := fs.GetString("status-webhooks-url")
+	g, err := devenv.StartFakeGraph(cfg, statusURL, slog.Default())
+	if err != nil {
+		return err
+	}
+	<-ctx.Done()
+	if err := g.Close(); err != nil {
+		return err
+	}
+	slog.Info("fake graph api stopped")
+	return nil
+}
+
+// runVersion prints the module version and the VCS revision the binary was built from.
+func runVersion(_ context.Context, _ config.Config, _ *pflag.FlagSet, stdout io.Writer) error {
+	_, err := fmt.Fprintln(stdout, versionString())
+	return err
+}
+
+// versionString is "aerogate <module version> (<revision>[, modified], <time>) <go version>".
+func versionString() string {
+	v, rev, when, modified := "(devel)", "unknown", "", false
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if bi.Main.Version != "" {
+			v = bi.Main.Version
+		}
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				rev = s.Value
+			case "vcs.time":
+				when = s.Value
+			case "vcs.modified":
+				modified = s.Value == "true"
+			}
+		}
+	}
+	out := "aerogate " + v + " (revision " + rev
+	if modified {
+		out += ", modified"
+	}
+	if when != "" {
+		out += ", " + when
+	}
+	return out + ") " + runtime.Version()
+}
