@@ -134,6 +134,12 @@ var (
 		Help: "Events published to wa.events, by type.",
 	}, []string{"type"})
 
+	// RetentionDeleted counts rows removed past their retention, by table.
+	RetentionDeleted = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "retention_deleted_rows_total",
+		Help: "Rows removed past their retention, by table.",
+	}, []string{"table"})
+
 	// Ready is 1 while a readiness check passes and 0 while it fails, by check name.
 	Ready = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: namespace, Name: "ready",
@@ -152,6 +158,7 @@ func init() {
 		AccountCache, AccountCacheInvalidations, JWTCache,
 		Ready,
 		WebhookRequests, IngestItems, EventsPublished,
+		RetentionDeleted,
 	)
 }
 
