@@ -106,7 +106,7 @@ func Run(ctx context.Context, cfg config.Config) error {
 		WriteTimeout:        cfg.HTTP.WriteTimeout,
 		IdleTimeout:         cfg.HTTP.IdleTimeout,
 		Concurrency:         cfg.HTTP.Concurrency,
-		AccessLogLevel:      slog.LevelDebug,
+		AccessSample:        accessSample(cfg.Log.AccessSample),
 		Logger:              log,
 	})
 	if err != nil {
@@ -138,6 +138,14 @@ func Run(ctx context.Context, cfg config.Config) error {
 	}
 	log.Info("gateway stopped", "accepted", srv.Metrics().Accepted)
 	return runErr
+}
+
+// accessSample maps log.access_sample (0: none) to Options.AccessSample (0: every one).
+func accessSample(n int) int {
+	if n <= 0 {
+		return -1
+	}
+	return n
 }
 
 // newOnboarding builds Embedded Signup and the accounts API from cfg, on the role's

@@ -15,6 +15,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/aerostic/aerogate/config"
+	"github.com/aerostic/aerogate/internal/accesslog"
 	"github.com/aerostic/aerogate/internal/metrics"
 	"github.com/aerostic/aerogate/internal/queue"
 	"github.com/aerostic/aerogate/internal/role"
@@ -45,6 +46,7 @@ func Run(ctx context.Context, cfg config.Config) error {
 	defer closeEdge()
 
 	r := router.New()
+	r.SaveMatchedRoutePath = true // for the access line's route
 	r.GET(webhook.Path, edge.Handshake)
 	r.POST(webhook.Path, edge.Receive)
 	r.GET("/healthz", deps.Health.Healthz)
@@ -52,7 +54,7 @@ func Run(ctx context.Context, cfg config.Config) error {
 	r.GET("/metrics", metrics.Handler())
 
 	srv := &fasthttp.Server{
-		Handler:                      r.Handler,
+		Handler:                      accesslog.New(log, cfg.Log.AccessSample).Handler(r.Handler),
 		Name:                         "aerogate",
 		ReadTimeout:                  cfg.HTTP.ReadTimeout,
 		WriteTimeout:                 cfg.HTTP.WriteTimeout,

@@ -6,13 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"runtime"
-	"runtime/debug"
 
 	"github.com/spf13/pflag"
 
 	"github.com/aerostic/aerogate/config"
 	"github.com/aerostic/aerogate/internal/devenv"
+	"github.com/aerostic/aerogate/internal/role"
 )
 
 // runBroker runs dev's embedded Kafka-protocol broker alone, for running the roles as
@@ -55,34 +54,6 @@ func runFakeGraph(ctx context.Context, cfg config.Config, fs *pflag.FlagSet, _ i
 
 // runVersion prints the module version and the VCS revision the binary was built from.
 func runVersion(_ context.Context, _ config.Config, _ *pflag.FlagSet, stdout io.Writer) error {
-	_, err := fmt.Fprintln(stdout, versionString())
+	_, err := fmt.Fprintln(stdout, role.Build().String())
 	return err
-}
-
-// versionString is "aerogate <module version> (<revision>[, modified], <time>) <go version>".
-func versionString() string {
-	v, rev, when, modified := "(devel)", "unknown", "", false
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		if bi.Main.Version != "" {
-			v = bi.Main.Version
-		}
-		for _, s := range bi.Settings {
-			switch s.Key {
-			case "vcs.revision":
-				rev = s.Value
-			case "vcs.time":
-				when = s.Value
-			case "vcs.modified":
-				modified = s.Value == "true"
-			}
-		}
-	}
-	out := "aerogate " + v + " (revision " + rev
-	if modified {
-		out += ", modified"
-	}
-	if when != "" {
-		out += ", " + when
-	}
-	return out + ") " + runtime.Version()
 }

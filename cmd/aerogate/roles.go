@@ -17,6 +17,7 @@ import (
 	"github.com/aerostic/aerogate/internal/devenv"
 	"github.com/aerostic/aerogate/internal/queue"
 	"github.com/aerostic/aerogate/internal/retry"
+	"github.com/aerostic/aerogate/internal/role"
 	"github.com/aerostic/aerogate/internal/store"
 	"github.com/aerostic/aerogate/sender"
 	"github.com/aerostic/aerogate/webhooks"
@@ -125,7 +126,8 @@ func runDev(ctx context.Context, cfg config.Config, _ *pflag.FlagSet, _ io.Write
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	slog.Info("aerogate dev ready", "http", cfg.HTTP.Addr, "admin", cfg.Admin.Addr, "kafka", cfg.Kafka.Brokers, "graph", cfg.Graph.BaseURL, "config", cfg)
+	slog.Info("aerogate dev", "http", cfg.HTTP.Addr, "admin", cfg.Admin.Addr, "kafka", cfg.Kafka.Brokers,
+		"graph", cfg.Graph.BaseURL, "database", role.DatabaseName(cfg.Database.URL), "data_dir", cfg.Dev.DataDir)
 
 	// One process, one registry: the gateway answers /metrics, /healthz and /readyz on
 	// http.addr, and the sender on admin.addr (127.0.0.1:8081 unless set); ingest's

@@ -79,6 +79,7 @@ func Open(ctx context.Context, cfg config.Config, role config.Role) (_ *Deps, er
 		return nil, err
 	}
 	log := slog.Default().With("role", string(role))
+	LogStart(log, cfg, string(role))
 	cluster, err := queue.NewCluster(cfg.Kafka)
 	if err != nil {
 		return nil, err
