@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -56,4 +58,38 @@ func runFakeGraph(ctx context.Context, cfg config.Config, fs *pflag.FlagSet, _ i
 func runVersion(_ context.Context, _ config.Config, _ *pflag.FlagSet, stdout io.Writer) error {
 	_, err := fmt.Fprintln(stdout, role.Build().String())
 	return err
+}
+
+func healthcheckFlags(fs *pflag.FlagSet) {
+	fs.String("url", "", "URL to check (default: /readyz on admin.addr)")
+	fs.Duration("timeout", 3*time.Second, "how long to wait for the answer")
+}
+
+// runHealthcheck GETs a readiness URL and fails unless it answers 200: the health check
+// of a container whose image has no shell or curl (the aerogate image has neither).
+func runHealthcheck(ctx context.Context, cfg config.Config, fs *pflag.FlagSet, _ io.Writer) error {
+	u, _ := fs.GetString("url")
+	timeout, _ := fs.GetDuration("timeout")
+	if u == "" {
+		if cfg.Admin.Addr == "" {
+			return &config.KeyError{Key: "admin.addr", Err: errors.New("not set: give --url or admin.addr")}
+		}
+		u = "http://" + devenv.LocalAddr(cfg.Admin.Addr) + "/readyz"
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return fmt.Errorf("--url: %w", err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("checking %s: %w", u, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<10))
+		return fmt.Errorf("%s answered %d: %s", u, resp.StatusCode, body)
+	}
+	return nil
 }

@@ -37,6 +37,7 @@ var commands = []command{
 	{name: "migrate", summary: "apply the database migrations and create the Kafka topics, waiting for both (--wait)", flags: migrateFlags, run: runMigrate},
 	{name: "broker", summary: "run dev's embedded Kafka-protocol broker alone (dev.kafka_addr, log under dev.data_dir)", run: runBroker},
 	{name: "fake-graph", summary: "run dev's fake Graph API alone (dev.fake_graph_addr), for running without a Meta app", flags: fakeGraphFlags, run: runFakeGraph},
+	{name: "healthcheck", summary: "exit 0 when /readyz on admin.addr (or --url) answers 200: a container health check", flags: healthcheckFlags, run: runHealthcheck},
 	{name: "version", summary: "print the version and the VCS revision of this binary", run: runVersion},
 	{name: "token", summary: "print a tenant JWT that the configured (or dev) key accepts", flags: tokenFlags, run: runToken},
 	{name: "accounts", summary: "add, list or remove tenants' WhatsApp accounts, or re-encrypt their tokens with the first key (accounts add|list|remove|rotate-keys)", flags: accountsFlags, run: runAccounts},
@@ -55,32 +56,23 @@ func run(args []string, stdout, stderr io.Writer) int {
 		usage(stdout)
 		return 0
 	}
-	var cmd *command
-	for i := range commands {
-		if commands[i].name == args[0] {
-			cmd = &commands[i]
-		}
-	}
+	cmd := lookupCommand(args[0])
 	if cmd == nil {
 		fmt.Fprintf(stderr, "aerogate: unknown command %q\n\n", args[0])
 		usage(stderr)
 		return 2
 	}
 
-	fs := pflag.NewFlagSet("aerogate "+cmd.name, pflag.ContinueOnError)
-	fs.SetOutput(stderr)
+	out := stderr
 	if slices.Contains(args[1:], "-h") || slices.Contains(args[1:], "--help") {
-		fs.SetOutput(stdout) // asked for: help goes to stdout; after a mistake, to stderr
+		out = stdout // asked for: help goes to stdout; after a mistake, to stderr
 	}
-	fs.SortFlags = false
-	if cmd.flags != nil {
-		cmd.flags(fs)
-	}
-	config.Flags(fs)
+	fs := cmd.flagSet(out)
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return 0
 		}
+		fmt.Fprintf(stderr, "aerogate %s: %v (see aerogate %s --help)\n", cmd.name, err, cmd.name)
 		return 2
 	}
 	cfg, err := config.Load(fs)
@@ -100,6 +92,29 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// lookupCommand returns the command named name, or nil.
+func lookupCommand(name string) *command {
+	for i := range commands {
+		if commands[i].name == name {
+			return &commands[i]
+		}
+	}
+	return nil
+}
+
+// flagSet returns the command's flags (its own, then every configuration key's),
+// writing errors and help to out.
+func (c *command) flagSet(out io.Writer) *pflag.FlagSet {
+	fs := pflag.NewFlagSet("aerogate "+c.name, pflag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.SortFlags = false
+	if c.flags != nil {
+		c.flags(fs)
+	}
+	config.Flags(fs)
+	return fs
 }
 
 // osExit ends the process; tests replace it.

@@ -194,6 +194,7 @@ func TestMultiProcessRestarts(t *testing.T) {
 	}
 	s := startMPStack(t)
 	s.onboard()
+	s.checkHealthcheckCommand()
 
 	var total mpCounts
 	for _, phase := range []struct {
@@ -335,6 +336,23 @@ func startMPStack(t *testing.T) *mpStack {
 func (s *mpStack) onboard() {
 	s.t.Helper()
 	s.secrets = append(s.secrets, walkOnboarding(s.t, s.gateways[0], s.fake, s.jwt)...)
+}
+
+// checkHealthcheckCommand runs `aerogate healthcheck` as the compose file does, with a
+// role's environment: 0 while it is ready, not 0 for an address nothing answers on.
+func (s *mpStack) checkHealthcheckCommand() {
+	s.t.Helper()
+	sender := s.roles[3]
+	hc := exec.Command(s.bin, "healthcheck")
+	hc.Env = append(os.Environ(), sender.env...)
+	if out, err := hc.CombinedOutput(); err != nil {
+		s.t.Errorf("aerogate healthcheck of a ready sender: %v\n%s", err, out)
+	}
+	hc = exec.Command(s.bin, "healthcheck", "--url", "http://"+freeAddr(s.t)+"/readyz")
+	hc.Env = append(os.Environ(), sender.env...)
+	if out, err := hc.CombinedOutput(); err == nil {
+		s.t.Errorf("aerogate healthcheck of nothing succeeded:\n%s", out)
+	}
 }
 
 // stopRole sends SIGTERM and checks the process stopped cleanly within its grace.

@@ -200,7 +200,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Env, err
 		// Like Meta, the fake posts sent, delivered and read of every send to the
 		// gateway's webhook route, signed with the app secret, so a send made in dev
 		// ends read.
-		g, err := StartFakeGraph(*cfg, "http://"+localAddr(cfg.HTTP.Addr)+webhook.Path, log)
+		g, err := StartFakeGraph(*cfg, "http://"+LocalAddr(cfg.HTTP.Addr)+webhook.Path, log)
 		if err != nil {
 			env.Close()
 			return nil, err
@@ -211,7 +211,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Env, err
 			cfg.Meta.DialogBaseURL = g.URL()
 		}
 		if cfg.PublicBaseURL == config.Default().PublicBaseURL {
-			cfg.PublicBaseURL = "http://" + localAddr(cfg.HTTP.Addr)
+			cfg.PublicBaseURL = "http://" + LocalAddr(cfg.HTTP.Addr)
 		}
 	}
 	return env, nil
@@ -284,8 +284,8 @@ func devMetaApp(cfg *config.Config) {
 	}
 }
 
-// localAddr makes a listen address dialable: ":8080" becomes "127.0.0.1:8080".
-func localAddr(addr string) string {
+// LocalAddr makes a listen address dialable: ":8080" becomes "127.0.0.1:8080".
+func LocalAddr(addr string) string {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return addr
