@@ -21,8 +21,8 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/aerostic/aerogate/config"
-	"github.com/aerostic/aerogate/internal/account"
 	"github.com/aerostic/aerogate/internal/accesslog"
+	"github.com/aerostic/aerogate/internal/account"
 	"github.com/aerostic/aerogate/internal/auth"
 	"github.com/aerostic/aerogate/internal/inbound"
 	"github.com/aerostic/aerogate/internal/jsonguard"
