@@ -33,6 +33,9 @@ func (s *Server) middleware(next fasthttp.RequestHandler) fasthttp.RequestHandle
 			s.routeOf(ctx).observe(ctx.Response.StatusCode(), time.Since(start))
 			s.accessLog(ctx, start)
 		}()
+		if !s.boundBody(ctx) {
+			return
+		}
 		next(ctx)
 	}
 }
@@ -73,7 +76,7 @@ func (s *Server) accessLog(ctx *fasthttp.RequestCtx, start time.Time) {
 		Path:      string(ctx.Path()),
 		Status:    status,
 		Tenant:    tenant,
-		BytesIn:   len(ctx.Request.Body()),
+		BytesIn:   bytesIn(ctx),
 		BytesOut:  len(ctx.Response.Body()),
 		Remote:    ctx.RemoteIP().String(),
 		Duration:  since(start),
@@ -101,27 +104,13 @@ func (s *Server) authed(h func(ctx *fasthttp.RequestCtx, claims auth.Claims)) fa
 			writeError(ctx, errInvalidToken)
 			return
 		}
-		// Every tenantId in the query string must be the token's: a repeated parameter
-		// is checked value by value, since frameworks differ on which one they read.
-		for key, value := range ctx.QueryArgs().All() {
-			if s.isTenantField(key) && string(value) != claims.TenantID {
-				writeError(ctx, errTenantMismatch)
-				return
-			}
+		if apiErr := s.checkTenantQuery(ctx, claims.TenantID); apiErr != nil {
+			writeError(ctx, apiErr)
+			return
 		}
 		ctx.SetUserValue(tenantKey{}, claims.TenantID)
 		h(ctx, claims)
 	}
-}
-
-// isTenantField reports whether a query parameter named key names the tenant.
-func (s *Server) isTenantField(key []byte) bool {
-	for _, name := range s.tenantField {
-		if string(key) == name {
-			return true
-		}
-	}
-	return false
 }
 
 // readError answers requests fasthttp could not read (it closes the connection after).
