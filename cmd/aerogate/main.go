@@ -169,12 +169,26 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "secrets.token_keys, meta.app_secret, database.url) come from --config or AEROGATE_* only.")
 }
 
+// attrNames maps the attribute names some packages use to the one name every role's
+// logs use for the thing.
+var attrNames = map[string]string{"err": "error", "tenant_id": "tenant"}
+
+// sameNames gives every log attribute its one name (attrNames), whichever package wrote it.
+func sameNames(groups []string, a slog.Attr) slog.Attr {
+	if len(groups) == 0 {
+		if name, ok := attrNames[a.Key]; ok {
+			a.Key = name
+		}
+	}
+	return a
+}
+
 func newLogger(c config.Log, w io.Writer) *slog.Logger {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(c.Level)); err != nil {
 		level = slog.LevelInfo
 	}
-	opts := &slog.HandlerOptions{Level: level}
+	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: sameNames}
 	if strings.EqualFold(c.Format, "json") {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}

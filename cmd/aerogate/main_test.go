@@ -2,10 +2,14 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
+	"errors"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/aerostic/aerogate/config"
 )
 
 // TestHelpAndVersionGoToStdout: asked-for help and the version are answers, not errors.
@@ -89,5 +93,20 @@ func TestStopOnSignal(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("a stop past shutdown.grace did not exit")
+	}
+}
+
+// TestLogAttributeNames: whichever package wrote it, an error is "error" and a tenant
+// "tenant" in every role's log.
+func TestLogAttributeNames(t *testing.T) {
+	var buf bytes.Buffer
+	log := newLogger(config.Log{Level: "info", Format: "json"}, &buf).With("tenant_id", "acme")
+	log.Warn("x", "err", errors.New("boom"))
+	var line map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &line); err != nil {
+		t.Fatal(err)
+	}
+	if line["error"] != "boom" || line["tenant"] != "acme" || line["err"] != nil || line["tenant_id"] != nil {
+		t.Fatalf("log line %s", buf.String())
 	}
 }
