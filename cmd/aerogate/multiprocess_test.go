@@ -260,7 +260,7 @@ func startMPStack(t *testing.T) *mpStack {
 		"AEROGATE_SECRETS_TOKEN_KEYS=" + strings.Join(s.keys, ","),
 		"AEROGATE_LOG_FORMAT=json",
 		"AEROGATE_SHUTDOWN_GRACE=" + mpGrace.String(),
-		"AEROGATE_SHUTDOWN_DRAIN_DELAY=300ms",
+		"AEROGATE_SHUTDOWN_DRAIN_DELAY=500ms",
 	}
 	newProc := func(name string, ready string, env []string, args ...string) *proc {
 		p := &proc{name: name, bin: s.bin, args: args, env: append(append([]string(nil), s.env...), env...),
