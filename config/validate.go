@@ -171,6 +171,15 @@ func (c Config) problems() []*KeyError {
 	}
 	positiveDur("graph.timeout", c.Graph.Timeout)
 	positive("graph.max_conns_per_host", c.Graph.MaxConnsPerHost)
+	if c.Graph.MaxMediaBytes <= 0 || c.Graph.MaxMediaBytes > 1<<30 {
+		bad("graph.max_media_bytes", "must be 1 to 1073741824 bytes, got %d", c.Graph.MaxMediaBytes)
+	}
+	positiveDur("graph.media_timeout", c.Graph.MediaTimeout)
+	for i, h := range c.Graph.MediaHosts {
+		if h == "" || strings.ContainsAny(h, "/:@?#[] ") {
+			bad(fmt.Sprintf("graph.media_hosts[%d]", i), "must be a host name, got %q", h)
+		}
+	}
 
 	errs = append(errs, c.JWT.validate(c.DevMode)...)
 
