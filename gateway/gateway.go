@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,7 +24,9 @@ import (
 	"github.com/aerostic/aerogate/config"
 	"github.com/aerostic/aerogate/internal/account"
 	"github.com/aerostic/aerogate/internal/auth"
+	"github.com/aerostic/aerogate/internal/graph"
 	"github.com/aerostic/aerogate/internal/jsonguard"
+	"github.com/aerostic/aerogate/internal/media"
 	"github.com/aerostic/aerogate/internal/message"
 	"github.com/aerostic/aerogate/internal/metrics"
 	"github.com/aerostic/aerogate/internal/onboarding"
@@ -59,6 +62,9 @@ type Options struct {
 	// Onboarding serves Embedded Signup, the test message and the accounts API; nil
 	// answers them 503 onboarding_not_configured.
 	Onboarding *onboarding.Service
+	// Graph serves the Graph API passthrough (media, templates, business profile, the
+	// number's fields); nil answers it 503 passthrough_not_configured.
+	Graph *Passthrough
 
 	// ReadyChecks are what /readyz checks (role.Open's Health.Checks() in Run).
 	ReadyChecks []ReadyCheck
@@ -101,6 +107,28 @@ type Options struct {
 	Now    func() time.Time
 }
 
+// Passthrough is what the Graph API passthrough needs.
+type Passthrough struct {
+	Client *graph.Client
+	// WABAs finds the tenant's phone number on a WABA (*account.Repository).
+	WABAs interface {
+		WABANumber(ctx context.Context, tenantID, wabaID string) (string, error)
+	}
+	// Media records and finds the tenant's media ids (*media.Repository).
+	Media interface {
+		Record(ctx context.Context, tenantID, mediaID, phoneNumberID string, src media.Source) error
+		Owner(ctx context.Context, tenantID, mediaID string) (string, error)
+		Forget(ctx context.Context, tenantID, mediaID string) error
+	}
+	// MaxMediaBytes bounds a media upload or download (graph.max_media_bytes);
+	// MediaTimeout one media transfer (graph.media_timeout).
+	MaxMediaBytes int
+	MediaTimeout  time.Duration
+	// PublicBaseURL is where backends reach the gateway: Meta's paging links and media
+	// URLs are rewritten onto it.
+	PublicBaseURL string
+}
+
 // MinHeaderBytes is the smallest header buffer New accepts.
 const MinHeaderBytes = 1 << 10
 
@@ -126,6 +154,10 @@ type Server struct {
 	handler     fasthttp.RequestHandler
 	health      *role.Health
 	unmatched   *routeMetrics // requests no route matched
+
+	// The passthrough's routes (matched after the router's, in graphRoute).
+	passthroughObject *routeMetrics
+	passthroughEdge   *routeMetrics
 	srv         *fasthttp.Server
 	rec         *recorder
 	ridPrefix   [9]byte
@@ -202,6 +234,18 @@ func New(opts Options) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if g := opts.Graph; g != nil {
+		if g.Client == nil || g.WABAs == nil || g.Media == nil {
+			return nil, errors.New("gateway: Graph needs Client, WABAs and Media")
+		}
+		if g.MaxMediaBytes <= 0 {
+			g.MaxMediaBytes = d.Graph.MaxMediaBytes
+		}
+		if g.MediaTimeout <= 0 {
+			g.MediaTimeout = d.Graph.MediaTimeout
+		}
+		g.PublicBaseURL = strings.TrimRight(g.PublicBaseURL, "/")
+	}
 	realClock := opts.Now == nil
 	if realClock {
 		opts.Now = time.Now
@@ -226,13 +270,26 @@ func New(opts Options) (*Server, error) {
 
 	s.health = role.NewHealth(s.log, opts.ReadyChecks...)
 	s.unmatched = newRouteMetrics("unmatched")
+	s.passthroughObject = newRouteMetrics("/{version}/{object_id}")
+	s.passthroughEdge = newRouteMetrics("/{version}/{object_id}/{edge}")
 
 	r := router.New()
 	r.RedirectTrailingSlash = false
 	r.RedirectFixedPath = false
 	r.HandleMethodNotAllowed = true
-	r.NotFound = func(ctx *fasthttp.RequestCtx) { writeError(ctx, errNotFound) }
-	r.MethodNotAllowed = func(ctx *fasthttp.RequestCtx) { writeError(ctx, errMethodNotAllowed) }
+	// The Graph passthrough's paths, /{version}/{object_id}[/{edge}], are matched when no
+	// route is: as routes they would shadow the router's 404 and 405 answers of every
+	// two- and three-segment path.
+	r.NotFound = func(ctx *fasthttp.RequestCtx) {
+		if !s.graphRoute(ctx) {
+			writeError(ctx, errNotFound)
+		}
+	}
+	r.MethodNotAllowed = func(ctx *fasthttp.RequestCtx) {
+		if !s.graphRoute(ctx) {
+			writeError(ctx, errMethodNotAllowed)
+		}
+	}
 	// Each route is registered through handle, which labels its requests with the
 	// route's pattern (never the raw path) for aerogate_http_requests_total.
 	handle(r, fasthttp.MethodGet, "/healthz", s.health.Healthz)
@@ -243,6 +300,7 @@ func New(opts Options) (*Server, error) {
 	handle(r, fasthttp.MethodGet, "/v1/messages/{id}", s.authed(s.getMessage))
 	handle(r, fasthttp.MethodPost, "/{version}/{phone_number_id}/messages", s.authed(s.sendGraph))
 	s.onboardingRoutes(r)
+	handle(r, fasthttp.MethodGet, "/v1/media/{media_id}/content", s.authed(s.mediaContent))
 	s.handler = s.middleware(r.Handler)
 
 	s.srv = &fasthttp.Server{
@@ -258,6 +316,10 @@ func New(opts Options) (*Server, error) {
 		// header limit (431 past it), and so the real bound on a bearer token.
 		ReadBufferSize:               opts.MaxHeaderBytes,
 		DisablePreParseMultipartForm: true,
+		// Bodies are streamed: a media upload passes through to Meta as it arrives,
+		// and the middleware reads every other body whole, within the limits above.
+		StreamRequestBody: true,
+		HeaderReceived:    s.mediaTimeouts,
 		NoDefaultContentType:         true,
 		CloseOnShutdown:              true,
 		SecureErrorLogMessage:        true,

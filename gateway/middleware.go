@@ -3,11 +3,13 @@ package gateway
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"runtime/debug"
 	"time"
 
+	"github.com/valyala/bytebufferpool"
 	"github.com/valyala/fasthttp"
 
 	"github.com/aerostic/aerogate/internal/auth"
@@ -33,6 +35,11 @@ func (s *Server) middleware(next fasthttp.RequestHandler) fasthttp.RequestHandle
 			s.routeOf(ctx).observe(ctx.Response.StatusCode(), time.Since(start))
 			s.accessLog(ctx, start)
 		}()
+		if ctx.Request.IsBodyStream() && !isMediaUpload(ctx.Method(), ctx.Path()) {
+			if !s.readBody(ctx) {
+				return
+			}
+		}
 		next(ctx)
 	}
 }
@@ -72,7 +79,7 @@ func (s *Server) accessLog(ctx *fasthttp.RequestCtx, start time.Time) {
 		slog.String("method", string(ctx.Method())),
 		slog.String("path", string(ctx.Path())),
 		slog.Int("status", status),
-		slog.Int("bytes_in", len(ctx.Request.Body())),
+		slog.Int("bytes_in", bytesIn(ctx)),
 		slog.String("remote", ctx.RemoteIP().String()),
 		slog.Duration("duration", since(start)),
 	}
@@ -81,6 +88,61 @@ func (s *Server) accessLog(ctx *fasthttp.RequestCtx, start time.Time) {
 		n-- // not measured: the line's level was not enabled when the request began
 	}
 	s.log.LogAttrs(context.Background(), level, "http request", attrs[:n]...)
+}
+
+// bytesIn is the request body's size: read whole, or streamed (its Content-Length, -1
+// when chunked). A streamed body is never read here.
+func bytesIn(ctx *fasthttp.RequestCtx) int {
+	if ctx.Request.IsBodyStream() {
+		return max(ctx.Request.Header.ContentLength(), -1)
+	}
+	return len(ctx.Request.Body())
+}
+
+// bodyBufs hold request bodies being read.
+var bodyBufs bytebufferpool.Pool
+
+// readBody reads a streamed request body whole, within the server's body limit, for
+// every route but the media upload (which streams it on to Meta). It answers 413 and
+// reports false for a body over the limit, as fasthttp did before bodies were streamed.
+func (s *Server) readBody(ctx *fasthttp.RequestCtx) bool {
+	limit := s.srv.MaxRequestBodySize
+	stream := ctx.RequestBodyStream()
+	if cl := ctx.Request.Header.ContentLength(); cl > limit {
+		s.refuseBody(ctx, stream)
+		return false
+	}
+	buf := bodyBufs.Get()
+	defer bodyBufs.Put(buf)
+	n, err := io.Copy(buf, io.LimitReader(stream, int64(limit)+1))
+	switch {
+	case err != nil:
+		var netErr net.Error
+		ctx.SetConnectionClose()
+		if errors.As(err, &netErr) && netErr.Timeout() {
+			writeError(ctx, errRequestTimeout)
+		} else {
+			writeError(ctx, errBadRequest)
+		}
+		return false
+	case n > int64(limit):
+		s.refuseBody(ctx, stream)
+		return false
+	}
+	ctx.Request.SetBody(buf.B)
+	return true
+}
+
+// refuseBody answers 413 after reading what the client is still sending, bounded in
+// bytes and time: closing a socket with unread data resets it, and the client would see
+// a reset instead of the 413.
+func (s *Server) refuseBody(ctx *fasthttp.RequestCtx, stream io.Reader) {
+	ctx.SetConnectionClose()
+	if c := ctx.Conn(); c != nil {
+		_ = c.SetReadDeadline(time.Now().Add(maxDrainTime))
+	}
+	_, _ = io.CopyN(io.Discard, stream, maxDrainBytes)
+	writeError(ctx, errBodyTooLarge)
 }
 
 // authed verifies the bearer token and hands the tenant's claims to h. The tenant is

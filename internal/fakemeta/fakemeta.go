@@ -4,6 +4,7 @@
 package fakemeta
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
@@ -11,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"strconv"
@@ -123,7 +125,8 @@ type Server struct {
 	idPrefix string
 	idSeq    atomic.Uint64
 
-	meta *metaSide // Embedded Signup: codes, tokens, WABAs (oauth.go)
+	meta  *metaSide  // Embedded Signup: codes, tokens, WABAs (oauth.go)
+	graph *graphSide // media, templates, profiles (graphapi.go)
 
 	srv  *fasthttp.Server
 	ln   net.Listener
@@ -143,6 +146,7 @@ func New(opts Options) *Server {
 		rcptErrs:   map[string]*injected{},
 		idPrefix:   "wamid.HBgL" + hex.EncodeToString(b[:]),
 		meta:       newMetaSide(),
+		graph:      newGraphSide(),
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -161,6 +165,15 @@ func (s *Server) Handler() fasthttp.RequestHandler {
 	r.GET("/{version}/{waba_id}/phone_numbers", s.handlePhoneNumbers)
 	r.POST("/{version}/{waba_id}/subscribed_apps", s.handleSubscribe)
 	r.POST("/{version}/{phone_number_id}/register", s.handleRegister)
+	r.POST("/{version}/{phone_number_id}/media", s.handleMediaUpload)
+	r.GET("/{version}/{id}", s.handleObject)
+	r.DELETE("/{version}/{id}", s.handleObject)
+	for _, m := range []string{fasthttp.MethodGet, fasthttp.MethodPost, fasthttp.MethodDelete} {
+		r.Handle(m, "/{version}/{waba_id}/message_templates", s.handleTemplates)
+	}
+	r.GET("/{version}/{phone_number_id}/whatsapp_business_profile", s.handleProfile)
+	r.POST("/{version}/{phone_number_id}/whatsapp_business_profile", s.handleProfile)
+	r.GET("/whatsapp_business/attachments/", s.handleDownload)
 	r.POST("/_fake/codes", s.handleCodes)
 	r.GET("/_fake/messages", s.handleList)
 	r.POST("/_fake/reset", s.handleReset)
@@ -173,8 +186,25 @@ func (s *Server) Handler() fasthttp.RequestHandler {
 		writeError(ctx, ErrorSpec{HTTPStatus: fasthttp.StatusBadRequest, Code: CodeInvalidParameter,
 			Title: "Unknown path components"}, "")
 	}
-	return r.Handler
+	return func(ctx *fasthttp.RequestCtx) {
+		// Start streams bodies so a media upload goes to disk as it arrives; every
+		// other call's body is read whole first, within maxBodyBytes.
+		if ctx.Request.IsBodyStream() && !bytes.HasSuffix(ctx.Path(), []byte("/media")) {
+			b, err := io.ReadAll(io.LimitReader(ctx.RequestBodyStream(), maxBodyBytes+1))
+			if err != nil || len(b) > maxBodyBytes {
+				ctx.SetConnectionClose()
+				writeError(ctx, ErrorSpec{HTTPStatus: fasthttp.StatusRequestEntityTooLarge, Code: CodeInvalidParameter,
+					Title: "Request body too large"}, "")
+				return
+			}
+			ctx.Request.SetBody(b)
+		}
+		r.Handler(ctx)
+	}
 }
+
+// maxBodyBytes bounds the body of every call but a media upload.
+const maxBodyBytes = 1 << 20
 
 // Start listens on addr ("127.0.0.1:0" picks a port) and serves until Close.
 func (s *Server) Start(addr string) error {
@@ -191,7 +221,8 @@ func (s *Server) Start(addr string) error {
 		Name:                         "fakemeta",
 		ReadTimeout:                  60 * time.Second,
 		IdleTimeout:                  60 * time.Second,
-		MaxRequestBodySize:           1 << 20,
+		MaxRequestBodySize:           maxBodyBytes,
+		StreamRequestBody:            true,
 		NoDefaultDate:                true,
 		NoDefaultContentType:         true,
 		CloseOnShutdown:              true,
@@ -229,6 +260,7 @@ func (s *Server) Close() error {
 	// can come first, and Serve would then accept for ever.
 	_ = s.ln.Close()
 	<-s.done
+	s.closeGraph()
 	if err != nil {
 		return fmt.Errorf("fakemeta: shutting down: %w", err)
 	}

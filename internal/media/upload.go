@@ -298,6 +298,9 @@ func (u *Upload) Close() error {
 	return nil
 }
 
+// Err is the error that ended the upload's Read, or nil.
+func (u *Upload) Err() error { return u.err }
+
 // Kind is the file's kind once the upload ended well ("" when it had no Content-Type
 // and no type field).
 func (u *Upload) Kind() Kind { return u.kind }
