@@ -21,6 +21,7 @@ var secretKeys = map[string]bool{
 	"jwt.secret":          true,
 	"kafka.sasl.password": true,
 	"meta.app_secret":     true,
+	"meta.app_secrets":    true,
 	"meta.verify_token":   true,
 	"secrets.token_keys":  true,
 }
@@ -74,6 +75,7 @@ var usages = map[string]string{
 	"jwt.cache_size":                "verified-token cache entries",
 	"meta.app_id":                   "Meta app id",
 	"meta.app_secret":               "Meta app secret (secret)",
+	"meta.app_secrets":              "more Meta app secrets webhook signatures may be made with, for rotation (secret)",
 	"meta.config_id":                "Meta Embedded Signup configuration id",
 	"meta.verify_token":             "Meta webhook verify token (secret)",
 	"meta.dialog_base_url":          "host of the Embedded Signup dialog URL (dev: the fake Graph API)",
@@ -93,6 +95,12 @@ var usages = map[string]string{
 	"sender.in_process_retry_max":   "longest backoff waited out in process; longer ones go to wa.sends.retry",
 	"sender.paused_retry_delay":     "how long sends of a stopped account wait before another try",
 	"sender.default_throughput_mps": "messages per second for an account that has none (1-1000)",
+	"webhooks.addr":                 "listen address of `aerogate webhooks` (host:port)",
+	"webhooks.max_body_bytes":       "largest Meta webhook body in bytes (413 above)",
+	"ingest.group_id":               "Kafka consumer group of ingest",
+	"ingest.max_in_flight":          "webhook bodies fetched but not yet stored, per partition",
+	"ingest.batch_max":              "most webhook bodies stored in one Postgres transaction",
+	"ingest.pending_status_ttl":     "how long a status waits for its message's wamid before it is dropped",
 	"log.level":                     "log level: debug, info, warn, error",
 	"log.format":                    "log format: text or json",
 }

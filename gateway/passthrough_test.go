@@ -124,8 +124,8 @@ func newPassthroughEnv(t *testing.T, cfg ptConfig) *ptEnv {
 	t.Cleanup(func() { _ = fake.Close() })
 	fake.SetToken(ptNumberA, ptTokenA)
 	fake.SetToken(ptNumberB, ptTokenB)
-	fake.SetWABA(ptWABAA, fakemeta.Phone{ID: ptNumberA, DisplayPhoneNumber: "+1 555-000-0001", VerifiedName: "A", ThroughputLevel: "HIGH"})
-	fake.SetWABA(ptWABAB, fakemeta.Phone{ID: ptNumberB, DisplayPhoneNumber: "+1 555-000-0002", VerifiedName: "B"})
+	fake.SetWABANumbers(ptWABAA, fakemeta.Phone{ID: ptNumberA, DisplayPhoneNumber: "+1 555-000-0001", VerifiedName: "A", ThroughputLevel: "HIGH"})
+	fake.SetWABANumbers(ptWABAB, fakemeta.Phone{ID: ptNumberB, DisplayPhoneNumber: "+1 555-000-0002", VerifiedName: "B"})
 
 	gc, err := graph.New(graph.Config{BaseURL: fake.URL(), Version: ptVersion, Timeout: cfg.graphTimeout,
 		AppID: "900000000000001", AppSecret: ptSecret})

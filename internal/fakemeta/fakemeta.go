@@ -131,6 +131,11 @@ type Server struct {
 	srv  *fasthttp.Server
 	ln   net.Listener
 	done chan struct{}
+
+	// Status webhooks (webhooks.go).
+	notifier       *statusNotifier
+	wabas          map[string]string
+	webhooksPosted atomic.Int64
 }
 
 // New returns a fake that is not listening yet.
@@ -261,6 +266,9 @@ func (s *Server) Close() error {
 	_ = s.ln.Close()
 	<-s.done
 	s.closeGraph()
+	if s.notifier != nil {
+		s.notifier.close()
+	}
 	if err != nil {
 		return fmt.Errorf("fakemeta: shutting down: %w", err)
 	}
@@ -439,6 +447,7 @@ func (s *Server) handleSend(ctx *fasthttp.RequestCtx) {
 	rec.WAMID = s.idPrefix + strconv.FormatUint(s.idSeq.Add(1), 36)
 	s.accepted.Add(1)
 	s.record(&rec)
+	s.notifySent(phone, body.To, rec.WAMID)
 
 	ctx.SetStatusCode(fasthttp.StatusOK)
 	ctx.SetContentType("application/json")

@@ -86,12 +86,16 @@ func (s *Server) Calls() []GraphCall {
 	return slices.Clone(s.graph.calls)
 }
 
-// SetWABA makes the WABA have these phone numbers (and replaces what it had): a token
-// set with SetToken for one of them is accepted for the WABA's own calls too.
-func (s *Server) SetWABA(wabaID string, phones ...Phone) {
+// SetWABANumbers makes the WABA have these phone numbers (and replaces what it had): a
+// token set with SetToken for one of them is accepted for the WABA's own calls too, and
+// their status webhooks name the WABA (SetWABA).
+func (s *Server) SetWABANumbers(wabaID string, phones ...Phone) {
 	s.meta.mu.Lock()
-	defer s.meta.mu.Unlock()
 	s.meta.wabas[wabaID] = slices.Clone(phones)
+	s.meta.mu.Unlock()
+	for _, p := range phones {
+		s.SetWABA(p.ID, wabaID)
+	}
 }
 
 // AddMedia stores content as media of phoneNumberID, as if a customer had sent it to the
