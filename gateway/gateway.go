@@ -167,10 +167,10 @@ type Server struct {
 	// The passthrough's routes (matched after the router's, in graphRoute).
 	passthroughObject *routeMetrics
 	passthroughEdge   *routeMetrics
-	srv         *fasthttp.Server
-	rec         *recorder
-	ridPrefix   [9]byte
-	ridCounter  atomic.Uint64
+	srv               *fasthttp.Server
+	rec               *recorder
+	ridPrefix         [9]byte
+	ridCounter        atomic.Uint64
 
 	accepted       atomic.Uint64
 	publishErrors  atomic.Uint64
@@ -336,12 +336,12 @@ func New(opts Options) (*Server, error) {
 		DisablePreParseMultipartForm: true,
 		// Bodies are streamed: a media upload passes through to Meta as it arrives,
 		// and the middleware reads every other body whole, within the limits above.
-		StreamRequestBody: true,
-		HeaderReceived:    s.mediaTimeouts,
-		NoDefaultContentType:         true,
-		CloseOnShutdown:              true,
-		SecureErrorLogMessage:        true,
-		Logger:                       fasthttpLogger{s.log},
+		StreamRequestBody:     true,
+		HeaderReceived:        s.mediaTimeouts,
+		NoDefaultContentType:  true,
+		CloseOnShutdown:       true,
+		SecureErrorLogMessage: true,
+		Logger:                fasthttpLogger{s.log},
 	}
 	return s, nil
 }
