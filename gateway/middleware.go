@@ -109,7 +109,7 @@ func (s *Server) readBody(ctx *fasthttp.RequestCtx) bool {
 	limit := s.srv.MaxRequestBodySize
 	stream := ctx.RequestBodyStream()
 	if cl := ctx.Request.Header.ContentLength(); cl > limit {
-		s.refuseBody(ctx, stream)
+		s.refuseBody(ctx)
 		return false
 	}
 	buf := bodyBufs.Get()
@@ -126,7 +126,7 @@ func (s *Server) readBody(ctx *fasthttp.RequestCtx) bool {
 		}
 		return false
 	case n > int64(limit):
-		s.refuseBody(ctx, stream)
+		s.refuseBody(ctx)
 		return false
 	}
 	ctx.Request.SetBody(buf.B)
@@ -136,13 +136,23 @@ func (s *Server) readBody(ctx *fasthttp.RequestCtx) bool {
 // refuseBody answers 413 after reading what the client is still sending, bounded in
 // bytes and time: closing a socket with unread data resets it, and the client would see
 // a reset instead of the 413.
-func (s *Server) refuseBody(ctx *fasthttp.RequestCtx, stream io.Reader) {
+func (s *Server) refuseBody(ctx *fasthttp.RequestCtx) {
+	s.drainRequest(ctx)
+	writeError(ctx, errBodyTooLarge)
+}
+
+// drainRequest reads and discards what is left of a streamed request body, at most
+// maxDrainBytes within maxDrainTime, and closes the connection after the answer.
+func (s *Server) drainRequest(ctx *fasthttp.RequestCtx) {
 	ctx.SetConnectionClose()
+	stream := ctx.RequestBodyStream()
+	if stream == nil {
+		return
+	}
 	if c := ctx.Conn(); c != nil {
 		_ = c.SetReadDeadline(time.Now().Add(maxDrainTime))
 	}
 	_, _ = io.CopyN(io.Discard, stream, maxDrainBytes)
-	writeError(ctx, errBodyTooLarge)
 }
 
 // authed verifies the bearer token and hands the tenant's claims to h. The tenant is

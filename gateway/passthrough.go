@@ -251,7 +251,7 @@ func (s *Server) passthrough(ctx *fasthttp.RequestCtx, claims auth.Claims, p gra
 		up, err = media.NewUpload(ctx.RequestBodyStream(), fc.ContentType,
 			int64(ctx.Request.Header.ContentLength()), int64(s.opts.Graph.MaxMediaBytes))
 		if err != nil {
-			writeError(ctx, uploadError(err))
+			s.refuseUpload(ctx, err)
 			return
 		}
 		defer up.Close()
@@ -271,7 +271,7 @@ func (s *Server) passthrough(ctx *fasthttp.RequestCtx, claims auth.Claims, p gra
 	if err != nil {
 		if up != nil {
 			if uerr := up.Err(); uerr != nil {
-				writeError(ctx, uploadError(uerr))
+				s.refuseUpload(ctx, uerr)
 				return
 			}
 		}
@@ -475,6 +475,13 @@ func isTenantName(k []byte, fields []string) bool {
 		}
 	}
 	return false
+}
+
+// refuseUpload answers a refused upload once the client's body is read out (bounded, as
+// refuseBody does), so the client reads the answer rather than a reset connection.
+func (s *Server) refuseUpload(ctx *fasthttp.RequestCtx, err error) {
+	s.drainRequest(ctx)
+	writeError(ctx, uploadError(err))
 }
 
 func uploadError(err error) *apiError {

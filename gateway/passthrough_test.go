@@ -554,6 +554,7 @@ func TestPassthroughRefusals(t *testing.T) {
 		{"access_token field", "image/png", 10, [][2]string{{"access_token", "EAAGx"}}, 400, "access_token_not_allowed"},
 		{"sticker over 500 KiB", "image/webp", 600 << 10, nil, 413, "media_too_large"},
 		{"document over max_media_bytes", "application/pdf", 1<<20 + 1, nil, 413, "media_too_large"},
+		{"image far over 5 MiB", "image/jpeg", 12 << 20, nil, 413, "media_too_large"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := e.upload(e.jwtA, ptNumberA, tc.fileType, bytes.Repeat([]byte{7}, tc.size), tc.extra...)

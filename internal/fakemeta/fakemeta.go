@@ -104,6 +104,19 @@ type injected struct {
 //	POST /{version}/{waba_id}/subscribed_apps    webhook subscription
 //	POST /{version}/{phone_number_id}/register   Cloud API registration with a 6-digit PIN
 //	POST /_fake/codes                            a code for the JavaScript SDK flow (Grant as JSON)
+//
+// and the calls of the gateway's Graph passthrough (graphapi.go), each checking the token
+// and appsecret_proof and recorded (Calls):
+//
+//	POST   /{version}/{phone_number_id}/media                         media upload (multipart, to disk)
+//	GET    /{version}/{id}                                            a media id's metadata and url, or a number's fields
+//	DELETE /{version}/{media_id}                                      delete media
+//	GET    /whatsapp_business/attachments/?mid=                       the media's bytes (the url; bearer token only)
+//	GET    /{version}/{waba_id}/message_templates                     templates, paged (limit, after)
+//	POST   /{version}/{waba_id}/message_templates                     create a template (PENDING)
+//	DELETE /{version}/{waba_id}/message_templates?name=[&hsm_id=]    delete a template
+//	GET    /{version}/{phone_number_id}/whatsapp_business_profile    the business profile
+//	POST   /{version}/{phone_number_id}/whatsapp_business_profile    update it
 type Server struct {
 	opts    Options
 	log     *slog.Logger
