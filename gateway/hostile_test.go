@@ -132,7 +132,7 @@ func TestRepeatedTenantQuery(t *testing.T) {
 		{"tenantId=t1&tenantId", 403},
 		{"tenantId=t1&tenant%49d=t2", 403},
 	} {
-		ctx := sendCtx(tok, `{"messaging_product":"whatsapp","to":"1","type":"text","text":{"body":"x"}}`)
+		ctx := sendCtx(tok, `{"messaging_product":"whatsapp","to":"15551234567","type":"text","text":{"body":"x"}}`)
 		ctx.Request.SetRequestURI("/v1/messages?" + tc.query)
 		s.Handler()(ctx)
 		if got := ctx.Response.StatusCode(); got != tc.status {
@@ -146,7 +146,7 @@ func TestRepeatedTenantQuery(t *testing.T) {
 func TestTwoAuthorizationHeaders(t *testing.T) {
 	s, tok := unitServer(t, &fixedResolver{acct: testAccount()}, nopSink{})
 	for _, second := range []string{"Bearer " + tok, "Bearer not-a-token", "Basic eDp5"} {
-		ctx := sendCtx(tok, `{"messaging_product":"whatsapp","to":"1","type":"text","text":{"body":"x"}}`)
+		ctx := sendCtx(tok, `{"messaging_product":"whatsapp","to":"15551234567","type":"text","text":{"body":"x"}}`)
 		ctx.Request.Header.Add("Authorization", second)
 		s.Handler()(ctx)
 		var v struct{ Error struct{ Code string } }
@@ -212,7 +212,7 @@ func bigToken(t *testing.T, n int) string {
 func TestHostileOverTheWire(t *testing.T) {
 	s, tok := unitServer(t, &fixedResolver{acct: testAccount()}, nopSink{})
 	addr := serveUnit(t, s)
-	const msg = `{"messaging_product":"whatsapp","to":"1","type":"text","text":{"body":"x"}}`
+	const msg = `{"messaging_product":"whatsapp","to":"15551234567","type":"text","text":{"body":"x"}}`
 
 	// A 7 KiB token fits the default 8 KiB header buffer with this request's other headers.
 	big := bigToken(t, 7<<10)
@@ -247,7 +247,7 @@ func TestHostileOverTheWire(t *testing.T) {
 func TestHeaderBufferConfigurable(t *testing.T) {
 	s, tok := unitServer(t, &fixedResolver{acct: testAccount()}, nopSink{}, func(o *Options) { o.MaxHeaderBytes = 2 << 10 })
 	addr := serveUnit(t, s)
-	const msg = `{"messaging_product":"whatsapp","to":"1","type":"text","text":{"body":"x"}}`
+	const msg = `{"messaging_product":"whatsapp","to":"15551234567","type":"text","text":{"body":"x"}}`
 	if status, body := rawExchange(t, addr, rawSend(tok, "/v1/messages", "X-Pad: "+strings.Repeat("a", 2<<10)+"\r\n", msg)); status != 431 {
 		t.Fatalf("2 KiB header over a 2 KiB buffer: %d %s", status, body)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/aerostic/aerogate/internal/graph"
 	"github.com/aerostic/aerogate/internal/jsonguard"
 	"github.com/aerostic/aerogate/internal/media"
+	"github.com/aerostic/aerogate/internal/whatsapp"
 )
 
 // The Graph API passthrough: a backend holding only a tenant JWT makes the Cloud API
@@ -104,11 +105,8 @@ type graphPath struct {
 	version, object, edge string
 }
 
-// maxGraphIDLen and maxEdgeLen bound the parts of a passthrough path.
-const (
-	maxGraphIDLen = 32
-	maxEdgeLen    = 64
-)
+// maxEdgeLen bounds an edge of a passthrough path.
+const maxEdgeLen = 64
 
 // parseGraphPath reads /{version}/{object_id} or /{version}/{object_id}/{edge}: the
 // version vMAJOR.MINOR, the id Meta's numeric id (1 to 32 digits), the edge lower-case
@@ -120,7 +118,7 @@ func parseGraphPath(path []byte) (graphPath, bool) {
 		return graphPath{}, false
 	}
 	version, rest, ok := bytes.Cut(rest, []byte("/"))
-	if !ok || !validGraphVersion(string(version)) {
+	if !ok || whatsapp.CheckGraphVersion(version) != nil {
 		return graphPath{}, false
 	}
 	id, edge, hasEdge := bytes.Cut(rest, []byte("/"))
@@ -133,8 +131,10 @@ func parseGraphPath(path []byte) (graphPath, bool) {
 	return graphPath{version: string(version), object: string(id), edge: string(edge)}, true
 }
 
+// validGraphID accepts Meta's object ids (phone numbers, WABAs, media): 1 to
+// whatsapp.MaxIDDigits digits.
 func validGraphID(b []byte) bool {
-	if len(b) == 0 || len(b) > maxGraphIDLen {
+	if len(b) == 0 || len(b) > whatsapp.MaxIDDigits {
 		return false
 	}
 	for _, c := range b {

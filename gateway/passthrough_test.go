@@ -511,9 +511,9 @@ func TestPassthroughRefusals(t *testing.T) {
 		status      int
 		code        string
 	}{
-		{name: "edge off the allow-list", method: "POST", path: v + ptNumberA + "/register", contentType: "application/json", body: `{"messaging_product":"whatsapp","pin":"123456"}`, status: 400, code: "edge_not_allowed"},
-		{name: "WABA edge off the allow-list", method: "POST", path: v + ptWABAA + "/subscribed_apps", status: 400, code: "edge_not_allowed"},
-		{name: "GET on the send path", method: "GET", path: v + ptNumberA + "/messages", status: 400, code: "edge_not_allowed"},
+		{name: "edge off the allow-list", method: "POST", path: v + ptNumberA + "/register", contentType: "application/json", body: `{"messaging_product":"whatsapp","pin":"123456"}`, status: 403, code: "edge_not_allowed"},
+		{name: "WABA edge off the allow-list", method: "POST", path: v + ptWABAA + "/subscribed_apps", status: 403, code: "edge_not_allowed"},
+		{name: "GET on the send path", method: "GET", path: v + ptNumberA + "/messages", status: 403, code: "edge_not_allowed"},
 		{name: "method off the allow-list", method: "DELETE", path: v + ptNumberA + "/whatsapp_business_profile", status: 400, code: "method_not_allowed"},
 		{name: "access_token in the query", method: "GET", path: v + ptNumberA + "?access_token=EAAGx", status: 400, code: "access_token_not_allowed"},
 		{name: "Access_Token in the query", method: "GET", path: v + ptWABAA + "/message_templates?Access_Token=EAAGx", status: 400, code: "access_token_not_allowed"},
@@ -522,7 +522,7 @@ func TestPassthroughRefusals(t *testing.T) {
 		{name: "access token in a header", method: "GET", path: v + ptNumberA, header: []string{"X-Access-Token", "EAAGx"}, status: 400, code: "access_token_not_allowed"},
 		{name: "tenantId of another tenant", method: "GET", path: v + ptNumberA + "?tenantId=" + ptTenantB, status: 403, code: "tenant_mismatch"},
 		{name: "no JWT", method: "GET", path: v + ptNumberA, status: 401, code: "unauthorized"},
-		{name: "not a Graph id", method: "GET", path: v + "me", status: 404, code: "not_found"},
+		{name: "not a Graph id", method: "GET", path: v + "me", status: 400, code: "not_found"},
 	}
 	before := len(e.fake.Calls())
 	for _, tc := range tests {

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -24,6 +23,7 @@ import (
 	"github.com/aerostic/aerogate/config"
 	"github.com/aerostic/aerogate/internal/jsonguard"
 	"github.com/aerostic/aerogate/internal/metrics"
+	"github.com/aerostic/aerogate/internal/whatsapp"
 )
 
 // Config configures the client. Zero fields take config.Default()'s graph settings
@@ -48,13 +48,12 @@ type Config struct {
 const (
 	maxResponseBytes = 64 << 10
 	maxFieldLen      = 300 // longest Title/Details/Type kept from an answer
-	maxPhoneIDLen    = 32
 )
 
 // Configuration errors of New, so a caller can name the setting that is wrong.
 var (
 	ErrBaseURL = errors.New("invalid graph base url")
-	ErrVersion = errors.New("invalid graph version")
+	ErrVersion = whatsapp.ErrGraphVersion // the one Graph version rule
 )
 
 // Action is what a caller does about an error.
@@ -267,8 +266,6 @@ type Client struct {
 // sendDuration is the latency child of SendMessage's Graph calls.
 var sendDuration = metrics.GraphDuration.WithLabelValues("send_message")
 
-var versionRE = regexp.MustCompile(`^v[0-9]{1,3}\.[0-9]{1,3}$`)
-
 // New returns a client, or an error naming what is wrong with cfg.
 func New(cfg Config) (*Client, error) {
 	d := config.Default().Graph
@@ -299,8 +296,8 @@ func New(cfg Config) (*Client, error) {
 		u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
 		return nil, fmt.Errorf("%w: want http(s)://host[:port][/path] without user info, query or fragment", ErrBaseURL)
 	}
-	if !versionRE.MatchString(cfg.Version) {
-		return nil, fmt.Errorf("%w %q: want vNN.N", ErrVersion, cfg.Version)
+	if _, err := whatsapp.ParseGraphVersion(cfg.Version); err != nil {
+		return nil, fmt.Errorf("graph version %q: %w", cfg.Version, err) // wraps ErrVersion
 	}
 	isTLS := u.Scheme == "https"
 	addr := u.Host
@@ -374,7 +371,7 @@ func New(cfg Config) (*Client, error) {
 // digits, or a payload that is not a JSON object, as code 100 (fail); an empty or
 // malformed token as code 190 (stop the account).
 func (c *Client) SendMessage(ctx context.Context, phoneNumberID, token string, payload []byte) (SendResult, error) {
-	if !validPhoneNumberID(phoneNumberID) {
+	if whatsapp.CheckPhoneNumberID(phoneNumberID) != nil {
 		return SendResult{}, &Error{HTTPStatus: fasthttp.StatusBadRequest, Code: CodeInvalidParameter,
 			Title: "invalid phone number id (not sent)"}
 	}
@@ -535,18 +532,6 @@ func number(n json.Number) int {
 		return 0
 	}
 	return int(v)
-}
-
-func validPhoneNumberID(s string) bool {
-	if s == "" || len(s) > maxPhoneIDLen {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
 }
 
 // validToken allows what can go in a header value: printable ASCII without spaces.
