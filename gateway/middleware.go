@@ -9,7 +9,6 @@ import (
 	"runtime/debug"
 	"time"
 
-	"github.com/valyala/bytebufferpool"
 	"github.com/valyala/fasthttp"
 
 	"github.com/aerostic/aerogate/internal/auth"
@@ -35,10 +34,8 @@ func (s *Server) middleware(next fasthttp.RequestHandler) fasthttp.RequestHandle
 			s.routeOf(ctx).observe(ctx.Response.StatusCode(), time.Since(start))
 			s.accessLog(ctx, start)
 		}()
-		if ctx.Request.IsBodyStream() && !isMediaUpload(ctx.Method(), ctx.Path()) {
-			if !s.readBody(ctx) {
-				return
-			}
+		if !s.boundBody(ctx) {
+			return
 		}
 		next(ctx)
 	}
@@ -90,57 +87,6 @@ func (s *Server) accessLog(ctx *fasthttp.RequestCtx, start time.Time) {
 	s.log.LogAttrs(context.Background(), level, "http request", attrs[:n]...)
 }
 
-// bytesIn is the request body's size: read whole, or streamed (its Content-Length, -1
-// when chunked). A streamed body is never read here.
-func bytesIn(ctx *fasthttp.RequestCtx) int {
-	if ctx.Request.IsBodyStream() {
-		return max(ctx.Request.Header.ContentLength(), -1)
-	}
-	return len(ctx.Request.Body())
-}
-
-// bodyBufs hold request bodies being read.
-var bodyBufs bytebufferpool.Pool
-
-// readBody reads a streamed request body whole, within the server's body limit, for
-// every route but the media upload (which streams it on to Meta). It answers 413 and
-// reports false for a body over the limit, as fasthttp did before bodies were streamed.
-func (s *Server) readBody(ctx *fasthttp.RequestCtx) bool {
-	limit := s.srv.MaxRequestBodySize
-	stream := ctx.RequestBodyStream()
-	if cl := ctx.Request.Header.ContentLength(); cl > limit {
-		s.refuseBody(ctx)
-		return false
-	}
-	buf := bodyBufs.Get()
-	defer bodyBufs.Put(buf)
-	n, err := io.Copy(buf, io.LimitReader(stream, int64(limit)+1))
-	switch {
-	case err != nil:
-		var netErr net.Error
-		ctx.SetConnectionClose()
-		if errors.As(err, &netErr) && netErr.Timeout() {
-			writeError(ctx, errRequestTimeout)
-		} else {
-			writeError(ctx, errBadRequest)
-		}
-		return false
-	case n > int64(limit):
-		s.refuseBody(ctx)
-		return false
-	}
-	ctx.Request.SetBody(buf.B)
-	return true
-}
-
-// refuseBody answers 413 after reading what the client is still sending, bounded in
-// bytes and time: closing a socket with unread data resets it, and the client would see
-// a reset instead of the 413.
-func (s *Server) refuseBody(ctx *fasthttp.RequestCtx) {
-	s.drainRequest(ctx)
-	writeError(ctx, errBodyTooLarge)
-}
-
 // drainRequest reads and discards what is left of a streamed request body, at most
 // maxDrainBytes within maxDrainTime, and closes the connection after the answer.
 func (s *Server) drainRequest(ctx *fasthttp.RequestCtx) {
@@ -176,26 +122,12 @@ func (s *Server) authed(h func(ctx *fasthttp.RequestCtx, claims auth.Claims)) fa
 			writeError(ctx, errInvalidToken)
 			return
 		}
-		// Every tenantId in the query string must be the token's: a repeated parameter
-		// is checked value by value, since frameworks differ on which one they read.
-		for key, value := range ctx.QueryArgs().All() {
-			if s.isTenantField(key) && string(value) != claims.TenantID {
-				writeError(ctx, errTenantMismatch)
-				return
-			}
+		if apiErr := s.checkTenantQuery(ctx, claims.TenantID); apiErr != nil {
+			writeError(ctx, apiErr)
+			return
 		}
 		h(ctx, claims)
 	}
-}
-
-// isTenantField reports whether a query parameter named key names the tenant.
-func (s *Server) isTenantField(key []byte) bool {
-	for _, name := range s.tenantField {
-		if string(key) == name {
-			return true
-		}
-	}
-	return false
 }
 
 // readError answers requests fasthttp could not read (it closes the connection after).

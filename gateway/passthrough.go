@@ -16,6 +16,8 @@ import (
 	"github.com/aerostic/aerogate/internal/graph"
 	"github.com/aerostic/aerogate/internal/jsonguard"
 	"github.com/aerostic/aerogate/internal/media"
+	"github.com/aerostic/aerogate/internal/ratelimit"
+	"github.com/aerostic/aerogate/internal/tenantfield"
 	"github.com/aerostic/aerogate/internal/whatsapp"
 )
 
@@ -189,7 +191,7 @@ func (s *Server) graphRoute(ctx *fasthttp.RequestCtx) bool {
 		m = s.passthroughEdge
 	}
 	ctx.SetUserValue(routeKey{}, m)
-	s.authed(func(ctx *fasthttp.RequestCtx, claims auth.Claims) { s.passthrough(ctx, claims, p) })(ctx)
+	s.authed(s.limited(ratelimit.API, func(ctx *fasthttp.RequestCtx, claims auth.Claims) { s.passthrough(ctx, claims, p) }))(ctx)
 	return true
 }
 
@@ -238,7 +240,7 @@ func (s *Server) passthrough(ctx *fasthttp.RequestCtx, claims auth.Claims, p gra
 	fc := &graph.Call{
 		Method:      method,
 		Path:        p.object,
-		Query:       forwardQuery(ctx.QueryArgs(), s.tenantField),
+		Query:       forwardQuery(ctx.QueryArgs(), s.tenantNames),
 		Token:       acct.AccessToken.Reveal(),
 		ContentType: string(ctx.Request.Header.ContentType()),
 		Op:          call.op,
@@ -419,10 +421,8 @@ func (s *Server) checkPassthroughBody(ctx *fasthttp.RequestCtx, body []byte, ten
 				return errClientAccessToken
 			}
 		}
-		for k, v := range args.All() {
-			if s.isTenantField(k) && string(v) != tenant {
-				return errTenantMismatch
-			}
+		if s.tenantNames.Form(body, tenant) != nil {
+			return errTenantMismatch
 		}
 	default:
 		// Graph reads a JSON body whatever its Content-Type says; so does this check.
@@ -445,36 +445,27 @@ func (s *Server) checkPassthroughBody(ctx *fasthttp.RequestCtx, body []byte, ten
 		if bad {
 			return errClientAccessToken
 		}
-		if apiErr := tenantFieldMismatch(v, tenant, s.tenantField); apiErr != nil {
-			return apiErr
+		if s.tenantNames.JSON(body, tenant) != nil {
+			return errTenantMismatch
 		}
 	}
 	return nil
 }
 
 // forwardQuery is the client's query string for Meta: without appsecret_proof (aerogate
-// adds its own) and the tenant fields (checked already, and not Meta's).
-func forwardQuery(q *fasthttp.Args, tenantFields []string) []byte {
+// adds its own) and the tenant parameters (checked already, and not Meta's).
+func forwardQuery(q *fasthttp.Args, tenant tenantfield.Names) []byte {
 	if q.Len() == 0 {
 		return nil
 	}
 	var out fasthttp.Args
 	for k, v := range q.All() {
-		if string(k) == "appsecret_proof" || isTenantName(k, tenantFields) {
+		if string(k) == "appsecret_proof" || tenant.Match(k) {
 			continue
 		}
 		out.AddBytesKV(k, v)
 	}
 	return out.AppendBytes(nil)
-}
-
-func isTenantName(k []byte, fields []string) bool {
-	for _, f := range fields {
-		if string(k) == f {
-			return true
-		}
-	}
-	return false
 }
 
 // refuseUpload answers a refused upload once the client's body is read out (bounded, as
