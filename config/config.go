@@ -30,6 +30,8 @@ type Config struct {
 	Sender        Sender     `koanf:"sender"`
 	Webhooks      Webhooks   `koanf:"webhooks"`
 	Ingest        Ingest     `koanf:"ingest"`
+	Retention     Retention  `koanf:"retention"`
+	Shutdown      Shutdown   `koanf:"shutdown"`
 	Log           Log        `koanf:"log"`
 
 	// DevMode is set by `aerogate dev`, not by configuration: it relaxes the rules
@@ -281,10 +283,37 @@ type Ingest struct {
 	PendingStatusTTL time.Duration `koanf:"pending_status_ttl"`
 }
 
+// Retention configures how long stored rows are kept. Ingest removes older ones in
+// bounded batches; unfinished sends are never removed.
+type Retention struct {
+	// Messages is how long a finished send (sent, delivered, read, failed) and its
+	// statuses are kept after it was accepted.
+	Messages time.Duration `koanf:"messages"`
+	// Inbound is how long an inbound message is kept after it was stored.
+	Inbound time.Duration `koanf:"inbound"`
+	// IdempotencyKeys is how long an Idempotency-Key stays bound to its first request.
+	IdempotencyKeys time.Duration `koanf:"idempotency_keys"`
+	// Interval is how often a sweep runs; BatchSize bounds the rows one statement removes.
+	Interval  time.Duration `koanf:"interval"`
+	BatchSize int           `koanf:"batch_size"`
+}
+
+// Shutdown configures the graceful stop on SIGTERM or SIGINT.
+type Shutdown struct {
+	// Grace bounds the whole stop: past it the process exits at once.
+	Grace time.Duration `koanf:"grace"`
+	// DrainDelay is how long a process answers /readyz with 503 before it stops taking
+	// requests, for load balancers to stop sending it new ones.
+	DrainDelay time.Duration `koanf:"drain_delay"`
+}
+
 // Log configures logging.
 type Log struct {
 	Level  string `koanf:"level"`  // debug, info, warn, error
 	Format string `koanf:"format"` // text or json
+	// AccessSample logs one in this many successful HTTP requests at info (1: all of
+	// them; 0: none); failed ones are always logged.
+	AccessSample int `koanf:"access_sample"`
 }
 
 // Default returns the configuration every other source overrides.
@@ -368,6 +397,14 @@ func Default() Config {
 			BatchMax:         100,
 			PendingStatusTTL: 24 * time.Hour,
 		},
-		Log: Log{Level: "info", Format: "text"},
+		Retention: Retention{
+			Messages:        30 * 24 * time.Hour,
+			Inbound:         30 * 24 * time.Hour,
+			IdempotencyKeys: 30 * 24 * time.Hour,
+			Interval:        time.Minute,
+			BatchSize:       1000,
+		},
+		Shutdown: Shutdown{Grace: 30 * time.Second},
+		Log:      Log{Level: "info", Format: "text", AccessSample: 1},
 	}
 }

@@ -115,8 +115,16 @@ var usages = map[string]string{
 	"ingest.max_in_flight":          "webhook bodies fetched but not yet stored, per partition",
 	"ingest.batch_max":              "most webhook bodies stored in one Postgres transaction",
 	"ingest.pending_status_ttl":     "how long a status waits for its message's wamid before it is dropped",
+	"retention.messages":            "how long a finished send and its statuses are kept (unfinished ones always are)",
+	"retention.inbound":             "how long an inbound message is kept",
+	"retention.idempotency_keys":    "how long an Idempotency-Key stays bound to its first request",
+	"retention.interval":            "how often ingest removes rows past their retention",
+	"retention.batch_size":          "most rows one retention statement removes (1-100000)",
+	"shutdown.grace":                "longest graceful stop after SIGTERM or SIGINT; past it, or at a second signal, the process exits at once",
+	"shutdown.drain_delay":          "how long /readyz answers 503 before the process stops taking requests",
 	"log.level":                     "log level: debug, info, warn, error",
 	"log.format":                    "log format: text or json",
+	"log.access_sample":             "log one in this many successful HTTP requests at info (1: all; 0: none); failed ones always",
 }
 
 // keyInfo is one configuration key: where it lives in Config and how it is named.

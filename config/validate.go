@@ -45,11 +45,12 @@ const (
 var roleSections = map[Role][]string{
 	// The gateway calls Graph for Embedded Signup and the test message.
 	RoleGateway: {"http", "admin", "database", "kafka", "jwt", "secrets", "accounts", "proxy", "ratelimit", "log",
-		"graph", "meta", "public_base_url", "frontend", "onboarding", "webhooks"},
-	RoleSender: {"admin", "database", "kafka", "graph", "meta", "secrets", "accounts", "sender", "log"},
-	RoleIngest: {"admin", "database", "kafka", "secrets", "accounts", "ingest", "log"},
+		"graph", "meta", "public_base_url", "frontend", "onboarding", "webhooks", "shutdown"},
+	RoleSender: {"admin", "database", "kafka", "graph", "meta", "secrets", "accounts", "sender", "log", "shutdown"},
+	// Ingest also removes rows past their retention.
+	RoleIngest: {"admin", "database", "kafka", "secrets", "accounts", "ingest", "retention", "log", "shutdown"},
 	// The standalone webhook edge needs Kafka and the Meta app's secrets, no database.
-	RoleWebhooks: {"http", "admin", "kafka", "meta", "webhooks", "log"},
+	RoleWebhooks: {"http", "admin", "kafka", "meta", "webhooks", "log", "shutdown"},
 }
 
 // KeyError is one problem with one configuration key. Its message starts with the key.
@@ -252,11 +253,35 @@ func (c Config) problems() []*KeyError {
 	positive("ingest.batch_max", c.Ingest.BatchMax)
 	positiveDur("ingest.pending_status_ttl", c.Ingest.PendingStatusTTL)
 
+	for _, r := range []struct {
+		key string
+		d   time.Duration
+	}{{"retention.messages", c.Retention.Messages}, {"retention.inbound", c.Retention.Inbound},
+		{"retention.idempotency_keys", c.Retention.IdempotencyKeys}} {
+		// A row younger than an hour may belong to a send or a retry still in flight.
+		if r.d < time.Hour {
+			bad(r.key, "must be at least 1h, got %s", r.d)
+		}
+	}
+	if c.Retention.Interval < time.Second {
+		bad("retention.interval", "must be at least 1s, got %s", c.Retention.Interval)
+	}
+	if n := c.Retention.BatchSize; n < 1 || n > 100000 {
+		bad("retention.batch_size", "must be 1-100000, got %d", n)
+	}
+	positiveDur("shutdown.grace", c.Shutdown.Grace)
+	if d := c.Shutdown.DrainDelay; d < 0 || d >= c.Shutdown.Grace {
+		bad("shutdown.drain_delay", "must be 0 or more and below shutdown.grace (%s), got %s", c.Shutdown.Grace, d)
+	}
+
 	if !slices.Contains([]string{"debug", "info", "warn", "error"}, strings.ToLower(c.Log.Level)) {
 		bad("log.level", "must be debug, info, warn or error, got %q", c.Log.Level)
 	}
 	if c.Log.Format != "text" && c.Log.Format != "json" {
 		bad("log.format", "must be text or json, got %q", c.Log.Format)
+	}
+	if c.Log.AccessSample < 0 {
+		bad("log.access_sample", "must be 0 or more, got %d", c.Log.AccessSample)
 	}
 	return errs
 }

@@ -148,8 +148,8 @@ func newPassthroughEnv(t *testing.T, cfg ptConfig) *ptEnv {
 			Client: gc, WABAs: repo, Media: e.media, MaxMediaBytes: cfg.maxMediaBytes,
 			MediaTimeout: time.Minute, PublicBaseURL: ptPublicIs,
 		},
-		AccessLogLevel: slog.LevelInfo,
-		Logger:         slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		AccessSample: 1,
+		Logger:       slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -112,12 +112,40 @@ func ApplyKeys(cfg *config.Config) (bool, error) {
 	if cfg.JWT.Secret != "" && len(cfg.Secrets.TokenKeys) > 0 {
 		return false, nil
 	}
-	k, err := LoadKeys(cfg.Dev.DataDir)
+	k, err := LoadKeys(FindDataDir(cfg.Dev.DataDir))
 	if err != nil {
 		return false, err
 	}
 	fill(cfg, k)
 	return true, nil
+}
+
+// FindDataDir locates a dev data directory given relative to where dev ran: when dir is
+// relative and holds no keys here, it is looked for in each parent of the working
+// directory, as git finds .git, so the CLI works from any directory below the one dev
+// runs in. It returns dir itself when no parent has it.
+func FindDataDir(dir string) string {
+	if filepath.IsAbs(dir) {
+		return dir
+	}
+	if _, err := os.Stat(filepath.Join(dir, keysFile)); err == nil {
+		return dir
+	}
+	wd, err := os.Getwd()
+	if err != nil {
+		return dir
+	}
+	for {
+		candidate := filepath.Join(wd, dir)
+		if _, err := os.Stat(filepath.Join(candidate, keysFile)); err == nil {
+			return candidate
+		}
+		parent := filepath.Dir(wd)
+		if parent == wd {
+			return dir
+		}
+		wd = parent
+	}
 }
 
 func fill(cfg *config.Config, k Keys) {
@@ -157,35 +185,25 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Env, err
 
 	env := &Env{}
 	if len(cfg.Kafka.Brokers) == 0 {
-		b, err := queue.StartEmbedded(queue.EmbeddedConfig{
-			Addr:       cfg.Dev.KafkaAddr,
-			DataDir:    filepath.Join(cfg.Dev.DataDir, "kafka"),
-			Partitions: cfg.Kafka.Partitions,
-		})
+		b, err := StartBroker(*cfg, log)
 		if err != nil {
-			return nil, fmt.Errorf("starting embedded broker on %s: %w", cfg.Dev.KafkaAddr, err)
+			return nil, err
 		}
 		env.Broker = b
 		cfg.Kafka.Brokers = b.Addrs()
-		log.Info("embedded kafka broker started", "addr", b.Addrs(), "data_dir", filepath.Join(cfg.Dev.DataDir, "kafka"))
 	}
 	if cfg.Meta.VerifyToken == "" {
 		cfg.Meta.VerifyToken = DevVerifyToken
 	}
 	if cfg.Graph.BaseURL == config.Default().Graph.BaseURL {
 		devMetaApp(cfg)
-		g := fakemeta.New(fakemeta.Options{AcceptAnyToken: true, AppID: cfg.Meta.AppID, AppSecret: cfg.Meta.AppSecret,
-			RequireAppSecretProof: true})
 		// Like Meta, the fake posts sent, delivered and read of every send to the
 		// gateway's webhook route, signed with the app secret, so a send made in dev
 		// ends read.
-		g.EnableStatusWebhooks(fakemeta.StatusWebhooks{
-			URL:    "http://" + localAddr(cfg.HTTP.Addr) + webhook.Path,
-			Secret: cfg.Meta.WebhookSecrets()[0],
-		})
-		if err := g.Start(cfg.Dev.FakeGraphAddr); err != nil {
+		g, err := StartFakeGraph(*cfg, "http://"+LocalAddr(cfg.HTTP.Addr)+webhook.Path, log)
+		if err != nil {
 			env.Close()
-			return nil, fmt.Errorf("starting fake graph api on %s: %w", cfg.Dev.FakeGraphAddr, err)
+			return nil, err
 		}
 		env.Graph = g
 		cfg.Graph.BaseURL = g.URL()
@@ -193,11 +211,50 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Env, err
 			cfg.Meta.DialogBaseURL = g.URL()
 		}
 		if cfg.PublicBaseURL == config.Default().PublicBaseURL {
-			cfg.PublicBaseURL = "http://" + localAddr(cfg.HTTP.Addr)
+			cfg.PublicBaseURL = "http://" + LocalAddr(cfg.HTTP.Addr)
 		}
-		log.Info("fake graph api started", "url", g.URL(), "meta_app_id", cfg.Meta.AppID)
 	}
 	return env, nil
+}
+
+// StartBroker starts the embedded Kafka-protocol broker of dev and `aerogate broker`: on
+// dev.kafka_addr, its log under dev.data_dir, every aerogate topic created with
+// kafka.partitions partitions. Close it when done.
+func StartBroker(cfg config.Config, log *slog.Logger) (*queue.Embedded, error) {
+	dir := filepath.Join(cfg.Dev.DataDir, "kafka")
+	b, err := queue.StartEmbedded(queue.EmbeddedConfig{
+		Addr:       cfg.Dev.KafkaAddr,
+		DataDir:    dir,
+		Partitions: cfg.Kafka.Partitions,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("starting embedded broker on %s: %w", cfg.Dev.KafkaAddr, err)
+	}
+	log.Info("embedded kafka broker started", "addr", b.Addrs(), "data_dir", dir, "partitions", cfg.Kafka.Partitions)
+	return b, nil
+}
+
+// StartFakeGraph starts the fake Graph API of dev and `aerogate fake-graph` on
+// dev.fake_graph_addr. It plays cfg's Meta app (meta.app_id, and with meta.app_secret it
+// requires appsecret_proof, as Meta does with "Require App Secret" on) and accepts any
+// non-empty token for a number it was not told about. With statusURL, it posts sent,
+// delivered and read of every send there, signed with the app secret, like Meta's
+// webhooks. Close it when done.
+func StartFakeGraph(cfg config.Config, statusURL string, log *slog.Logger) (*fakemeta.Server, error) {
+	g := fakemeta.New(fakemeta.Options{AcceptAnyToken: true, AppID: cfg.Meta.AppID, AppSecret: cfg.Meta.AppSecret,
+		RequireAppSecretProof: cfg.Meta.AppSecret != "", Logger: log})
+	if statusURL != "" {
+		secrets := cfg.Meta.WebhookSecrets()
+		if len(secrets) == 0 {
+			return nil, errors.New("status webhooks need meta.app_secret to sign them")
+		}
+		g.EnableStatusWebhooks(fakemeta.StatusWebhooks{URL: statusURL, Secret: secrets[0]})
+	}
+	if err := g.Start(cfg.Dev.FakeGraphAddr); err != nil {
+		return nil, fmt.Errorf("starting fake graph api on %s: %w", cfg.Dev.FakeGraphAddr, err)
+	}
+	log.Info("fake graph api started", "url", g.URL(), "meta_app_id", cfg.Meta.AppID, "status_webhooks", statusURL != "")
+	return g, nil
 }
 
 // DevVerifyToken is dev's webhook verify token unless meta.verify_token is set; it is
@@ -227,8 +284,8 @@ func devMetaApp(cfg *config.Config) {
 	}
 }
 
-// localAddr makes a listen address dialable: ":8080" becomes "127.0.0.1:8080".
-func localAddr(addr string) string {
+// LocalAddr makes a listen address dialable: ":8080" becomes "127.0.0.1:8080".
+func LocalAddr(addr string) string {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return addr

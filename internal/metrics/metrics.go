@@ -134,6 +134,12 @@ var (
 		Help: "Events published to wa.events, by type.",
 	}, []string{"type"})
 
+	// RetentionDeleted counts rows removed past their retention, by table.
+	RetentionDeleted = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "retention_deleted_rows_total",
+		Help: "Rows removed past their retention, by table.",
+	}, []string{"table"})
+
 	// Ready is 1 while a readiness check passes and 0 while it fails, by check name.
 	Ready = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: namespace, Name: "ready",
@@ -191,6 +197,7 @@ func init() {
 		WebhookRequests, IngestItems, EventsPublished,
 		ProxyRequests, ProxyDuration, ProxyUpstreamUp,
 		RateLimitRejections, RateLimitRedisUp, RateLimitLocalFallbacks,
+		RetentionDeleted,
 	)
 }
 
