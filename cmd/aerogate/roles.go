@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	iofs "io/fs"
 	"log/slog"
 
 	"github.com/spf13/pflag"
@@ -14,6 +16,7 @@ import (
 	"github.com/aerostic/aerogate/internal/devenv"
 	"github.com/aerostic/aerogate/internal/queue"
 	"github.com/aerostic/aerogate/internal/store"
+	"github.com/aerostic/aerogate/refresher"
 	"github.com/aerostic/aerogate/sender"
 )
 
@@ -29,6 +32,34 @@ func runSender(ctx context.Context, cfg config.Config, _ *pflag.FlagSet, _ io.Wr
 		return err
 	}
 	return sender.Run(ctx, cfg)
+}
+
+func refresherFlags(fs *pflag.FlagSet) {
+	fs.Bool("once", false, "make one pass, print a line per account and a summary, and exit (1 when an account failed)")
+	fs.Bool("dry-run", false, "list what a pass would renew or check, changing nothing")
+}
+
+// runRefresher runs the refresher role, or one pass with --once, or a listing with
+// --dry-run. Beside `aerogate dev` with no Graph API or Meta app configured, it uses dev's
+// fake Graph API and Meta app, and dev's token keys.
+func runRefresher(ctx context.Context, cfg config.Config, fs *pflag.FlagSet, stdout io.Writer) error {
+	once, _ := fs.GetBool("once")
+	dryRun, _ := fs.GetBool("dry-run")
+	if err := applyDevKeys(&cfg); err != nil {
+		return err
+	}
+	if ok, err := devenv.ApplyFakeGraph(&cfg); err != nil && !errors.Is(err, iofs.ErrNotExist) {
+		return err
+	} else if ok {
+		slog.Info("using the fake Graph API and Meta app of aerogate dev", "graph", cfg.Graph.BaseURL, "data_dir", cfg.Dev.DataDir)
+	}
+	if err := cfg.ValidateFor(config.RoleRefresher); err != nil {
+		return err
+	}
+	if once || dryRun {
+		return refresher.Once(ctx, cfg, stdout, dryRun)
+	}
+	return refresher.Run(ctx, cfg)
 }
 
 // runMigrate prepares the infrastructure every other process expects: the database
@@ -72,6 +103,8 @@ func runDev(ctx context.Context, cfg config.Config, _ *pflag.FlagSet, _ io.Write
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return roleErr("gateway", gateway.Run(gctx, gatewayCfg)) })
 	g.Go(func() error { return roleErr("sender", sender.Run(gctx, cfg)) })
+	refresherCfg := gatewayCfg
+	g.Go(func() error { return roleErr("refresher", refresher.Run(gctx, refresherCfg)) })
 	return g.Wait()
 }
 

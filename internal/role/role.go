@@ -43,7 +43,11 @@ const startCheckTimeout = 5 * time.Second
 const listenWait = 3 * time.Second
 
 // usesGraph are the roles that call the Graph API, so Open builds a client for them.
-var usesGraph = []config.Role{config.RoleSender, config.RoleGateway}
+var usesGraph = []config.Role{config.RoleSender, config.RoleGateway, config.RoleRefresher}
+
+// usesKafka are the roles that produce or consume, so Open checks the brokers for them
+// (and /readyz reports them).
+var usesKafka = []config.Role{config.RoleSender, config.RoleGateway}
 
 // Deps is what Open built for a role. Fields a role does not use are nil.
 type Deps struct {
@@ -52,7 +56,7 @@ type Deps struct {
 	Pool     *pgxpool.Pool
 	Keys     *secret.KeyRing
 	Accounts *account.Live
-	Kafka    queue.Cluster // brokers, client id, TLS and SASL
+	Kafka    queue.Cluster // brokers, client id, TLS and SASL (zero for a role without Kafka)
 	Graph    *graph.Client // for roles that call Graph (the sender)
 	Health   *Health       // postgres, kafka, account_listener, token_keys
 
@@ -75,9 +79,12 @@ func Open(ctx context.Context, cfg config.Config, role config.Role) (_ *Deps, er
 	if err != nil {
 		return nil, &config.KeyError{Key: "secrets.token_keys", Err: err}
 	}
-	cluster, err := queue.NewCluster(cfg.Kafka)
-	if err != nil {
-		return nil, err
+	kafka := slices.Contains(usesKafka, role)
+	var cluster queue.Cluster
+	if kafka {
+		if cluster, err = queue.NewCluster(cfg.Kafka); err != nil {
+			return nil, err
+		}
 	}
 	var gc *graph.Client
 	if slices.Contains(usesGraph, role) {
@@ -109,11 +116,13 @@ func Open(ctx context.Context, cfg config.Config, role config.Role) (_ *Deps, er
 	// (it keeps trying in the background, and /readyz shows it until it does).
 	waitListening(ctx, d.Accounts.Resolver, listenWait)
 
-	pctx, cancel := context.WithTimeout(ctx, startCheckTimeout)
-	if err := cluster.Ping(pctx); err != nil {
-		log.Warn("kafka brokers do not answer; not ready until they do", "brokers", cluster.Brokers, "error", err.Error())
+	if kafka {
+		pctx, cancel := context.WithTimeout(ctx, startCheckTimeout)
+		if err := cluster.Ping(pctx); err != nil {
+			log.Warn("kafka brokers do not answer; not ready until they do", "brokers", cluster.Brokers, "error", err.Error())
+		}
+		cancel()
 	}
-	cancel()
 
 	tokens := &tokenKeyCheck{repo: d.Accounts.Repository, log: log}
 	kctx, cancel := context.WithTimeout(ctx, startCheckTimeout)
@@ -121,9 +130,11 @@ func Open(ctx context.Context, cfg config.Config, role config.Role) (_ *Deps, er
 	cancel()
 
 	resolver := d.Accounts.Resolver
-	d.Health = NewHealth(log,
-		Check{Name: "postgres", Check: d.Pool.Ping},
-		Check{Name: "kafka", Check: cluster.Ping},
+	checks := []Check{{Name: "postgres", Check: d.Pool.Ping}}
+	if kafka {
+		checks = append(checks, Check{Name: "kafka", Check: cluster.Ping})
+	}
+	checks = append(checks,
 		Check{Name: "account_listener", Check: func(context.Context) error {
 			if !resolver.Listening() {
 				return errors.New("not listening for account changes")
@@ -132,6 +143,7 @@ func Open(ctx context.Context, cfg config.Config, role config.Role) (_ *Deps, er
 		}},
 		Check{Name: "token_keys", Check: tokens.check, Public: true},
 	)
+	d.Health = NewHealth(log, checks...)
 	lctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	d.stop = stop
 	go func() {
