@@ -11,11 +11,13 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/aerostic/aerogate/config"
 	"github.com/aerostic/aerogate/internal/account"
 	"github.com/aerostic/aerogate/internal/fakemeta"
 	"github.com/aerostic/aerogate/internal/graph"
+	"github.com/aerostic/aerogate/internal/metrics"
 	"github.com/aerostic/aerogate/internal/role"
 	"github.com/aerostic/aerogate/internal/secret"
 	"github.com/aerostic/aerogate/internal/store/storetest"
@@ -125,6 +127,18 @@ func (e *env) addAccount(t *testing.T, tenant, phone string, expiresAt *time.Tim
 	return a
 }
 
+// counters reads the refresher's counters.
+func counters() map[string]float64 {
+	out := map[string]float64{}
+	for _, o := range []string{"refreshed", "failed", "needs_reconnect", "lost"} {
+		out["refreshes "+o] = testutil.ToFloat64(metrics.TokenRefreshes.WithLabelValues(o))
+	}
+	for _, o := range []string{"valid", "failed", "needs_reconnect", "lost"} {
+		out["checks "+o] = testutil.ToFloat64(metrics.TokenChecks.WithLabelValues(o))
+	}
+	return out
+}
+
 func in(d time.Duration) *time.Time {
 	t := time.Now().Add(d).UTC().Truncate(time.Second)
 	return &t
@@ -182,10 +196,18 @@ func TestPassRenewsOnlyDueTokens(t *testing.T) {
 	}
 
 	r := e.refresher(t, testConfig())
+	before := counters()
 	start := time.Now()
 	sum, err := r.Pass(ctx)
 	if err != nil {
 		t.Fatal(err)
+	}
+	after := counters()
+	for name, want := range map[string]float64{"refreshes refreshed": 2, "refreshes needs_reconnect": 1, "refreshes failed": 0,
+		"checks valid": 1, "checks needs_reconnect": 1, "checks failed": 0} {
+		if got := after[name] - before[name]; got != want {
+			t.Errorf("metric %s went up by %v, want %v", name, got, want)
+		}
 	}
 	if got := [3]int{sum.Count(refresher.OutcomeRefreshed), sum.Count(refresher.OutcomeFailed), sum.Count(refresher.OutcomeChecked)}; got != [3]int{2, 2, 1} {
 		t.Errorf("refreshed, failed, checked = %v, want [2 2 1]; results %+v", got, sum.Results)
@@ -251,6 +273,21 @@ func TestPassRenewsOnlyDueTokens(t *testing.T) {
 	sum, err = r.Pass(ctx)
 	if err != nil || len(sum.Results) != 0 {
 		t.Errorf("second pass: %+v, %v; want nothing", sum.Results, err)
+	}
+
+	if err := r.UpdateStats(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for status, want := range map[string]float64{"active": 4, "needs_reconnect": 2, "disconnected": 1, "invalid": 0} {
+		if got := testutil.ToFloat64(metrics.Accounts.WithLabelValues(status)); got != want {
+			t.Errorf("aerogate_accounts{token_status=%q} = %v, want %v", status, got, want)
+		}
+	}
+	if got := testutil.ToFloat64(metrics.AccountsExpiring); got != 0 {
+		t.Errorf("aerogate_accounts_expiring = %v, want 0 (the 11-day token is outside the window)", got)
+	}
+	if got := testutil.ToFloat64(metrics.TokenEarliestExpiry); (time.Duration(got*float64(time.Second)) - 11*day).Abs() > time.Minute {
+		t.Errorf("aerogate_token_earliest_expiry_seconds = %v, want about 11 days", got)
 	}
 
 	var out bytes.Buffer
