@@ -1,6 +1,7 @@
 // Command bench measures aerogate on this machine: `go run ./bench gateway` compares the
 // send API with a bare fasthttp handler; `go run ./bench e2e` measures sends from gateway
-// accept to the fake Graph API's receipt. Results go to bench/results/ as JSON and markdown.
+// accept to the fake Graph API's receipt; `go run ./bench webhooks` compares signed webhook
+// POSTs at the edge with a bare fasthttp handler and measures ingest's stored items per second. Results go to bench/results/ as JSON and markdown.
 package main
 
 import (
@@ -36,11 +37,13 @@ type options struct {
 	trace      string  // gateway: runtime trace of the open-loop runs
 	allocs     string  // gateway: allocation profiles before and after the open-loop runs
 	baseline   bool    // gateway: run the bare handler in open loop too
+	// webhooks: bodies (an inbound message and a status each) in ingest's backlog
+	ingestBodies int
 }
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: go run ./bench gateway|e2e [flags]")
+		fmt.Fprintln(os.Stderr, "usage: go run ./bench gateway|e2e|webhooks [flags]")
 		os.Exit(2)
 	}
 	scenario := os.Args[1]
@@ -63,6 +66,7 @@ func main() {
 	fs.StringVar(&o.trace, "trace", "", "gateway: write a runtime trace of the open-loop runs to this file")
 	fs.StringVar(&o.allocs, "allocprofile", "", "gateway: write allocation profiles taken before (FILE.before) and after (FILE) the open-loop runs; compare with go tool pprof -diff_base")
 	fs.BoolVar(&o.baseline, "baseline", true, "gateway: also run the bare handler in open loop at the highest rate")
+	fs.IntVar(&o.ingestBodies, "ingest-bodies", 20000, "webhooks: webhook bodies in ingest's backlog (an inbound message and a status each)")
 	_ = fs.Parse(os.Args[2:])
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 
@@ -85,6 +89,8 @@ func main() {
 		rep, err = runGateway(ctx, o)
 	case "e2e":
 		rep, err = runE2E(ctx, o)
+	case "webhooks":
+		rep, err = runWebhooks(ctx, o)
 	default:
 		err = fmt.Errorf("unknown scenario %q", scenario)
 	}

@@ -28,6 +28,8 @@ type Config struct {
 	Accounts      Accounts   `koanf:"accounts"`
 	Sender        Sender     `koanf:"sender"`
 	Refresher     Refresher  `koanf:"refresher"`
+	Webhooks      Webhooks   `koanf:"webhooks"`
+	Ingest        Ingest     `koanf:"ingest"`
 	Log           Log        `koanf:"log"`
 
 	// DevMode is set by `aerogate dev`, not by configuration: it relaxes the rules
@@ -142,12 +144,30 @@ type JWT struct {
 
 // Meta is the Meta app.
 type Meta struct {
-	AppID       string `koanf:"app_id"`
-	AppSecret   string `koanf:"app_secret"`
-	ConfigID    string `koanf:"config_id"`
-	VerifyToken string `koanf:"verify_token"`
+	AppID     string `koanf:"app_id"`
+	AppSecret string `koanf:"app_secret"`
+	// AppSecrets are more app secrets webhook signatures are checked against, for
+	// rotation: a webhook signed with any of them or AppSecret is taken.
+	AppSecrets  []string `koanf:"app_secrets"`
+	ConfigID    string   `koanf:"config_id"`
+	VerifyToken string   `koanf:"verify_token"`
 	// DialogBaseURL is the host of the Embedded Signup dialog URL (dev: the fake).
 	DialogBaseURL string `koanf:"dialog_base_url"`
+}
+
+// WebhookSecrets returns every app secret a webhook signature may be made with:
+// meta.app_secret, then meta.app_secrets.
+func (m Meta) WebhookSecrets() []string {
+	var out []string
+	if m.AppSecret != "" {
+		out = append(out, m.AppSecret)
+	}
+	for _, s := range m.AppSecrets {
+		if s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // Onboarding configures Embedded Signup.
@@ -216,6 +236,28 @@ type Refresher struct {
 	// after a failed refresh or check.
 	RetryBaseDelay time.Duration `koanf:"retry_base_delay"`
 	RetryMaxDelay  time.Duration `koanf:"retry_max_delay"`
+}
+
+// Webhooks configures the edge that takes Meta's webhooks (on the gateway, and as
+// `aerogate webhooks`).
+type Webhooks struct {
+	// Addr is where `aerogate webhooks` listens (the gateway serves the same route on
+	// http.addr).
+	Addr string `koanf:"addr"`
+	// MaxBodyBytes is the largest webhook body taken (413 above); Meta sends up to 3 MB.
+	MaxBodyBytes int `koanf:"max_body_bytes"`
+}
+
+// Ingest configures the role that stores what Meta's webhooks say.
+type Ingest struct {
+	GroupID string `koanf:"group_id"`
+	// MaxInFlight bounds webhook bodies fetched but not yet stored, per partition.
+	MaxInFlight int `koanf:"max_in_flight"`
+	// BatchMax is the most webhook bodies stored in one Postgres transaction.
+	BatchMax int `koanf:"batch_max"`
+	// PendingStatusTTL is how long a status whose wamid no message has waits for the
+	// sender to record it before it is dropped.
+	PendingStatusTTL time.Duration `koanf:"pending_status_ttl"`
 }
 
 // Log configures logging.
@@ -293,6 +335,16 @@ func Default() Config {
 			Concurrency:    4,
 			RetryBaseDelay: 5 * time.Minute,
 			RetryMaxDelay:  6 * time.Hour,
+		},
+		Webhooks: Webhooks{
+			Addr:         "127.0.0.1:8082",
+			MaxBodyBytes: 3 << 20,
+		},
+		Ingest: Ingest{
+			GroupID:          "aerogate-ingest",
+			MaxInFlight:      256,
+			BatchMax:         100,
+			PendingStatusTTL: 24 * time.Hour,
 		},
 		Log: Log{Level: "info", Format: "text"},
 	}

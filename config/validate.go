@@ -21,6 +21,10 @@ import (
 // TokenKeySize is the size of a secrets.token_keys key (AES-256).
 const TokenKeySize = 32
 
+// maxWebhookBodyBytes keeps a webhook record under the max.message.bytes aerogate gives
+// wa.webhooks (8 MiB), with room for the record's own overhead.
+const maxWebhookBodyBytes = 7 << 20
+
 // minHeaderBytes is the smallest http.max_header_bytes: room for a request line, a
 // few headers and a small JWT.
 const minHeaderBytes = 1 << 10
@@ -32,8 +36,10 @@ type Role string
 
 // The roles that ValidateFor knows.
 const (
-	RoleGateway Role = "gateway"
-	RoleSender  Role = "sender"
+	RoleGateway  Role = "gateway"
+	RoleSender   Role = "sender"
+	RoleIngest   Role = "ingest"
+	RoleWebhooks Role = "webhooks"
 	// RoleRefresher renews expiring tenant tokens and checks the ones that never expire.
 	RoleRefresher Role = "refresher"
 )
@@ -43,8 +49,11 @@ const (
 var roleSections = map[Role][]string{
 	// The gateway calls Graph for Embedded Signup and the test message.
 	RoleGateway: {"http", "admin", "database", "kafka", "jwt", "secrets", "accounts", "log",
-		"graph", "meta", "public_base_url", "frontend", "onboarding"},
+		"graph", "meta", "public_base_url", "frontend", "onboarding", "webhooks"},
 	RoleSender: {"admin", "database", "kafka", "graph", "meta", "secrets", "accounts", "sender", "log"},
+	RoleIngest: {"admin", "database", "kafka", "secrets", "accounts", "ingest", "log"},
+	// The standalone webhook edge needs Kafka and the Meta app's secrets, no database.
+	RoleWebhooks: {"http", "admin", "kafka", "meta", "webhooks", "log"},
 	// The refresher needs no Kafka: it reads and writes whatsapp_accounts and calls Graph.
 	RoleRefresher: {"admin", "database", "graph", "meta", "secrets", "accounts", "refresher", "log"},
 }
@@ -232,6 +241,17 @@ func (c Config) problems() []*KeyError {
 	if n := c.Sender.DefaultThroughputMPS; n < 1 || n > 1000 {
 		bad("sender.default_throughput_mps", "must be 1-1000, got %d", n)
 	}
+
+	hostPort("webhooks.addr", c.Webhooks.Addr, false)
+	if n := c.Webhooks.MaxBodyBytes; n <= 0 || n > maxWebhookBodyBytes {
+		bad("webhooks.max_body_bytes", "must be 1-%d, got %d", maxWebhookBodyBytes, n)
+	}
+	if c.Ingest.GroupID == "" {
+		bad("ingest.group_id", "required")
+	}
+	positive("ingest.max_in_flight", c.Ingest.MaxInFlight)
+	positive("ingest.batch_max", c.Ingest.BatchMax)
+	positiveDur("ingest.pending_status_ttl", c.Ingest.PendingStatusTTL)
 
 	errs = append(errs, c.Refresher.validate(c.Graph.Timeout)...)
 

@@ -10,10 +10,12 @@ import (
 
 	"github.com/aerostic/aerogate/config"
 	"github.com/aerostic/aerogate/internal/auth"
+	"github.com/aerostic/aerogate/internal/inbound"
 	"github.com/aerostic/aerogate/internal/message"
 	"github.com/aerostic/aerogate/internal/onboarding"
 	"github.com/aerostic/aerogate/internal/queue"
 	"github.com/aerostic/aerogate/internal/role"
+	"github.com/aerostic/aerogate/internal/webhook"
 )
 
 // shutdownTimeout bounds the graceful shutdown after ctx is cancelled.
@@ -56,7 +58,7 @@ func Run(ctx context.Context, cfg config.Config) error {
 	// Topics are created by dev and by operators; creating a missing one here is a
 	// convenience, and a broker that is down at start shows on /readyz instead.
 	tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	if err := kafka.EnsureTopics(tctx, []string{queue.TopicSends},
+	if err := kafka.EnsureTopics(tctx, []string{queue.TopicSends, queue.TopicWebhooks},
 		cfg.Kafka.Partitions, cfg.Kafka.ReplicationFactor); err != nil {
 		log.Warn("could not ensure the sends topic exists", "topic", queue.TopicSends, "error", err.Error())
 	}
@@ -74,30 +76,39 @@ func Run(ctx context.Context, cfg config.Config) error {
 		}
 	}()
 
+	edge, closeEdge, err := webhook.NewEdgeFromConfig(cfg, kafka, "gateway", log)
+	if err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
+	defer closeEdge()
+
 	signup, err := newOnboarding(cfg, deps, log)
 	if err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
 
 	srv, err := New(Options{
-		Onboarding:       signup,
-		Verifier:         verifier,
-		Resolver:         deps.Accounts.Resolver,
-		Messages:         message.NewRepository(deps.Pool),
-		Sends:            writer,
-		ReadyChecks:      deps.Health.Checks(),
-		MaxSendBodyBytes: cfg.HTTP.MaxSendBodyBytes,
-		MaxBodyBytes:     cfg.HTTP.MaxBodyBytes,
-		MaxJSONDepth:     cfg.HTTP.MaxJSONDepth,
-		MaxHeaderBytes:   cfg.HTTP.MaxHeaderBytes,
-		TenantClaim:      cfg.JWT.TenantClaim,
-		PublishTimeout:   cfg.Kafka.WriteTimeout,
-		ReadTimeout:      cfg.HTTP.ReadTimeout,
-		WriteTimeout:     cfg.HTTP.WriteTimeout,
-		IdleTimeout:      cfg.HTTP.IdleTimeout,
-		Concurrency:      cfg.HTTP.Concurrency,
-		AccessLogLevel:   slog.LevelDebug,
-		Logger:           log,
+		Onboarding:          signup,
+		Verifier:            verifier,
+		Resolver:            deps.Accounts.Resolver,
+		Messages:            message.NewRepository(deps.Pool),
+		Sends:               writer,
+		Inbound:             inbound.NewRepository(deps.Pool),
+		Webhooks:            edge,
+		WebhookMaxBodyBytes: cfg.Webhooks.MaxBodyBytes,
+		ReadyChecks:         deps.Health.Checks(),
+		MaxSendBodyBytes:    cfg.HTTP.MaxSendBodyBytes,
+		MaxBodyBytes:        cfg.HTTP.MaxBodyBytes,
+		MaxJSONDepth:        cfg.HTTP.MaxJSONDepth,
+		MaxHeaderBytes:      cfg.HTTP.MaxHeaderBytes,
+		TenantClaim:         cfg.JWT.TenantClaim,
+		PublishTimeout:      cfg.Kafka.WriteTimeout,
+		ReadTimeout:         cfg.HTTP.ReadTimeout,
+		WriteTimeout:        cfg.HTTP.WriteTimeout,
+		IdleTimeout:         cfg.HTTP.IdleTimeout,
+		Concurrency:         cfg.HTTP.Concurrency,
+		AccessLogLevel:      slog.LevelDebug,
+		Logger:              log,
 	})
 	if err != nil {
 		return err

@@ -30,6 +30,8 @@ var commands = []command{
 	{name: "gateway", summary: "run the HTTP edge: tenant JWT auth, send API", run: runGateway},
 	{name: "sender", summary: "drain wa.sends to the Graph API with each tenant's own token", run: runSender},
 	{name: "refresher", summary: "renew tenants' expiring Meta tokens and check the ones that never expire (--once, --dry-run)", flags: refresherFlags, run: runRefresher},
+	{name: "webhooks", summary: "run Meta's webhook edge alone: signed POSTs published to wa.webhooks", run: runWebhooks},
+	{name: "ingest", summary: "store Meta's webhooks: inbound messages, statuses and account updates, published to wa.events", run: runIngest},
 	{name: "migrate", summary: "apply the embedded database migrations", run: runMigrate},
 	{name: "token", summary: "print a tenant JWT that the configured (or dev) key accepts", flags: tokenFlags, run: runToken},
 	{name: "accounts", summary: "add, list or remove tenants' WhatsApp accounts (accounts add|list|remove)", flags: accountsFlags, run: runAccounts},

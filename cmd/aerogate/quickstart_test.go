@@ -20,7 +20,8 @@ import (
 )
 
 // TestQuickStart walks the README's quick start against the real binary: `aerogate dev`,
-// then `aerogate accounts add`, `aerogate token` and a send that gets a 202 and ends sent.
+// then `aerogate accounts add`, `aerogate token` and a send that gets a 202 and ends read
+// (the fake Graph API posts its statuses to the gateway's webhook route, as Meta does).
 func TestQuickStart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
@@ -109,9 +110,15 @@ func TestQuickStart(t *testing.T) {
 		t.Fatalf("POST /v1/messages body = %s", raw)
 	}
 
-	// The sender role in the same process delivers it to the fake Graph API.
-	var status string
-	waitFor(t, 30*time.Second, func() bool {
+	// The sender role in the same process delivers it to the fake Graph API, which posts
+	// sent, delivered and read to the gateway's webhook route like Meta; ingest stores them.
+	var m struct {
+		Status      string
+		WAMID       string     `json:"wamid"`
+		DeliveredAt *time.Time `json:"delivered_at"`
+		ReadAt      *time.Time `json:"read_at"`
+	}
+	waitFor(t, 45*time.Second, func() bool {
 		req, _ := http.NewRequest(http.MethodGet, base+"/v1/messages/"+accepted.ID, nil)
 		req.Header.Set("Authorization", "Bearer "+jwt)
 		resp, err := http.DefaultClient.Do(req)
@@ -119,11 +126,12 @@ func TestQuickStart(t *testing.T) {
 			return false
 		}
 		defer resp.Body.Close()
-		var m struct{ Status string }
 		_ = json.NewDecoder(resp.Body).Decode(&m)
-		status = m.Status
-		return status == "sent"
+		return m.Status == "read"
 	})
+	if m.WAMID == "" || m.DeliveredAt == nil || m.ReadAt == nil {
+		t.Fatalf("read message = %+v, want its wamid and the delivered and read times", m)
+	}
 
 	// The onboarding walk-through, as the README gives it with curl.
 	secrets := walkOnboarding(t, base, "http://"+graphAddr, jwt)

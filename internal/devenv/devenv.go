@@ -22,6 +22,7 @@ import (
 	"github.com/aerostic/aerogate/internal/queue"
 	"github.com/aerostic/aerogate/internal/secret"
 	"github.com/aerostic/aerogate/internal/store"
+	"github.com/aerostic/aerogate/internal/webhook"
 )
 
 const keysFile = "keys.json"
@@ -212,10 +213,20 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Env, err
 		cfg.Kafka.Brokers = b.Addrs()
 		log.Info("embedded kafka broker started", "addr", b.Addrs(), "data_dir", filepath.Join(cfg.Dev.DataDir, "kafka"))
 	}
+	if cfg.Meta.VerifyToken == "" {
+		cfg.Meta.VerifyToken = DevVerifyToken
+	}
 	if cfg.Graph.BaseURL == config.Default().Graph.BaseURL {
 		devMetaApp(cfg, k)
 		g := fakemeta.New(fakemeta.Options{AcceptAnyToken: true, AppID: cfg.Meta.AppID, AppSecret: cfg.Meta.AppSecret,
 			RequireAppSecretProof: true})
+		// Like Meta, the fake posts sent, delivered and read of every send to the
+		// gateway's webhook route, signed with the app secret, so a send made in dev
+		// ends read.
+		g.EnableStatusWebhooks(fakemeta.StatusWebhooks{
+			URL:    "http://" + localAddr(cfg.HTTP.Addr) + webhook.Path,
+			Secret: cfg.Meta.WebhookSecrets()[0],
+		})
 		if err := g.Start(cfg.Dev.FakeGraphAddr); err != nil {
 			env.Close()
 			return nil, fmt.Errorf("starting fake graph api on %s: %w", cfg.Dev.FakeGraphAddr, err)
@@ -236,6 +247,10 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Env, err
 	}
 	return env, nil
 }
+
+// DevVerifyToken is dev's webhook verify token unless meta.verify_token is set; it is
+// not a secret: dev is on a laptop.
+const DevVerifyToken = "aerogate-dev-verify-token"
 
 // The Meta app dev plays with the fake Graph API when none is configured.
 const (

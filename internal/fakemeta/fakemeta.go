@@ -132,6 +132,11 @@ type Server struct {
 	srv  *fasthttp.Server
 	ln   net.Listener
 	done chan struct{}
+
+	// Status webhooks (webhooks.go).
+	notifier       *statusNotifier
+	wabas          map[string]string
+	webhooksPosted atomic.Int64
 }
 
 // New returns a fake that is not listening yet.
@@ -235,6 +240,9 @@ func (s *Server) Close() error {
 	// can come first, and Serve would then accept for ever.
 	_ = s.ln.Close()
 	<-s.done
+	if s.notifier != nil {
+		s.notifier.close()
+	}
 	if err != nil {
 		return fmt.Errorf("fakemeta: shutting down: %w", err)
 	}
@@ -413,6 +421,7 @@ func (s *Server) handleSend(ctx *fasthttp.RequestCtx) {
 	rec.WAMID = s.idPrefix + strconv.FormatUint(s.idSeq.Add(1), 36)
 	s.accepted.Add(1)
 	s.record(&rec)
+	s.notifySent(phone, body.To, rec.WAMID)
 
 	ctx.SetStatusCode(fasthttp.StatusOK)
 	ctx.SetContentType("application/json")

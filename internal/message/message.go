@@ -48,6 +48,8 @@ type Message struct {
 	ErrorTitle     string
 	AcceptedAt     time.Time
 	SentAt         *time.Time
+	DeliveredAt    *time.Time // Meta's time of the delivered status
+	ReadAt         *time.Time // Meta's time of the read status
 	UpdatedAt      time.Time
 }
 
@@ -63,7 +65,8 @@ func NewRepository(pool *pgxpool.Pool) *Repository { return &Repository{pool: po
 const getSQL = `
 SELECT id::text, tenant_id, account_id::text, phone_number_id, recipient,
        coalesce(idempotency_key, ''), status, coalesce(wamid, ''), attempts,
-       coalesce(error_code, 0), coalesce(error_title, ''), accepted_at, sent_at, updated_at
+       coalesce(error_code, 0), coalesce(error_title, ''), accepted_at, sent_at, updated_at,
+       delivered_at, read_at
   FROM messages
  WHERE id = $1 AND tenant_id = $2`
 
@@ -79,7 +82,8 @@ func (r *Repository) Get(ctx context.Context, tenantID, id string) (*Message, er
 	err = r.pool.QueryRow(ctx, getSQL, uid.String(), tenantID).Scan(
 		&m.ID, &m.TenantID, &m.AccountID, &m.PhoneNumberID, &m.Recipient,
 		&m.IdempotencyKey, &status, &m.WAMID, &m.Attempts,
-		&m.ErrorCode, &m.ErrorTitle, &m.AcceptedAt, &m.SentAt, &m.UpdatedAt)
+		&m.ErrorCode, &m.ErrorTitle, &m.AcceptedAt, &m.SentAt, &m.UpdatedAt,
+		&m.DeliveredAt, &m.ReadAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, ErrNotFound
 	}

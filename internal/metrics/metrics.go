@@ -142,6 +142,24 @@ var (
 		Namespace: namespace, Name: "token_checks_total",
 		Help: "debug_token checks of tokens that never expire, by outcome (valid, needs_reconnect, failed, lost).",
 	}, []string{"outcome"})
+	// WebhookRequests counts Meta webhook requests at the edge by role and result
+	// (accepted, invalid_signature, too_large, unavailable, verified, verify_refused).
+	WebhookRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "webhook_requests_total",
+		Help: "Meta webhook requests at the edge, by role and result.",
+	}, []string{"role", "result"})
+	// IngestItems counts webhook items ingest handled, by kind (message, status,
+	// quality, other, invalid, body) and result (stored, duplicate, pending, ignored,
+	// dead_lettered).
+	IngestItems = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "ingest_items_total",
+		Help: "Webhook items handled by ingest, by kind and result.",
+	}, []string{"kind", "result"})
+	// EventsPublished counts wa.events records published from the outbox, by type.
+	EventsPublished = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "events_published_total",
+		Help: "Events published to wa.events, by type.",
+	}, []string{"type"})
 
 	// Ready is 1 while a readiness check passes and 0 while it fails, by check name.
 	Ready = prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -161,6 +179,7 @@ func init() {
 		AccountCache, AccountCacheInvalidations, JWTCache,
 		Ready,
 		Accounts, AccountsExpiring, TokenEarliestExpiry, TokenRefreshes, TokenChecks,
+		WebhookRequests, IngestItems, EventsPublished,
 	)
 }
 

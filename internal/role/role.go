@@ -45,9 +45,13 @@ const listenWait = 3 * time.Second
 // usesGraph are the roles that call the Graph API, so Open builds a client for them.
 var usesGraph = []config.Role{config.RoleSender, config.RoleGateway, config.RoleRefresher}
 
-// usesKafka are the roles that produce or consume, so Open checks the brokers for them
-// (and /readyz reports them).
-var usesKafka = []config.Role{config.RoleSender, config.RoleGateway}
+// noKafka are the roles that neither produce nor consume (the refresher): Open neither
+// checks the brokers for them nor reports them on /readyz.
+var noKafka = []config.Role{config.RoleRefresher}
+
+// noDatabase are the roles that use Kafka only (the standalone webhook edge): Open opens
+// no pool, no key ring and no account resolver for them, and checks only the brokers.
+var noDatabase = []config.Role{config.RoleWebhooks}
 
 // Deps is what Open built for a role. Fields a role does not use are nil.
 type Deps struct {
@@ -75,16 +79,19 @@ func Open(ctx context.Context, cfg config.Config, role config.Role) (_ *Deps, er
 		return nil, err
 	}
 	log := slog.Default().With("role", string(role))
-	keys, err := secret.ParseKeyRing(cfg.Secrets.TokenKeys)
-	if err != nil {
-		return nil, &config.KeyError{Key: "secrets.token_keys", Err: err}
-	}
-	kafka := slices.Contains(usesKafka, role)
+	kafka := !slices.Contains(noKafka, role)
 	var cluster queue.Cluster
 	if kafka {
 		if cluster, err = queue.NewCluster(cfg.Kafka); err != nil {
 			return nil, err
 		}
+	}
+	if slices.Contains(noDatabase, role) {
+		return openKafkaOnly(ctx, cfg, cluster, log)
+	}
+	keys, err := secret.ParseKeyRing(cfg.Secrets.TokenKeys)
+	if err != nil {
+		return nil, &config.KeyError{Key: "secrets.token_keys", Err: err}
 	}
 	var gc *graph.Client
 	if slices.Contains(usesGraph, role) {
@@ -151,6 +158,34 @@ func Open(ctx context.Context, cfg config.Config, role config.Role) (_ *Deps, er
 		d.Health.Watch(lctx, watchInterval)
 	}()
 
+	if cfg.Admin.Addr != "" {
+		if d.admin, err = ServeAdmin(cfg.Admin.Addr, d.Health, log); err != nil {
+			return nil, &config.KeyError{Key: "admin.addr", Err: err}
+		}
+	}
+	return d, nil
+}
+
+// openKafkaOnly is Open for the roles in noDatabase.
+func openKafkaOnly(ctx context.Context, cfg config.Config, cluster queue.Cluster, log *slog.Logger) (_ *Deps, err error) {
+	d := &Deps{Config: cfg, Log: log, Kafka: cluster, stopped: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			d.Close()
+		}
+	}()
+	pctx, cancel := context.WithTimeout(ctx, startCheckTimeout)
+	if err := cluster.Ping(pctx); err != nil {
+		log.Warn("kafka brokers do not answer; not ready until they do", "brokers", cluster.Brokers, "error", err.Error())
+	}
+	cancel()
+	d.Health = NewHealth(log, Check{Name: "kafka", Check: cluster.Ping})
+	lctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	d.stop = stop
+	go func() {
+		defer close(d.stopped)
+		d.Health.Watch(lctx, watchInterval)
+	}()
 	if cfg.Admin.Addr != "" {
 		if d.admin, err = ServeAdmin(cfg.Admin.Addr, d.Health, log); err != nil {
 			return nil, &config.KeyError{Key: "admin.addr", Err: err}
