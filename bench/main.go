@@ -1,7 +1,9 @@
 // Command bench measures aerogate on this machine: `go run ./bench gateway` compares the
 // send API with a bare fasthttp handler; `go run ./bench e2e` measures sends from gateway
 // accept to the fake Graph API's receipt; `go run ./bench webhooks` compares signed webhook
-// POSTs at the edge with a bare fasthttp handler and measures ingest's stored items per second. Results go to bench/results/ as JSON and markdown.
+// POSTs at the edge with a bare fasthttp handler and measures ingest's stored items per second;
+// `go run ./bench proxy` compares the /api/* proxy with its upstream hit directly, and measures
+// one tenant's latency under another's flood. Results go to bench/results/ as JSON and markdown.
 package main
 
 import (
@@ -43,7 +45,7 @@ type options struct {
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: go run ./bench gateway|e2e|webhooks [flags]")
+		fmt.Fprintln(os.Stderr, "usage: go run ./bench gateway|e2e|webhooks|proxy [flags]")
 		os.Exit(2)
 	}
 	scenario := os.Args[1]
@@ -91,6 +93,8 @@ func main() {
 		rep, err = runE2E(ctx, o)
 	case "webhooks":
 		rep, err = runWebhooks(ctx, o)
+	case "proxy":
+		rep, err = runProxy(ctx, o)
 	default:
 		err = fmt.Errorf("unknown scenario %q", scenario)
 	}
