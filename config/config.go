@@ -28,6 +28,7 @@ type Config struct {
 	Secrets       Secrets    `koanf:"secrets"`
 	Accounts      Accounts   `koanf:"accounts"`
 	Sender        Sender     `koanf:"sender"`
+	Refresher     Refresher  `koanf:"refresher"`
 	Webhooks      Webhooks   `koanf:"webhooks"`
 	Ingest        Ingest     `koanf:"ingest"`
 	Retention     Retention  `koanf:"retention"`
@@ -129,6 +130,16 @@ type Graph struct {
 	Version         string        `koanf:"version"`
 	Timeout         time.Duration `koanf:"timeout"`
 	MaxConnsPerHost int           `koanf:"max_conns_per_host"`
+	// MaxMediaBytes is the largest media upload or download the Graph passthrough
+	// streams; WhatsApp's own per-type limits (image 5 MiB, ...) apply below it.
+	MaxMediaBytes int `koanf:"max_media_bytes"`
+	// MediaTimeout bounds one media transfer through the passthrough (upload to Meta,
+	// or download from Meta's media URL), end to end.
+	MediaTimeout time.Duration `koanf:"media_timeout"`
+	// MediaHosts are the hosts (besides base_url's) the passthrough fetches media
+	// from with a tenant's token: Meta's media URLs point there. Any other host in a
+	// media URL is refused, so a token is never sent elsewhere.
+	MediaHosts []string `koanf:"media_hosts"`
 }
 
 // JWT configures tenant token verification.
@@ -251,6 +262,27 @@ type Sender struct {
 	DefaultThroughputMPS int `koanf:"default_throughput_mps"`
 }
 
+// Refresher configures the token refresher.
+type Refresher struct {
+	// Interval is how often a pass looks for due accounts.
+	Interval time.Duration `koanf:"interval"`
+	// Window: an active token that expires within it is renewed.
+	Window time.Duration `koanf:"window"`
+	// CheckInterval is how often a token that never expires is checked with debug_token.
+	CheckInterval time.Duration `koanf:"check_interval"`
+	// Lease is how long a claimed account stays reserved for the refresher that claimed
+	// it; another one takes it over only after it lapsed (its holder crashed).
+	Lease time.Duration `koanf:"lease"`
+	// BatchSize is how many accounts one claim takes.
+	BatchSize int `koanf:"batch_size"`
+	// Concurrency is how many accounts are refreshed or checked at once.
+	Concurrency int `koanf:"concurrency"`
+	// RetryBaseDelay and RetryMaxDelay shape the backoff (exponential, full jitter)
+	// after a failed refresh or check.
+	RetryBaseDelay time.Duration `koanf:"retry_base_delay"`
+	RetryMaxDelay  time.Duration `koanf:"retry_max_delay"`
+}
+
 // Webhooks configures the edge that takes Meta's webhooks (on the gateway, and as
 // `aerogate webhooks`).
 type Webhooks struct {
@@ -341,6 +373,9 @@ func Default() Config {
 			Version:         "v22.0",
 			Timeout:         15 * time.Second,
 			MaxConnsPerHost: 512,
+			MaxMediaBytes:   100 << 20,
+			MediaTimeout:    2 * time.Minute,
+			MediaHosts:      []string{"lookaside.fbsbx.com"},
 		},
 		JWT: JWT{
 			TenantClaim: "tenantId",
@@ -373,6 +408,16 @@ func Default() Config {
 			InProcessRetryMax:    5 * time.Second,
 			PausedRetryDelay:     time.Minute,
 			DefaultThroughputMPS: 80,
+		},
+		Refresher: Refresher{
+			Interval:       time.Hour,
+			Window:         240 * time.Hour,
+			CheckInterval:  24 * time.Hour,
+			Lease:          2 * time.Minute,
+			BatchSize:      100,
+			Concurrency:    4,
+			RetryBaseDelay: 5 * time.Minute,
+			RetryMaxDelay:  6 * time.Hour,
 		},
 		Webhooks: Webhooks{
 			Addr:         "127.0.0.1:8082",

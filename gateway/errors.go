@@ -6,6 +6,8 @@ import (
 	"strconv"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/aerostic/aerogate/internal/whatsapp"
 )
 
 // apiError is an answer with a stable machine-readable code. The values below are
@@ -58,7 +60,8 @@ var (
 const headerRequestID = "X-Request-Id"
 
 // writeError is how every error is answered. On the Cloud-API-compatible path
-// (/{version}/{phone_number_id}/messages) it is Meta's error shape (writeMetaError);
+// (/{version}/{phone_number_id}/messages) and the Graph passthrough's paths
+// (/{version}/…, /v1/media/{id}/content) it is Meta's error shape (writeMetaError);
 // everywhere else {"error":{"code","message","request_id"}}. The request id is read
 // back from the response header the middleware set.
 func writeError(ctx *fasthttp.RequestCtx, e *apiError) { writeErrorWithID(ctx, e, nil) }
@@ -119,12 +122,25 @@ func metaErrorOf(e *apiError) metaError {
 	case "account_needs_reconnect":
 		// 131005 Access denied: the permission was removed.
 		return metaError{http.StatusForbidden, 131005, 0, typeOAuth}
-	case "account_not_found", "invalid_phone_number_id", "invalid_version", "not_found", "method_not_allowed":
+	case "account_not_found", "invalid_phone_number_id", "invalid_version", "not_found", "method_not_allowed",
+		"object_not_found":
 		// Graph's "Unsupported post request. Object with ID '…' does not exist, cannot be
 		// loaded due to missing permissions, or does not support this operation."
 		return metaError{http.StatusBadRequest, 100, 33, typeGraphMethod}
 	case "invalid_to", "invalid_text_body":
 		return metaError{http.StatusBadRequest, 131009, 0, typeOAuth} // Parameter value is not valid
+	case "media_not_found":
+		return metaError{http.StatusNotFound, 100, 33, typeGraphMethod}
+	case "edge_not_allowed":
+		// (#10) Application does not have permission for this action.
+		return metaError{http.StatusForbidden, 10, 0, typeOAuth}
+	case "invalid_media_upload":
+		return metaError{http.StatusBadRequest, 131053, 0, typeOAuth} // Media upload error
+	case "media_too_large":
+		if e.status == http.StatusRequestEntityTooLarge {
+			return metaError{e.status, 131053, 0, typeOAuth} // Media upload error
+		}
+		return metaError{e.status, 131052, 0, typeOAuth} // Media download error
 	case "invalid_message_object":
 		return metaError{http.StatusBadRequest, 131008, 0, typeOAuth} // Required parameter is missing
 	case "invalid_type":
@@ -191,14 +207,26 @@ func writeMetaError(ctx *fasthttp.RequestCtx, e *apiError, id []byte) {
 // graphRoute is the Cloud-API-compatible send route, whose errors are Meta-shaped.
 const graphRoute = "/{version}/{phone_number_id}/messages"
 
-// metaShaped reports whether ctx's errors are answered in Meta's shape: the route that
-// serves it is graphRoute or, for an error answered before any route (an unreadable or
-// oversized request, no route for the method), its path looks like that route's.
+// metaShaped reports whether ctx's errors are answered in Meta's shape: a Graph
+// passthrough path, or the send route graphRoute — the route that serves the request
+// or, for an error answered before any route (an unreadable or oversized request, no
+// route for the method), a path that looks like it.
 func metaShaped(ctx *fasthttp.RequestCtx) bool {
+	p := ctx.Path()
+	if onPassthroughPath(p) {
+		return true
+	}
 	if m, ok := ctx.UserValue(routeKey{}).(*routeMetrics); ok {
 		return m.route == graphRoute
 	}
-	return onGraphPath(ctx.Path())
+	return onGraphPath(p)
+}
+
+// onPassthroughPath reports whether path is the Graph passthrough's: its first segment a
+// Graph version (/v22.0/…), or GET /v1/media/{id}/content.
+func onPassthroughPath(path []byte) bool {
+	first, _, _ := bytes.Cut(bytes.TrimPrefix(path, []byte("/")), []byte("/"))
+	return whatsapp.CheckGraphVersion(first) == nil || isMediaContent(path)
 }
 
 // onGraphPath reports whether path looks like /{version}/{phone_number_id}/messages:

@@ -32,6 +32,7 @@ var commands = []command{
 	{name: "dev", summary: "run every role in one process with an embedded Kafka broker and a fake Graph API", run: runDev},
 	{name: "gateway", summary: "run the HTTP edge: tenant JWT auth, send API", run: runGateway},
 	{name: "sender", summary: "drain wa.sends to the Graph API with each tenant's own token", run: runSender},
+	{name: "refresher", summary: "renew tenants' expiring Meta tokens and check the ones that never expire (--once, --dry-run)", flags: refresherFlags, run: runRefresher},
 	{name: "webhooks", summary: "run Meta's webhook edge alone: signed POSTs published to wa.webhooks", run: runWebhooks},
 	{name: "ingest", summary: "store Meta's webhooks: inbound messages, statuses and account updates, published to wa.events", run: runIngest},
 	{name: "migrate", summary: "apply the database migrations and create the Kafka topics, waiting for both (--wait)", flags: migrateFlags, run: runMigrate},

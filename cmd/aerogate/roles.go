@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	iofs "io/fs"
 	"log/slog"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/aerostic/aerogate/internal/retry"
 	"github.com/aerostic/aerogate/internal/role"
 	"github.com/aerostic/aerogate/internal/store"
+	"github.com/aerostic/aerogate/refresher"
 	"github.com/aerostic/aerogate/sender"
 	"github.com/aerostic/aerogate/webhooks"
 )
@@ -35,6 +37,34 @@ func runSender(ctx context.Context, cfg config.Config, _ *pflag.FlagSet, _ io.Wr
 		return err
 	}
 	return sender.Run(ctx, cfg)
+}
+
+func refresherFlags(fs *pflag.FlagSet) {
+	fs.Bool("once", false, "make one pass, print a line per account and a summary, and exit (1 when an account failed)")
+	fs.Bool("dry-run", false, "list what a pass would renew or check, changing nothing")
+}
+
+// runRefresher runs the refresher role, or one pass with --once, or a listing with
+// --dry-run. Beside `aerogate dev` with no Graph API or Meta app configured, it uses dev's
+// fake Graph API and Meta app, and dev's token keys.
+func runRefresher(ctx context.Context, cfg config.Config, fs *pflag.FlagSet, stdout io.Writer) error {
+	once, _ := fs.GetBool("once")
+	dryRun, _ := fs.GetBool("dry-run")
+	if err := applyDevKeys(&cfg); err != nil {
+		return err
+	}
+	if ok, err := devenv.ApplyFakeGraph(&cfg); err != nil && !errors.Is(err, iofs.ErrNotExist) {
+		return err
+	} else if ok {
+		slog.Info("using the fake Graph API and Meta app of aerogate dev", "graph", cfg.Graph.BaseURL, "data_dir", cfg.Dev.DataDir)
+	}
+	if err := cfg.ValidateFor(config.RoleRefresher); err != nil {
+		return err
+	}
+	if once || dryRun {
+		return refresher.Once(ctx, cfg, stdout, dryRun)
+	}
+	return refresher.Run(ctx, cfg)
 }
 
 func runWebhooks(ctx context.Context, cfg config.Config, _ *pflag.FlagSet, _ io.Writer) error {
@@ -139,6 +169,8 @@ func runDev(ctx context.Context, cfg config.Config, _ *pflag.FlagSet, _ io.Write
 	g.Go(func() error { return roleErr("gateway", gateway.Run(gctx, gatewayCfg)) })
 	g.Go(func() error { return roleErr("sender", sender.Run(gctx, cfg)) })
 	g.Go(func() error { return roleErr("ingest", ingest.Run(gctx, ingestCfg)) })
+	refresherCfg := gatewayCfg
+	g.Go(func() error { return roleErr("refresher", refresher.Run(gctx, refresherCfg)) })
 	return g.Wait()
 }
 

@@ -36,6 +36,15 @@ const AdminAddr = "127.0.0.1:8081"
 type Keys struct {
 	JWTSecret string   `json:"jwt_secret"`
 	TokenKeys []string `json:"token_keys"`
+	// MetaAppSecret is the secret of the Meta app dev plays against its fake Graph API,
+	// kept so that a command run beside dev (`aerogate refresher --once`) can call it.
+	MetaAppSecret string `json:"meta_app_secret,omitempty"`
+}
+
+func newMetaAppSecret() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // LoadOrCreateKeys reads the keys kept in dataDir, generating and saving them (mode 0600)
@@ -43,6 +52,14 @@ type Keys struct {
 func LoadOrCreateKeys(dataDir string) (Keys, error) {
 	k, err := LoadKeys(dataDir)
 	if err == nil {
+		if k.MetaAppSecret == "" {
+			// Kept by an older dev: add the Meta app secret.
+			k.MetaAppSecret = newMetaAppSecret()
+			if err := replaceKeys(dataDir, k); err != nil {
+				return Keys{}, err
+			}
+			return LoadKeys(dataDir)
+		}
 		return k, nil
 	}
 	if !errors.Is(err, fs.ErrNotExist) {
@@ -56,7 +73,7 @@ func LoadOrCreateKeys(dataDir string) (Keys, error) {
 	if err != nil {
 		return Keys{}, fmt.Errorf("generating token key: %w", err)
 	}
-	k = Keys{JWTSecret: base64.RawURLEncoding.EncodeToString(raw), TokenKeys: []string{spec}}
+	k = Keys{JWTSecret: base64.RawURLEncoding.EncodeToString(raw), TokenKeys: []string{spec}, MetaAppSecret: newMetaAppSecret()}
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return Keys{}, fmt.Errorf("creating data dir: %w", err)
 	}
@@ -86,6 +103,31 @@ func LoadOrCreateKeys(dataDir string) (Keys, error) {
 		return Keys{}, fmt.Errorf("writing %s: %w", path, err)
 	}
 	return k, nil
+}
+
+// replaceKeys writes k over the keys file: whole to a temporary file, then renamed into
+// place, so a reader sees the old file or the new one.
+func replaceKeys(dataDir string, k Keys) error {
+	b, err := json.MarshalIndent(k, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(dataDir, keysFile+".*")
+	if err != nil {
+		return fmt.Errorf("writing dev keys: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return fmt.Errorf("writing dev keys: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("writing dev keys: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), filepath.Join(dataDir, keysFile)); err != nil {
+		return fmt.Errorf("writing dev keys: %w", err)
+	}
+	return nil
 }
 
 // LoadKeys reads the keys kept in dataDir; fs.ErrNotExist when dev never ran there.
@@ -161,6 +203,8 @@ func fill(cfg *config.Config, k Keys) {
 type Env struct {
 	Broker *queue.Embedded  // nil when kafka.brokers names real brokers
 	Graph  *fakemeta.Server // nil when graph.base_url names a real Graph API
+
+	mirror *mirror
 }
 
 // Start prepares cfg for dev: keys, database, embedded broker and fake Graph API. It
@@ -196,7 +240,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Env, err
 		cfg.Meta.VerifyToken = DevVerifyToken
 	}
 	if cfg.Graph.BaseURL == config.Default().Graph.BaseURL {
-		devMetaApp(cfg)
+		devMetaApp(cfg, k)
 		// Like Meta, the fake posts sent, delivered and read of every send to the
 		// gateway's webhook route, signed with the app secret, so a send made in dev
 		// ends read.
@@ -212,6 +256,10 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Env, err
 		}
 		if cfg.PublicBaseURL == config.Default().PublicBaseURL {
 			cfg.PublicBaseURL = "http://" + LocalAddr(cfg.HTTP.Addr)
+		}
+		if env.mirror, err = startMirror(ctx, *cfg, g, log); err != nil {
+			env.Close()
+			return nil, err
 		}
 	}
 	return env, nil
@@ -268,9 +316,9 @@ const (
 )
 
 // devMetaApp fills the Meta app keys the configuration leaves empty: a dev app id and
-// Embedded Signup configuration id, and an app secret made for this run (the fake
-// requires appsecret_proof with it, as Meta does with "Require App Secret" on).
-func devMetaApp(cfg *config.Config) {
+// Embedded Signup configuration id, and the app secret kept in the data directory (the
+// fake requires appsecret_proof with it, as Meta does with "Require App Secret" on).
+func devMetaApp(cfg *config.Config, k Keys) {
 	if cfg.Meta.AppID == "" {
 		cfg.Meta.AppID = DevAppID
 	}
@@ -278,10 +326,27 @@ func devMetaApp(cfg *config.Config) {
 		cfg.Meta.ConfigID = DevConfigID
 	}
 	if cfg.Meta.AppSecret == "" {
-		var b [16]byte
-		_, _ = rand.Read(b[:])
-		cfg.Meta.AppSecret = hex.EncodeToString(b[:])
+		cfg.Meta.AppSecret = k.MetaAppSecret
 	}
+}
+
+// ApplyFakeGraph points a command run beside `aerogate dev` (`aerogate refresher`) at
+// dev's fake Graph API and Meta app, when the configuration names neither a Graph API nor
+// a Meta app and dev has run in dev.data_dir. It reports whether it did.
+func ApplyFakeGraph(cfg *config.Config) (bool, error) {
+	if cfg.Graph.BaseURL != config.Default().Graph.BaseURL || cfg.Meta.AppID != "" || cfg.Meta.AppSecret != "" {
+		return false, nil
+	}
+	k, err := LoadKeys(FindDataDir(cfg.Dev.DataDir))
+	if err != nil {
+		return false, err
+	}
+	if k.MetaAppSecret == "" {
+		return false, nil
+	}
+	devMetaApp(cfg, k)
+	cfg.Graph.BaseURL = "http://" + LocalAddr(cfg.Dev.FakeGraphAddr)
+	return true, nil
 }
 
 // LocalAddr makes a listen address dialable: ":8080" becomes "127.0.0.1:8080".
@@ -298,6 +363,9 @@ func LocalAddr(addr string) string {
 
 // Close stops what Start started.
 func (e *Env) Close() {
+	if e.mirror != nil {
+		e.mirror.close()
+	}
 	if e.Graph != nil {
 		_ = e.Graph.Close()
 	}

@@ -4,6 +4,7 @@
 package fakemeta
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
@@ -11,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"strconv"
@@ -88,6 +90,8 @@ type injected struct {
 //	GET  /_fake/messages[?phone_number_id=]      what was received (JSON array of Received)
 //	POST /_fake/reset                            forget received messages and injected errors
 //	POST /_fake/tokens                           {"phone_number_id","token"}: SetToken
+//	POST /_fake/tokens/revoke                    {"token"}: RevokeToken
+//	POST /_fake/tokens/state                     {"token"}: Token (known, expiry, revoked, renewals)
 //	POST /_fake/errors                           {"phone_number_id" or "to","n","error":ErrorSpec}: FailNext / FailRecipient
 //	POST /_fake/throughput                       {"phone_number_id","mps"}: SetThroughput
 //	POST /_fake/latency                          {"latency_ms"}: SetLatency
@@ -96,12 +100,27 @@ type injected struct {
 // and Meta's Embedded Signup side (oauth.go):
 //
 //	GET  /{version}/dialog/oauth                 consents at once: redirects to redirect_uri with a code and the state
-//	GET  /{version}/oauth/access_token           the code exchange (codes live 30 s, exchange once)
+//	GET  /{version}/oauth/access_token           the code exchange (codes live 30 s, exchange once), and
+//	                                             with grant_type=fb_exchange_token the renewal of a token
+//	                                             (60 days; expired and revoked tokens refused; counted)
 //	GET  /{version}/debug_token                  expiry, validity and granted WABAs of a token
 //	GET  /{version}/{waba_id}/phone_numbers      the WABA's numbers
 //	POST /{version}/{waba_id}/subscribed_apps    webhook subscription
 //	POST /{version}/{phone_number_id}/register   Cloud API registration with a 6-digit PIN
 //	POST /_fake/codes                            a code for the JavaScript SDK flow (Grant as JSON)
+//
+// and the calls of the gateway's Graph passthrough (graphapi.go), each checking the token
+// and appsecret_proof and recorded (Calls):
+//
+//	POST   /{version}/{phone_number_id}/media                         media upload (multipart, to disk)
+//	GET    /{version}/{id}                                            a media id's metadata and url, or a number's fields
+//	DELETE /{version}/{media_id}                                      delete media
+//	GET    /whatsapp_business/attachments/?mid=                       the media's bytes (the url; bearer token only)
+//	GET    /{version}/{waba_id}/message_templates                     templates, paged (limit, after)
+//	POST   /{version}/{waba_id}/message_templates                     create a template (PENDING)
+//	DELETE /{version}/{waba_id}/message_templates?name=[&hsm_id=]    delete a template
+//	GET    /{version}/{phone_number_id}/whatsapp_business_profile    the business profile
+//	POST   /{version}/{phone_number_id}/whatsapp_business_profile    update it
 type Server struct {
 	opts    Options
 	log     *slog.Logger
@@ -123,7 +142,8 @@ type Server struct {
 	idPrefix string
 	idSeq    atomic.Uint64
 
-	meta *metaSide // Embedded Signup: codes, tokens, WABAs (oauth.go)
+	meta  *metaSide  // Embedded Signup: codes, tokens, WABAs (oauth.go)
+	graph *graphSide // media, templates, profiles (graphapi.go)
 
 	srv  *fasthttp.Server
 	ln   net.Listener
@@ -148,6 +168,7 @@ func New(opts Options) *Server {
 		rcptErrs:   map[string]*injected{},
 		idPrefix:   "wamid.HBgL" + hex.EncodeToString(b[:]),
 		meta:       newMetaSide(),
+		graph:      newGraphSide(),
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -166,10 +187,21 @@ func (s *Server) Handler() fasthttp.RequestHandler {
 	r.GET("/{version}/{waba_id}/phone_numbers", s.handlePhoneNumbers)
 	r.POST("/{version}/{waba_id}/subscribed_apps", s.handleSubscribe)
 	r.POST("/{version}/{phone_number_id}/register", s.handleRegister)
+	r.POST("/{version}/{phone_number_id}/media", s.handleMediaUpload)
+	r.GET("/{version}/{id}", s.handleObject)
+	r.DELETE("/{version}/{id}", s.handleObject)
+	for _, m := range []string{fasthttp.MethodGet, fasthttp.MethodPost, fasthttp.MethodDelete} {
+		r.Handle(m, "/{version}/{waba_id}/message_templates", s.handleTemplates)
+	}
+	r.GET("/{version}/{phone_number_id}/whatsapp_business_profile", s.handleProfile)
+	r.POST("/{version}/{phone_number_id}/whatsapp_business_profile", s.handleProfile)
+	r.GET("/whatsapp_business/attachments/", s.handleDownload)
 	r.POST("/_fake/codes", s.handleCodes)
 	r.GET("/_fake/messages", s.handleList)
 	r.POST("/_fake/reset", s.handleReset)
 	r.POST("/_fake/tokens", s.handleTokens)
+	r.POST("/_fake/tokens/revoke", s.handleRevoke)
+	r.POST("/_fake/tokens/state", s.handleTokenState)
 	r.POST("/_fake/errors", s.handleErrors)
 	r.POST("/_fake/throughput", s.handleThroughput)
 	r.POST("/_fake/latency", s.handleLatency)
@@ -178,8 +210,25 @@ func (s *Server) Handler() fasthttp.RequestHandler {
 		writeError(ctx, ErrorSpec{HTTPStatus: fasthttp.StatusBadRequest, Code: CodeInvalidParameter,
 			Title: "Unknown path components"}, "")
 	}
-	return r.Handler
+	return func(ctx *fasthttp.RequestCtx) {
+		// Start streams bodies so a media upload goes to disk as it arrives; every
+		// other call's body is read whole first, within maxBodyBytes.
+		if ctx.Request.IsBodyStream() && !bytes.HasSuffix(ctx.Path(), []byte("/media")) {
+			b, err := io.ReadAll(io.LimitReader(ctx.RequestBodyStream(), maxBodyBytes+1))
+			if err != nil || len(b) > maxBodyBytes {
+				ctx.SetConnectionClose()
+				writeError(ctx, ErrorSpec{HTTPStatus: fasthttp.StatusRequestEntityTooLarge, Code: CodeInvalidParameter,
+					Title: "Request body too large"}, "")
+				return
+			}
+			ctx.Request.SetBody(b)
+		}
+		r.Handler(ctx)
+	}
 }
+
+// maxBodyBytes bounds the body of every call but a media upload.
+const maxBodyBytes = 1 << 20
 
 // Start listens on addr ("127.0.0.1:0" picks a port) and serves until Close.
 func (s *Server) Start(addr string) error {
@@ -196,7 +245,8 @@ func (s *Server) Start(addr string) error {
 		Name:                         "fakemeta",
 		ReadTimeout:                  60 * time.Second,
 		IdleTimeout:                  60 * time.Second,
-		MaxRequestBodySize:           1 << 20,
+		MaxRequestBodySize:           maxBodyBytes,
+		StreamRequestBody:            true,
 		NoDefaultDate:                true,
 		NoDefaultContentType:         true,
 		CloseOnShutdown:              true,
@@ -234,6 +284,7 @@ func (s *Server) Close() error {
 	// can come first, and Serve would then accept for ever.
 	_ = s.ln.Close()
 	<-s.done
+	s.closeGraph()
 	if s.notifier != nil {
 		s.notifier.close()
 	}
@@ -444,7 +495,8 @@ func (s *Server) check(hasBearer bool, phone, token string, validJSON bool, body
 	case known && subtle.ConstantTimeCompare([]byte(want), []byte(token)) == 1:
 	case s.grantsNumber(token, phone):
 		// A business token issued in a code exchange works for every number of its WABA.
-	case !known && s.opts.AcceptAnyToken:
+	case !known && s.opts.AcceptAnyToken && !s.refused(token):
+		// Any token, but one the fake knows to be revoked or expired.
 	default:
 		return ErrorSpec{HTTPStatus: fasthttp.StatusUnauthorized, Code: CodeAccessToken, Subcode: 463,
 			Title: "Error validating access token: Session has expired or the token is invalid."}, false

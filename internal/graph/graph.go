@@ -39,6 +39,10 @@ type Config struct {
 	// (oauth.go) need both.
 	AppID     string
 	AppSecret string
+	// MediaTimeout bounds a media transfer (an upload through Forward, a Download);
+	// MediaHosts are the hosts besides BaseURL's that Download sends a token to.
+	MediaTimeout time.Duration
+	MediaHosts   []string
 }
 
 const (
@@ -248,6 +252,15 @@ type Client struct {
 	prefix  string // scheme://host/[path/]version/
 	timeout time.Duration
 	app     appCredentials
+
+	// The passthrough (passthrough.go): pc forwards calls to the same host with larger
+	// answers and streamed bodies; dl downloads media from Meta's media hosts.
+	pc           *fasthttp.HostClient
+	dl           *fasthttp.Client
+	mediaTimeout time.Duration
+	mediaHosts   []string
+	baseScheme   string
+	baseHost     string
 }
 
 // sendDuration is the latency child of SendMessage's Graph calls.
@@ -267,6 +280,12 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.MaxConnsPerHost <= 0 {
 		cfg.MaxConnsPerHost = d.MaxConnsPerHost
+	}
+	if cfg.MediaTimeout <= 0 {
+		cfg.MediaTimeout = d.MediaTimeout
+	}
+	if cfg.MediaHosts == nil {
+		cfg.MediaHosts = d.MediaHosts
 	}
 	// The URL is never quoted: its user info, if any, may be a credential.
 	u, err := url.Parse(cfg.BaseURL)
@@ -310,6 +329,37 @@ func New(cfg Config) (*Client, error) {
 		prefix:  u.Scheme + "://" + u.Host + path + "/" + cfg.Version + "/",
 		timeout: cfg.Timeout,
 		app:     newAppCredentials(cfg.AppID, cfg.AppSecret),
+		pc: &fasthttp.HostClient{
+			Addr:                addr,
+			IsTLS:               isTLS,
+			Name:                "aerogate",
+			MaxConns:            cfg.MaxConnsPerHost,
+			MaxConnWaitTimeout:  cfg.Timeout,
+			MaxIdleConnDuration: 10 * time.Second,
+			ReadTimeout:         cfg.MediaTimeout,
+			WriteTimeout:        cfg.MediaTimeout,
+			MaxResponseBodySize: maxAnswerBytes,
+			ReadBufferSize:      16 << 10,
+			// Passthrough calls are the client's own: each is made once.
+			RetryIfErr:    func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
+			DialDualStack: true,
+		},
+		dl: &fasthttp.Client{
+			Name:                "aerogate",
+			MaxConnsPerHost:     cfg.MaxConnsPerHost,
+			MaxConnWaitTimeout:  cfg.Timeout,
+			MaxIdleConnDuration: 10 * time.Second,
+			ReadTimeout:         cfg.MediaTimeout,
+			WriteTimeout:        cfg.Timeout,
+			ReadBufferSize:      16 << 10,
+			StreamResponseBody:  true,
+			RetryIfErr:          func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
+			DialDualStack:       true,
+		},
+		mediaTimeout: cfg.MediaTimeout,
+		mediaHosts:   append([]string(nil), cfg.MediaHosts...),
+		baseScheme:   u.Scheme,
+		baseHost:     u.Host,
 	}, nil
 }
 

@@ -44,7 +44,11 @@ const startCheckTimeout = 5 * time.Second
 const listenWait = 3 * time.Second
 
 // usesGraph are the roles that call the Graph API, so Open builds a client for them.
-var usesGraph = []config.Role{config.RoleSender, config.RoleGateway}
+var usesGraph = []config.Role{config.RoleSender, config.RoleGateway, config.RoleRefresher}
+
+// noKafka are the roles that neither produce nor consume (the refresher): Open neither
+// checks the brokers for them nor reports them on /readyz.
+var noKafka = []config.Role{config.RoleRefresher}
 
 // noDatabase are the roles that use Kafka only (the standalone webhook edge): Open opens
 // no pool, no key ring and no account resolver for them, and checks only the brokers.
@@ -57,7 +61,7 @@ type Deps struct {
 	Pool     *pgxpool.Pool
 	Keys     *secret.KeyRing
 	Accounts *account.Live
-	Kafka    queue.Cluster // brokers, client id, TLS and SASL
+	Kafka    queue.Cluster // brokers, client id, TLS and SASL (zero for a role without Kafka)
 	Graph    *graph.Client // for roles that call Graph (the sender)
 	Health   *Health       // postgres, kafka, account_listener, token_keys
 
@@ -80,9 +84,12 @@ func Open(ctx context.Context, cfg config.Config, role config.Role) (_ *Deps, er
 	}
 	log := slog.Default().With("role", string(role))
 	LogStart(log, cfg, string(role))
-	cluster, err := queue.NewCluster(cfg.Kafka)
-	if err != nil {
-		return nil, err
+	kafka := !slices.Contains(noKafka, role)
+	var cluster queue.Cluster
+	if kafka {
+		if cluster, err = queue.NewCluster(cfg.Kafka); err != nil {
+			return nil, err
+		}
 	}
 	if slices.Contains(noDatabase, role) {
 		return openKafkaOnly(ctx, cfg, cluster, log)
@@ -121,11 +128,13 @@ func Open(ctx context.Context, cfg config.Config, role config.Role) (_ *Deps, er
 	// (it keeps trying in the background, and /readyz shows it until it does).
 	waitListening(ctx, d.Accounts.Resolver, listenWait)
 
-	pctx, cancel := context.WithTimeout(ctx, startCheckTimeout)
-	if err := cluster.Ping(pctx); err != nil {
-		log.Warn("kafka brokers do not answer; not ready until they do", "brokers", cluster.Brokers, "error", err.Error())
+	if kafka {
+		pctx, cancel := context.WithTimeout(ctx, startCheckTimeout)
+		if err := cluster.Ping(pctx); err != nil {
+			log.Warn("kafka brokers do not answer; not ready until they do", "brokers", cluster.Brokers, "error", err.Error())
+		}
+		cancel()
 	}
-	cancel()
 
 	tokens := &tokenKeyCheck{repo: d.Accounts.Repository, log: log}
 	kctx, cancel := context.WithTimeout(ctx, startCheckTimeout)
@@ -133,9 +142,11 @@ func Open(ctx context.Context, cfg config.Config, role config.Role) (_ *Deps, er
 	cancel()
 
 	resolver := d.Accounts.Resolver
-	if err := d.serve(ctx,
-		Check{Name: "postgres", Check: d.Pool.Ping},
-		Check{Name: "kafka", Check: cluster.Ping},
+	checks := []Check{{Name: "postgres", Check: d.Pool.Ping}}
+	if kafka {
+		checks = append(checks, Check{Name: "kafka", Check: cluster.Ping})
+	}
+	if err := d.serve(ctx, append(checks,
 		Check{Name: "account_listener", Check: func(context.Context) error {
 			if !resolver.Listening() {
 				return errors.New("not listening for account changes")
@@ -143,7 +154,7 @@ func Open(ctx context.Context, cfg config.Config, role config.Role) (_ *Deps, er
 			return nil
 		}},
 		Check{Name: "token_keys", Check: tokens.check, Public: true},
-	); err != nil {
+	)...); err != nil {
 		return nil, err
 	}
 	return d, nil
@@ -271,6 +282,8 @@ func NewGraphClient(c config.Graph, app config.Meta) (*graph.Client, error) {
 		MaxConnsPerHost: c.MaxConnsPerHost,
 		AppID:           app.AppID,
 		AppSecret:       app.AppSecret,
+		MediaTimeout:    c.MediaTimeout,
+		MediaHosts:      c.MediaHosts,
 	})
 	switch {
 	case errors.Is(err, graph.ErrBaseURL):
