@@ -60,6 +60,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -106,6 +107,10 @@ type Options struct {
 	// 500 rows, 5ms).
 	DBBatchMax   int
 	DBBatchDelay time.Duration
+	// ParkAfter is the longest a send waits for its number's pace while holding its
+	// partition's slot (default 250ms); a send that would wait longer parks in its
+	// number's queue in Postgres.
+	ParkAfter time.Duration
 	// ClaimLease is how long a claim stays this sender's alone (default
 	// message.DefaultLeaseTTL; Run uses graph.timeout + 15s): it must outlast a Graph
 	// call and the recording of its outcome. Another sender takes a claim over only once
@@ -113,6 +118,9 @@ type Options struct {
 	// up to ClaimLease later.
 	ClaimLease time.Duration
 }
+
+// DefaultParkAfter is Options.ParkAfter's default.
+const DefaultParkAfter = 250 * time.Millisecond
 
 // Stats are counters since New, for tests, the bench and logs.
 type Stats struct {
@@ -127,10 +135,13 @@ type Stats struct {
 	Held       int64 // claims found held by another live sender (waited for, then looked at again)
 	GraphCalls int64
 	Committed  int64 // offsets committed (sum of advances)
+	Queued     int64 // parked in a number's queue in Postgres (pacing, behind, stopped, paused)
+	Drained    int64 // released from a number's queue and finished
 }
 
 type counters struct {
 	sent, failed, dlq, retried, parked, waiting, followed, skipped, held, graphCalls atomic.Int64
+	queued, drained                                                                atomic.Int64
 }
 
 // Sender is the send pipeline. Build it with New and run it once with Run.
@@ -151,6 +162,9 @@ type Sender struct {
 	inFlight *inFlight
 	holder   string // this sender's claims' holder (message.Lease)
 	stats    counters
+
+	seriesMu sync.Mutex
+	series   int // numbers with a series of their own in metrics.ParkedMessages
 
 	started atomic.Bool
 }
@@ -176,6 +190,9 @@ func New(opts Options) (*Sender, error) {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
+	}
+	if opts.ParkAfter <= 0 {
+		opts.ParkAfter = DefaultParkAfter
 	}
 	if opts.ClaimLease <= 0 {
 		opts.ClaimLease = message.DefaultLeaseTTL
@@ -250,5 +267,6 @@ func (s *Sender) Stats() Stats {
 		Sent: c.sent.Load(), Failed: c.failed.Load(), DLQ: c.dlq.Load(), Retried: c.retried.Load(),
 		Parked: c.parked.Load(), Waiting: c.waiting.Load(), Followed: c.followed.Load(),
 		Skipped: c.skipped.Load(), Held: c.held.Load(), GraphCalls: c.graphCalls.Load(), Committed: s.consumer.Committed(),
+		Queued: c.queued.Load(), Drained: c.drained.Load(),
 	}
 }

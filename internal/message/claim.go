@@ -117,7 +117,7 @@ SELECT t.id::uuid, t.tenant_id, t.account_id::uuid, t.phone_number_id, t.recipie
 ON CONFLICT (id) DO UPDATE
    SET status = 'sending', attempts = m.attempts + 1, updated_at = now(),
        claim_holder = excluded.claim_holder, claim_expires_at = excluded.claim_expires_at
- WHERE m.status IN ('unknown', 'accepted')
+ WHERE m.status IN ('unknown', 'accepted', 'queued')
     OR (m.status = 'sending' AND (m.claim_holder IS NULL OR m.claim_holder = excluded.claim_holder
                                   OR m.claim_expires_at <= now()))
 RETURNING m.id::text, m.attempts`
@@ -146,7 +146,7 @@ SELECT t.id::uuid, t.tenant_id, t.account_id::uuid, t.phone_number_id, t.recipie
        AS t(id, tenant_id, account_id, phone_number_id, recipient, idempotency_key, accepted_at,
             wamid, sent_at)
 ON CONFLICT (id) DO UPDATE
-   SET status = CASE WHEN m.status IN ('unknown', 'accepted', 'sending') THEN 'sent' ELSE m.status END,
+   SET status = CASE WHEN m.status IN ('unknown', 'accepted', 'queued', 'sending') THEN 'sent' ELSE m.status END,
        wamid = coalesce(m.wamid, excluded.wamid),
        sent_at = coalesce(m.sent_at, excluded.sent_at),
        updated_at = now()
@@ -164,7 +164,7 @@ SELECT t.id::uuid, t.tenant_id, t.account_id::uuid, t.phone_number_id, t.recipie
 ON CONFLICT (id) DO UPDATE
    SET status = 'failed', error_code = excluded.error_code, error_title = excluded.error_title,
        updated_at = now()
- WHERE m.status IN ('unknown', 'accepted', 'sending')`
+ WHERE m.status IN ('unknown', 'accepted', 'queued', 'sending')`
 
 // ClaimMany claims msgs under lease in one statement and returns one result per
 // message, in order. An id may appear once per call.
@@ -453,6 +453,8 @@ const (
 	kindClaim requestKind = iota
 	kindSent
 	kindFailed
+	kindPark
+	kindUnpark
 )
 
 type request struct {
@@ -461,11 +463,14 @@ type request struct {
 	claim   Claim
 	sent    Sent
 	failure Failure
+	park    Park
+	unpark  ParkedKey
 	result  chan response // buffered, 1
 }
 
 type response struct {
 	claim ClaimResult
+	park  ParkResult
 	err   error
 }
 
@@ -680,8 +685,16 @@ func (b *Batcher) write(ctx context.Context, batch []request) error {
 	var claimReqs []request
 	var sent []Sent
 	var failed []Failure
+	var parks []Park
+	var parkReqs []request
+	var unparks []ParkedKey
 	for _, r := range batch {
 		switch r.kind {
+		case kindPark:
+			parks = append(parks, r.park)
+			parkReqs = append(parkReqs, r)
+		case kindUnpark:
+			unparks = append(unparks, r.unpark)
 		case kindClaim:
 			claims = append(claims, r.claim)
 			claimReqs = append(claimReqs, r)
@@ -704,8 +717,16 @@ func (b *Batcher) write(ctx context.Context, batch []request) error {
 	if len(failed) > 0 {
 		pb.Queue(markFailedSQL, failedColumns(failed)...)
 	}
+	parkRes := make([]ParkResult, len(parks))
+	queueParks(pb, parks, parkRes)
+	if len(unparks) > 0 {
+		queueUnparks(pb, unparks)
+	}
+	// One pipeline, one implicit transaction: a parked row and its queued status are
+	// written together or not at all.
 	if err := b.repo.pool.SendBatch(ctx, pb).Close(); err != nil {
-		return fmt.Errorf("writing %d claims, %d sent, %d failed: %w", len(claims), len(sent), len(failed), err)
+		return fmt.Errorf("writing %d claims, %d sent, %d failed, %d parked, %d unparked: %w",
+			len(claims), len(sent), len(failed), len(parks), len(unparks), err)
 	}
 	if err := b.repo.readHeld(ctx, claims, claimRes); err != nil {
 		return err
@@ -713,8 +734,11 @@ func (b *Batcher) write(ctx context.Context, batch []request) error {
 	for i, r := range claimReqs {
 		r.result <- response{claim: claimRes[i]}
 	}
+	for i, r := range parkReqs {
+		r.result <- response{park: parkRes[i]}
+	}
 	for _, r := range batch {
-		if r.kind != kindClaim {
+		if r.kind != kindClaim && r.kind != kindPark {
 			r.result <- response{}
 		}
 	}
