@@ -141,7 +141,7 @@ type Stats struct {
 
 type counters struct {
 	sent, failed, dlq, retried, parked, waiting, followed, skipped, held, graphCalls atomic.Int64
-	queued, drained                                                                atomic.Int64
+	queued, drained                                                                  atomic.Int64
 }
 
 // Sender is the send pipeline. Build it with New and run it once with Run.
