@@ -94,7 +94,7 @@ func (q *partQueues) get(phone, tenant string) *drain {
 	}
 	d, ok := q.drains[phone]
 	if !ok {
-		d = &drain{q: q, phone: phone, tenant: tenant, holding: map[int64]struct{}{}, wake: make(chan struct{}, 1)}
+		d = &drain{q: q, phone: phone, tenant: tenant, holding: map[int64]struct{}{}, wake: make(chan struct{}, 1), readMax: -1}
 		q.drains[phone] = d
 	}
 	return d
@@ -147,6 +147,15 @@ type drain struct {
 	// released after it stay in their rows too, and the drain releases nothing until
 	// holding is empty and the account can send: a recipient's order holds.
 	halted bool
+	// readMax is the highest seq read since the drain last started over; a row parked
+	// below it (a send back from the retry topic) may belong before sends already
+	// released: epoch moves on, the released sends of older epochs that have not
+	// started stay in their rows (stale), and the drain starts over once they settled.
+	readMax int64
+	epoch   uint64
+	stale   bool
+	// reread: an urgent row arrived; the rest of the page waits for the next read.
+	reread bool
 	oldest time.Time
 	wake   chan struct{}
 
@@ -254,15 +263,17 @@ func (d *drain) run() {
 		window, page := drainWindow(mps), drainPage(mps)
 
 		d.mu.Lock()
-		if d.halted {
+		if d.halted || d.stale {
 			d.mu.Unlock()
 			if d.waitUntilSettled() {
 				d.mu.Lock()
-				d.halted = false
+				d.halted, d.stale = false, false
+				d.readMax = -1
 				d.mu.Unlock()
 			}
 			continue
 		}
+		d.reread = false
 		room := window - len(d.holding)
 		if room < page && len(d.holding) > 0 {
 			d.mu.Unlock()
@@ -306,12 +317,18 @@ func (d *drain) run() {
 			continue
 		}
 		d.mu.Lock()
+		if d.stale {
+			d.mu.Unlock()
+			continue // a row parked below this page while it was read
+		}
 		d.oldest = rows[0].ParkedAt
 		for _, r := range rows {
 			if r.ParkedAt.Before(d.oldest) {
 				d.oldest = r.ParkedAt
 			}
+			d.readMax = max(d.readMax, r.Seq)
 		}
+		epoch := d.epoch
 		d.mu.Unlock()
 		lim := s.limiters.get(d.phone, mps)
 		for _, r := range rows {
@@ -320,13 +337,14 @@ func (d *drain) run() {
 				break
 			}
 			d.mu.Lock()
-			if d.halted {
+			if d.halted || d.reread || d.epoch != epoch {
 				d.mu.Unlock()
-				break
+				break // (the token is lost: one send's worth of pace)
 			}
 			d.holding[r.Seq] = struct{}{}
 			d.mu.Unlock()
 			j := d.job(r)
+			j.epoch = epoch
 			s.lanes.enqueue(j.key, j)
 		}
 	}
@@ -431,11 +449,12 @@ func (d *drain) stop() {
 	}
 }
 
-// isHalted reports whether released sends must stay in their rows.
-func (d *drain) isHalted() bool {
+// holds reports whether the released job j must stay in its row: its drain is halted
+// (the account cannot send), or a row parked since it was read may belong before it.
+func (d *drain) holds(j *job) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.halted
+	return d.halted || j.epoch != d.epoch
 }
 
 // settle ends a released send: a finished one's row is deleted (then it is gone for
@@ -509,6 +528,13 @@ func (s *Sender) parkInQueue(j *job, d *drain, acct *account.Account, attempt in
 	d.mu.Lock()
 	d.parking--
 	if ok && res.Inserted {
+		switch {
+		case p.Key.Seq < d.readMax:
+			d.epoch++
+			d.stale = true
+		case res.Urgent:
+			d.reread = true
+		}
 		d.parks++
 		d.addRows(1)
 		if res.Urgent {

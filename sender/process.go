@@ -40,6 +40,7 @@ type job struct {
 	drain  *drain
 	row    message.ParkedKey
 	urgent bool
+	epoch  uint64 // the drain's epoch when it was released
 	// halt: the job stays in its row because the account cannot send (set by handle).
 	halt bool
 }
@@ -189,10 +190,10 @@ func (s *Sender) handle(j *job) bool {
 	if j.bad != nil {
 		return s.failForGood(j, nil, &queue.EnvelopeError{Title: j.bad.Error()})
 	}
-	if j.drain != nil && j.drain.isHalted() {
-		// An earlier release of this number found its account stopped: this one stays
-		// in its row too, so nothing overtakes it.
-		j.halt = true
+	if j.drain != nil && j.drain.holds(j) {
+		// An earlier release of this number found its account stopped, or a send was
+		// parked since this one was read that may belong before it: it stays in its
+		// row, so nothing overtakes what waits.
 		return false
 	}
 	// Recipient order across the retry topic (the rule is at parkedSet).
