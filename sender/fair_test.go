@@ -278,3 +278,99 @@ func TestStoppedAccountParksItsBacklogUntilItsTokenIsReplaced(t *testing.T) {
 		t.Errorf("stats %+v: want nothing handed to the retry topic and every send drained", st)
 	}
 }
+
+// partitionOf is the wa.sends partition a tenant's sends go to (murmur2 of the key, as
+// the gateway and the test producer write them).
+func partitionOf(tenant string) int {
+	parts := make([]int, testPartitions)
+	for i := range parts {
+		parts[i] = i
+	}
+	return (&kafka.Murmur2Balancer{}).Balance(kafka.Message{Key: []byte(tenant)}, parts...)
+}
+
+// maxWindow is the most receipts in any one-second window, and when it began.
+func maxWindow(ts []time.Time) (int, time.Time) {
+	slices.SortFunc(ts, func(a, b time.Time) int { return a.Compare(b) })
+	best, j := 0, 0
+	var at time.Time
+	for i := range ts {
+		for ts[i].Sub(ts[j]) >= time.Second {
+			j++
+		}
+		if i-j+1 > best {
+			best, at = i-j+1, ts[j]
+		}
+	}
+	return best, at
+}
+
+// Two sender instances, a second joining and the first leaving mid-campaign: each
+// number is drained by one instance at a time, so Meta never sees it above its rate,
+// and every send goes once.
+func TestOneDrainPerNumberAcrossInstancesAndRebalances(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t)
+	const mps, per = 100, 900
+	// Two campaign tenants in different partitions, so both instances get a drain.
+	var accts []*account.Account
+	used := map[int]bool{}
+	for i := 0; len(accts) < 2; i++ {
+		tenant := fmt.Sprintf("tenant-rebalance-%d", i)
+		if p := partitionOf(tenant); !used[p] {
+			used[p] = true
+			number := fmt.Sprint(8400 + len(accts))
+			accts = append(accts, e.addAccount(tenant, number, "token-"+number, mps))
+		}
+	}
+	var envs []*queue.Envelope
+	for i := range per {
+		for _, a := range accts {
+			envs = append(envs, newEnvelope(a, fmt.Sprintf("1558%07d", i), fmt.Sprintf("%s-%d", a.PhoneNumberID, i)))
+		}
+	}
+	a, stopA := e.runSender(testSenderConfig(), e.graphConfig())
+	defer stopA()
+	e.produce(envs...)
+	eventually(t, 20*time.Second, "campaigns draining", func() error {
+		if st := a.Stats(); st.Drained < 150 {
+			return fmt.Errorf("%d drained", st.Drained)
+		}
+		return nil
+	})
+	b := e.startSender(testSenderConfig(), e.graphConfig())
+	eventually(t, 20*time.Second, "the second instance drains a number", func() error {
+		if st := b.Stats(); st.Drained == 0 {
+			return fmt.Errorf("b drained nothing yet (a %d)", a.Stats().Drained)
+		}
+		return nil
+	})
+	t.Logf("second instance drains from %v", time.Now().Format(time.StampMilli))
+	stopA()
+	t.Logf("first instance stopped at %v", time.Now().Format(time.StampMilli))
+	e.waitStatus(40*time.Second, message.StatusSent, envs...)
+
+	got := acceptedByBody(e.fake)
+	for _, env := range envs {
+		if n := len(got[bodyText(env.Payload)]); n != 1 {
+			t.Errorf("%s sent %d times", bodyText(env.Payload), n)
+		}
+	}
+	at := map[string][]time.Time{}
+	for _, r := range e.fake.Received() {
+		if r.WAMID != "" {
+			at[r.PhoneNumberID] = append(at[r.PhoneNumberID], r.At)
+		}
+	}
+	for _, acct := range accts {
+		w, from := maxWindow(at[acct.PhoneNumberID])
+		t.Logf("number %s: busiest one-second window %d sends (limit %d/s), %v after its first send", acct.PhoneNumberID, w, mps,
+			from.Sub(at[acct.PhoneNumberID][0]))
+		if w > mps*110/100 {
+			t.Errorf("number %s sent %d in one second, over its %d/s by more than 10%%: two drains at once", acct.PhoneNumberID, w, mps)
+		}
+	}
+	sa, sb := a.Stats(), b.Stats()
+	t.Logf("a: %+v", sa)
+	t.Logf("b: %+v", sb)
+}

@@ -274,7 +274,10 @@ func (s *Sender) handle(j *job) bool {
 			return true
 		}
 		// From here the call runs to its end even if the partition is revoked: abandoning
-		// it would leave Meta's answer unrecorded and widen the duplicate window.
+		// it would leave Meta's answer unrecorded and widen the duplicate window. The wait
+		// is short: admission paced the number already; this evens out the clumps that
+		// batched claims make.
+		_ = s.calls.get(acct.PhoneNumberID, acct.ThroughputMPS).Wait(context.WithoutCancel(ctx))
 		s.stats.graphCalls.Add(1)
 		res, err := s.opts.Graph.SendMessage(context.WithoutCancel(ctx), acct.PhoneNumberID, acct.AccessToken.Reveal(), env.Payload)
 		if err == nil {

@@ -156,7 +156,12 @@ type Sender struct {
 	dlqPub   *queue.Producer
 	batcher  *message.Batcher
 
+	// limiters pace admission (a direct send's turn, a drain's releases); calls pace the
+	// Graph calls themselves, after the claim, at the same rate: the claims' batching
+	// makes released sends reach Graph in clumps, and calls evens them out so that no
+	// second sees more than the number's rate plus its small burst.
 	limiters *numberLimiters
+	calls    *numberLimiters
 	lanes    *lanes[recipientKey, *job]
 	parked   *parkedSet
 	inFlight *inFlight
@@ -202,6 +207,7 @@ func New(opts Options) (*Sender, error) {
 		cfg:      cfg,
 		log:      opts.Logger.With("component", "sender"),
 		limiters: newNumberLimiters(cfg.DefaultThroughputMPS),
+		calls:    newNumberLimiters(cfg.DefaultThroughputMPS),
 		parked:   newParkedSet(),
 		inFlight: newInFlight(),
 		holder:   message.NewHolder(),
