@@ -2,13 +2,18 @@
 // (AEROGATE_*) < flags, with Validate naming the key that is wrong.
 package config
 
-import "time"
+import (
+	"time"
+
+	"github.com/aerostic/aerogate/internal/jsonguard"
+)
 
 // Config is every setting of every role. The koanf tags are the YAML paths; the
 // environment variable of a key is AEROGATE_ + the path in upper snake case
 // (http.addr → AEROGATE_HTTP_ADDR). These names are a contract: add keys, rename none.
 type Config struct {
 	HTTP          HTTP     `koanf:"http"`
+	Admin         Admin    `koanf:"admin"`
 	Database      Database `koanf:"database"`
 	Kafka         Kafka    `koanf:"kafka"`
 	Dev           Dev      `koanf:"dev"`
@@ -33,10 +38,18 @@ type HTTP struct {
 	Addr             string        `koanf:"addr"`
 	MaxSendBodyBytes int           `koanf:"max_send_body_bytes"` // limit for send requests (413 above)
 	MaxBodyBytes     int           `koanf:"max_body_bytes"`      // limit for every other request
+	MaxJSONDepth     int           `koanf:"max_json_depth"`      // nesting limit of JSON bodies (400 above)
+	MaxHeaderBytes   int           `koanf:"max_header_bytes"`    // request line + headers, hence the largest JWT (431 above)
 	ReadTimeout      time.Duration `koanf:"read_timeout"`
 	WriteTimeout     time.Duration `koanf:"write_timeout"`
 	IdleTimeout      time.Duration `koanf:"idle_timeout"`
 	Concurrency      int           `koanf:"concurrency"`
+}
+
+// Admin configures the operations listener (/metrics, /healthz, /readyz) of a process.
+type Admin struct {
+	// Addr is where it listens; empty: none (the gateway also answers them on http.addr).
+	Addr string `koanf:"addr"`
 }
 
 // Database configures the Postgres pool.
@@ -187,6 +200,8 @@ func Default() Config {
 			Addr:             "127.0.0.1:8080",
 			MaxSendBodyBytes: 64 << 10,
 			MaxBodyBytes:     1 << 20,
+			MaxJSONDepth:     jsonguard.DefaultMaxDepth,
+			MaxHeaderBytes:   8 << 10,
 			ReadTimeout:      10 * time.Second,
 			WriteTimeout:     10 * time.Second,
 			IdleTimeout:      60 * time.Second,

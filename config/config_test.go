@@ -339,6 +339,66 @@ func production() Config {
 	return c
 }
 
+// TestValidateFor checks that each role is held only to the keys it reads.
+func TestValidateFor(t *testing.T) {
+	tests := []struct {
+		name  string
+		edit  func(*Config)
+		roles []Role
+		keys  []string // each must be named; none means valid
+	}{
+		{name: "sender without jwt.secret", roles: []Role{RoleSender}, edit: func(c *Config) { c.JWT.Secret = "" }},
+		{name: "gateway without jwt.secret", roles: []Role{RoleGateway}, edit: func(c *Config) { c.JWT.Secret = "" }, keys: []string{"jwt.secret"}},
+		{name: "gateway with bad graph settings", roles: []Role{RoleGateway}, edit: func(c *Config) {
+			c.Graph.BaseURL = "https://user@graph.facebook.com"
+			c.Graph.Timeout = 0
+		}},
+		{name: "sender with bad graph settings", roles: []Role{RoleSender}, edit: func(c *Config) {
+			c.Graph.BaseURL = "https://user@graph.facebook.com"
+			c.Graph.Timeout = 0
+		}, keys: []string{"graph.base_url", "graph.timeout"}},
+		{name: "both roles", roles: []Role{RoleGateway, RoleSender}, edit: func(c *Config) {
+			c.JWT.Secret = ""
+			c.Graph.BaseURL = "https://user@graph.facebook.com"
+		}, keys: []string{"jwt.secret", "graph.base_url"}},
+		{name: "gateway ignores sender", roles: []Role{RoleGateway}, edit: func(c *Config) { c.Sender.MaxAttempts = 0 }},
+		{name: "sender ignores http", roles: []Role{RoleSender}, edit: func(c *Config) { c.HTTP.Addr = "nope" }},
+		{name: "sender needs brokers and token keys", roles: []Role{RoleSender}, edit: func(c *Config) {
+			c.Kafka.Brokers = nil
+			c.Secrets.TokenKeys = nil
+		}, keys: []string{"kafka.brokers", "secrets.token_keys"}},
+		{name: "admin.addr for both", roles: []Role{RoleSender}, edit: func(c *Config) { c.Admin.Addr = "nope" }, keys: []string{"admin.addr"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := production()
+			tc.edit(&c)
+			err := c.ValidateFor(tc.roles...)
+			if len(tc.keys) == 0 {
+				if err != nil {
+					t.Fatalf("ValidateFor(%v): %v", tc.roles, err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("ValidateFor(%v) accepted a bad config", tc.roles)
+			}
+			lines := strings.Split(err.Error(), "\n")
+			for _, key := range tc.keys {
+				if !slices.ContainsFunc(lines, func(l string) bool { return strings.HasPrefix(l, key+": ") }) {
+					t.Errorf("no problem named %s in:\n%v", key, err)
+				}
+			}
+			if len(lines) != len(tc.keys) {
+				t.Errorf("got %d problems, want %d:\n%v", len(lines), len(tc.keys), err)
+			}
+		})
+	}
+	if err := production().ValidateFor("refresher"); err == nil {
+		t.Error("ValidateFor accepted an unknown role")
+	}
+}
+
 func TestValidate(t *testing.T) {
 	tests := []struct {
 		name   string
@@ -365,6 +425,12 @@ func TestValidate(t *testing.T) {
 		{name: "database.url empty", edit: func(c *Config) { c.Database.URL = "" }, keys: []string{"database.url"}},
 		{name: "graph.base_url relative", edit: func(c *Config) { c.Graph.BaseURL = "graph.facebook.com" }, keys: []string{"graph.base_url"}},
 		{name: "graph.base_url ftp", edit: func(c *Config) { c.Graph.BaseURL = "ftp://graph.facebook.com" }, keys: []string{"graph.base_url"}},
+		{name: "graph.base_url with user", edit: func(c *Config) { c.Graph.BaseURL = "https://user@graph.facebook.com" }, keys: []string{"graph.base_url"}, hidden: []string{"https://user"}},
+		{name: "graph.base_url with password", edit: func(c *Config) { c.Graph.BaseURL = "https://u:hunter2@graph.facebook.com" }, keys: []string{"graph.base_url"}},
+		{name: "graph.base_url with query", edit: func(c *Config) { c.Graph.BaseURL = "https://graph.facebook.com/?x=1" }, keys: []string{"graph.base_url"}},
+		{name: "graph.base_url with fragment", edit: func(c *Config) { c.Graph.BaseURL = "https://graph.facebook.com/#x" }, keys: []string{"graph.base_url"}},
+		{name: "admin.addr", edit: func(c *Config) { c.Admin.Addr = "localhost" }, keys: []string{"admin.addr"}},
+		{name: "admin.addr set", edit: func(c *Config) { c.Admin.Addr = "127.0.0.1:9100" }},
 		{name: "graph.version", edit: func(c *Config) { c.Graph.Version = "22.0" }, keys: []string{"graph.version"}},
 		{name: "sizes and timeouts", edit: func(c *Config) {
 			c.HTTP.MaxSendBodyBytes = 0

@@ -15,19 +15,81 @@ import (
 	"time"
 
 	"github.com/aerostic/aerogate/internal/auth"
+	"github.com/aerostic/aerogate/internal/jsonguard"
 )
 
 // TokenKeySize is the size of a secrets.token_keys key (AES-256).
 const TokenKeySize = 32
 
+// minHeaderBytes is the smallest http.max_header_bytes: room for a request line, a
+// few headers and a small JWT.
+const minHeaderBytes = 1 << 10
+
 var graphVersion = regexp.MustCompile(`^v[0-9]{1,3}\.[0-9]{1,2}$`)
+
+// Role names a kind of process, for ValidateFor.
+type Role string
+
+// The roles that ValidateFor knows.
+const (
+	RoleGateway Role = "gateway"
+	RoleSender  Role = "sender"
+)
+
+// roleSections are the configuration sections (the first part of a key) each role reads;
+// ValidateFor checks only those.
+var roleSections = map[Role][]string{
+	RoleGateway: {"http", "admin", "database", "kafka", "jwt", "secrets", "accounts", "log"},
+	RoleSender:  {"admin", "database", "kafka", "graph", "secrets", "accounts", "sender", "log"},
+}
+
+// KeyError is one problem with one configuration key. Its message starts with the key.
+type KeyError struct {
+	Key string
+	Err error
+}
+
+func (e *KeyError) Error() string { return e.Key + ": " + e.Err.Error() }
+func (e *KeyError) Unwrap() error { return e.Err }
+
+// ValidateFor checks the keys that the given roles read, and nothing else: a sender
+// needs no jwt.secret, a gateway no graph settings. Problems are joined as in Validate.
+func (c Config) ValidateFor(roles ...Role) error {
+	want := map[string]bool{}
+	for _, r := range roles {
+		secs, ok := roleSections[r]
+		if !ok {
+			return fmt.Errorf("config: unknown role %q", r)
+		}
+		for _, s := range secs {
+			want[s] = true
+		}
+	}
+	var errs []error
+	for _, err := range c.problems() {
+		section, _, _ := strings.Cut(err.Key, ".")
+		if want[section] {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
 
 // Validate checks every key and returns all problems joined, each naming its key,
 // so an operator fixes everything in one go. Secret values are never quoted.
 func (c Config) Validate() error {
 	var errs []error
+	for _, err := range c.problems() {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// problems lists what is wrong with every key, in key order.
+func (c Config) problems() []*KeyError {
+	var errs []*KeyError
 	bad := func(key, format string, args ...any) {
-		errs = append(errs, fmt.Errorf(key+": "+format, args...))
+		errs = append(errs, &KeyError{Key: key, Err: fmt.Errorf(format, args...)})
 	}
 	positive := func(key string, n int) {
 		if n <= 0 {
@@ -59,10 +121,19 @@ func (c Config) Validate() error {
 	hostPort("http.addr", c.HTTP.Addr, false)
 	positive("http.max_send_body_bytes", c.HTTP.MaxSendBodyBytes)
 	positive("http.max_body_bytes", c.HTTP.MaxBodyBytes)
+	if c.HTTP.MaxJSONDepth < 1 || c.HTTP.MaxJSONDepth > jsonguard.MaxDepthLimit {
+		bad("http.max_json_depth", "must be 1 to %d, got %d", jsonguard.MaxDepthLimit, c.HTTP.MaxJSONDepth)
+	}
+	if c.HTTP.MaxHeaderBytes < minHeaderBytes {
+		bad("http.max_header_bytes", "must be at least %d, got %d", minHeaderBytes, c.HTTP.MaxHeaderBytes)
+	}
 	positiveDur("http.read_timeout", c.HTTP.ReadTimeout)
 	positiveDur("http.write_timeout", c.HTTP.WriteTimeout)
 	positiveDur("http.idle_timeout", c.HTTP.IdleTimeout)
 	positive("http.concurrency", c.HTTP.Concurrency)
+	if c.Admin.Addr != "" {
+		hostPort("admin.addr", c.Admin.Addr, false)
+	}
 
 	if err := checkPostgresURL(c.Database.URL); err != nil {
 		bad("database.url", "%v", err)
@@ -90,7 +161,9 @@ func (c Config) Validate() error {
 	hostPort("dev.kafka_addr", c.Dev.KafkaAddr, false)
 	hostPort("dev.fake_graph_addr", c.Dev.FakeGraphAddr, false)
 
-	httpURL("graph.base_url", c.Graph.BaseURL, true)
+	if err := checkBaseURL(c.Graph.BaseURL); err != nil {
+		bad("graph.base_url", "%v", err)
+	}
 	if !graphVersion.MatchString(c.Graph.Version) {
 		bad("graph.version", "must look like v22.0, got %q", c.Graph.Version)
 	}
@@ -147,13 +220,13 @@ func (c Config) Validate() error {
 	if c.Log.Format != "text" && c.Log.Format != "json" {
 		bad("log.format", "must be text or json, got %q", c.Log.Format)
 	}
-	return errors.Join(errs...)
+	return errs
 }
 
-func (j JWT) validate(dev bool) []error {
-	var errs []error
+func (j JWT) validate(dev bool) []*KeyError {
+	var errs []*KeyError
 	bad := func(key, format string, args ...any) {
-		errs = append(errs, fmt.Errorf(key+": "+format, args...))
+		errs = append(errs, &KeyError{Key: key, Err: fmt.Errorf(format, args...)})
 	}
 	var hmac, public bool
 	if len(j.Algorithms) == 0 {
@@ -205,10 +278,10 @@ func (j JWT) validate(dev bool) []error {
 
 // validateSecurity checks kafka.tls.* and kafka.sasl.*: the files must be readable now,
 // not at the first connection. internal/queue builds the TLS and SASL settings from them.
-func (k Kafka) validateSecurity() []error {
-	var errs []error
+func (k Kafka) validateSecurity() []*KeyError {
+	var errs []*KeyError
 	bad := func(key, format string, args ...any) {
-		errs = append(errs, fmt.Errorf(key+": "+format, args...))
+		errs = append(errs, &KeyError{Key: key, Err: fmt.Errorf(format, args...)})
 	}
 	files := []struct{ key, path string }{
 		{"kafka.tls.ca_file", k.TLS.CAFile},
@@ -284,6 +357,29 @@ func checkHTTPURL(v string) error {
 	u, err := url.Parse(v)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return fmt.Errorf("want an absolute http(s) URL, got %q", redactURLString(v))
+	}
+	return nil
+}
+
+// checkBaseURL checks an API base URL: http(s)://host[:port][/path] and nothing more.
+// User info is refused (a client would send it to every host it calls), as are a query
+// and a fragment (the client appends paths).
+func checkBaseURL(v string) error {
+	if v == "" {
+		return errors.New("required")
+	}
+	if err := checkHTTPURL(v); err != nil {
+		return err
+	}
+	u, _ := url.Parse(v)
+	switch {
+	case u.User != nil:
+		// Not quoted: the user name may be a credential too.
+		return errors.New("must not hold user info (user@ or user:password@): want http(s)://host[:port][/path]")
+	case u.RawQuery != "" || u.ForceQuery:
+		return fmt.Errorf("must not have a query, got %q", redactURLString(v))
+	case u.Fragment != "":
+		return fmt.Errorf("must not have a fragment, got %q", redactURLString(v))
 	}
 	return nil
 }

@@ -38,6 +38,8 @@ var (
 	errHeaderTooLarge   = &apiError{http.StatusRequestHeaderFieldsTooLarge, "headers_too_large", "request headers are too large"}
 
 	errInvalidJSON            = &apiError{http.StatusBadRequest, "invalid_json", "body must be a JSON object"}
+	errJSONTooDeep            = &apiError{http.StatusBadRequest, "json_too_deep", "body nests arrays and objects deeper than the limit"}
+	errDuplicateAuthorization = &apiError{http.StatusBadRequest, "duplicate_authorization", "more than one Authorization header"}
 	errDuplicateField         = &apiError{http.StatusBadRequest, "duplicate_field", "body names a top-level field twice"}
 	errInvalidProduct         = &apiError{http.StatusBadRequest, "invalid_messaging_product", `messaging_product must be "whatsapp"`}
 	errInvalidTo              = &apiError{http.StatusBadRequest, "invalid_to", "to must be the recipient's phone number: digits with an optional leading +"}

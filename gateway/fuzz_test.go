@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 
 	"github.com/segmentio/kafka-go"
@@ -19,12 +20,19 @@ func FuzzParseSendRequest(f *testing.F) {
 		`{"messaging_product":"whatsapp","to":"1","type":"template","template":{"name":"x","components":[{"type":"body","parameters":[{"type":"text","text":"\u00e9\n"}]}]}}`,
 		`{"messaging_product":"whatsapp","to":"1","t\u0079pe":"image","image":{"id":"1"}}`,
 		`{"tenantId":"t2"}`, `[]`, `"x"`, `{"a":NaN}`, `{"messaging_product":"whatsapp","to":"1","type":"text","text":{"body":1e999}}`,
+		strings.Repeat("[", 300), strings.Repeat(`{"a":`, 70) + "1" + strings.Repeat("}", 70),
+		`{"messaging_product":"whatsapp","to":"1","type":"text","text":{"body":"` + strings.Repeat(`\u00e9`, 50) + `"}}`,
 	} {
 		f.Add([]byte(seed))
 	}
 	var p fastjson.Parser
 	f.Fuzz(func(t *testing.T, body []byte) {
-		req, buf, err := parseSendRequest(&p, body, "t1", tenantFields, nil)
+		// The work budget: allocations and allocated bytes at most linear in the body.
+		allocs, allocated := workOf(2, func() { _, _, _ = parseSendRequest(&p, body, "t1", tenantFields, nil, 0) })
+		if n := float64(len(body)); allocs > 16+n/4 || allocated > 64<<10+256*n {
+			t.Fatalf("%d-byte body cost %.0f allocations and %.0f bytes", len(body), allocs, allocated)
+		}
+		req, buf, err := parseSendRequest(&p, body, "t1", tenantFields, nil, 0)
 		if err != nil {
 			return
 		}
@@ -51,7 +59,7 @@ func FuzzParseSendRequest(f *testing.F) {
 		}
 		// The forwarded payload re-validates, to the same message.
 		var p2 fastjson.Parser
-		req2, _, err := parseSendRequest(&p2, payload, "t1", tenantFields, buf[len(buf):])
+		req2, _, err := parseSendRequest(&p2, payload, "t1", tenantFields, buf[len(buf):], 0)
 		if err != nil {
 			t.Fatalf("accepted payload does not re-validate: %v: %q", err, payload)
 		}
@@ -100,12 +108,19 @@ func FuzzSendHandler(f *testing.F) {
 	sink := &captureSink{}
 	s, tok := unitServer(f, &fixedResolver{acct: testAccount()}, sink)
 	h := s.Handler()
+	f.Add([]byte(strings.Repeat("[", 5000)), []byte(""), []byte("/v22.0/1001/messages"))
 	f.Fuzz(func(t *testing.T, body, key, uri []byte) {
 		ctx := sendCtx(tok, string(body))
 		ctx.Request.SetRequestURIBytes(uri)
 		if len(key) > 0 {
 			ctx.Request.Header.SetBytesV("Idempotency-Key", key)
 		}
+		// The work budget of the whole request: linear in the body.
+		allocs, allocated := workOf(2, func() { ctx.Response.Reset(); h(ctx) })
+		if n := float64(len(body)); allocs > 64+n/4 || allocated > 64<<10+256*n {
+			t.Fatalf("%d-byte body cost %.0f allocations and %.0f bytes", len(body), allocs, allocated)
+		}
+		ctx.Response.Reset()
 		sink.last = kafka.Message{}
 		h(ctx)
 		status := ctx.Response.StatusCode()

@@ -20,9 +20,13 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/valyala/fasthttp"
 
+	"github.com/aerostic/aerogate/config"
 	"github.com/aerostic/aerogate/internal/account"
 	"github.com/aerostic/aerogate/internal/auth"
+	"github.com/aerostic/aerogate/internal/jsonguard"
 	"github.com/aerostic/aerogate/internal/message"
+	"github.com/aerostic/aerogate/internal/metrics"
+	"github.com/aerostic/aerogate/internal/role"
 )
 
 // Publisher writes messages to wa.sends and returns once they are acknowledged;
@@ -40,10 +44,7 @@ type AccountResolver interface {
 }
 
 // ReadyCheck is one dependency /readyz checks.
-type ReadyCheck struct {
-	Name  string
-	Check func(ctx context.Context) error
-}
+type ReadyCheck = role.Check
 
 // Options configures a Server. Verifier, Resolver and Sends are required.
 type Options struct {
@@ -55,11 +56,19 @@ type Options struct {
 	Messages *message.Repository
 	Sends    Publisher
 
-	ReadyChecks  []ReadyCheck
-	ReadyTimeout time.Duration // default 2s
+	// ReadyChecks are what /readyz checks (role.Open's Health.Checks() in Run).
+	ReadyChecks []ReadyCheck
 
-	MaxSendBodyBytes int // default 64 KiB; 413 above
-	MaxBodyBytes     int // every other route; default 1 MiB
+	// Zero limits, timeouts and TenantClaim take config.Default()'s values.
+	MaxSendBodyBytes int // 413 above
+	MaxBodyBytes     int // every other route
+	// MaxJSONDepth bounds the nesting of arrays and objects in a JSON body (400
+	// json_too_deep above), at most jsonguard.MaxDepthLimit.
+	MaxJSONDepth int
+	// MaxHeaderBytes is the server's read buffer, which holds the request line and
+	// headers: a request whose headers do not fit gets 431. The verifier's token
+	// limit (auth.Config.MaxTokenBytes) should be the same.
+	MaxHeaderBytes int
 	// TenantClaim is the JWT claim holding the tenant; a query parameter or body field of
 	// that name (or "tenantId") must equal the token's tenant.
 	TenantClaim string
@@ -88,6 +97,9 @@ type Options struct {
 	Now    func() time.Time
 }
 
+// MinHeaderBytes is the smallest header buffer New accepts.
+const MinHeaderBytes = 1 << 10
+
 // Metrics are counters since start.
 type Metrics struct {
 	Accepted        uint64 // sends answered 202/200
@@ -108,6 +120,8 @@ type Server struct {
 	deadline    *sharedDeadline
 	tenantField []string
 	handler     fasthttp.RequestHandler
+	health      *role.Health
+	unmatched   *routeMetrics // requests no route matched
 	srv         *fasthttp.Server
 	rec         *recorder
 	ridPrefix   [9]byte
@@ -136,20 +150,32 @@ func New(opts Options) (*Server, error) {
 	if opts.MaxSendBodyBytes < 0 || opts.MaxBodyBytes < 0 {
 		return nil, errors.New("gateway: body limits must not be negative")
 	}
+	// Zero options take the configuration's defaults: config.Default is the one place
+	// they live.
+	d := config.Default()
 	if opts.MaxSendBodyBytes == 0 {
-		opts.MaxSendBodyBytes = 64 << 10
+		opts.MaxSendBodyBytes = d.HTTP.MaxSendBodyBytes
 	}
 	if opts.MaxBodyBytes == 0 {
-		opts.MaxBodyBytes = 1 << 20
+		opts.MaxBodyBytes = d.HTTP.MaxBodyBytes
+	}
+	if opts.MaxJSONDepth < 0 || opts.MaxJSONDepth > jsonguard.MaxDepthLimit {
+		return nil, fmt.Errorf("gateway: JSON depth limit must be 1 to %d, got %d", jsonguard.MaxDepthLimit, opts.MaxJSONDepth)
+	}
+	if opts.MaxJSONDepth == 0 {
+		opts.MaxJSONDepth = d.HTTP.MaxJSONDepth
+	}
+	if opts.MaxHeaderBytes == 0 {
+		opts.MaxHeaderBytes = d.HTTP.MaxHeaderBytes
+	}
+	if opts.MaxHeaderBytes < MinHeaderBytes {
+		return nil, fmt.Errorf("gateway: header buffer must be at least %d bytes, got %d", MinHeaderBytes, opts.MaxHeaderBytes)
 	}
 	if opts.TenantClaim == "" {
-		opts.TenantClaim = "tenantId"
+		opts.TenantClaim = d.JWT.TenantClaim
 	}
 	if opts.PublishTimeout <= 0 {
-		opts.PublishTimeout = 5 * time.Second
-	}
-	if opts.ReadyTimeout <= 0 {
-		opts.ReadyTimeout = 2 * time.Second
+		opts.PublishTimeout = d.Kafka.WriteTimeout
 	}
 	if opts.RecordBuffer <= 0 {
 		opts.RecordBuffer = 1 << 16
@@ -158,16 +184,16 @@ func New(opts Options) (*Server, error) {
 		opts.RecordBatch = 1000
 	}
 	if opts.ReadTimeout <= 0 {
-		opts.ReadTimeout = 10 * time.Second
+		opts.ReadTimeout = d.HTTP.ReadTimeout
 	}
 	if opts.WriteTimeout <= 0 {
-		opts.WriteTimeout = 10 * time.Second
+		opts.WriteTimeout = d.HTTP.WriteTimeout
 	}
 	if opts.IdleTimeout <= 0 {
-		opts.IdleTimeout = 60 * time.Second
+		opts.IdleTimeout = d.HTTP.IdleTimeout
 	}
 	if opts.Concurrency <= 0 {
-		opts.Concurrency = 256 * 1024
+		opts.Concurrency = d.HTTP.Concurrency
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -194,29 +220,38 @@ func New(opts Options) (*Server, error) {
 		s.rec = newRecorder(opts.Messages, opts.RecordBuffer, opts.RecordBatch, s.log)
 	}
 
+	s.health = role.NewHealth(s.log, opts.ReadyChecks...)
+	s.unmatched = newRouteMetrics("unmatched")
+
 	r := router.New()
 	r.RedirectTrailingSlash = false
 	r.RedirectFixedPath = false
 	r.HandleMethodNotAllowed = true
 	r.NotFound = func(ctx *fasthttp.RequestCtx) { writeError(ctx, errNotFound) }
 	r.MethodNotAllowed = func(ctx *fasthttp.RequestCtx) { writeError(ctx, errMethodNotAllowed) }
-	r.GET("/healthz", s.healthz)
-	r.HEAD("/healthz", s.healthz)
-	r.GET("/readyz", s.readyz)
-	r.POST("/v1/messages", s.authed(s.sendV1))
-	r.GET("/v1/messages/{id}", s.authed(s.getMessage))
-	r.POST("/{version}/{phone_number_id}/messages", s.authed(s.sendGraph))
+	// Each route is registered through handle, which labels its requests with the
+	// route's pattern (never the raw path) for aerogate_http_requests_total.
+	handle(r, fasthttp.MethodGet, "/healthz", s.health.Healthz)
+	handle(r, fasthttp.MethodHead, "/healthz", s.health.Healthz)
+	handle(r, fasthttp.MethodGet, "/readyz", s.health.Readyz)
+	handle(r, fasthttp.MethodGet, "/metrics", metrics.Handler())
+	handle(r, fasthttp.MethodPost, "/v1/messages", s.authed(s.sendV1))
+	handle(r, fasthttp.MethodGet, "/v1/messages/{id}", s.authed(s.getMessage))
+	handle(r, fasthttp.MethodPost, "/{version}/{phone_number_id}/messages", s.authed(s.sendGraph))
 	s.handler = s.middleware(r.Handler)
 
 	s.srv = &fasthttp.Server{
-		Handler:                      s.handler,
-		ErrorHandler:                 s.readError,
-		Name:                         "aerogate",
-		ReadTimeout:                  opts.ReadTimeout,
-		WriteTimeout:                 opts.WriteTimeout,
-		IdleTimeout:                  opts.IdleTimeout,
-		Concurrency:                  opts.Concurrency,
-		MaxRequestBodySize:           max(opts.MaxSendBodyBytes, opts.MaxBodyBytes),
+		Handler:            s.handler,
+		ErrorHandler:       s.readError,
+		Name:               "aerogate",
+		ReadTimeout:        opts.ReadTimeout,
+		WriteTimeout:       opts.WriteTimeout,
+		IdleTimeout:        opts.IdleTimeout,
+		Concurrency:        opts.Concurrency,
+		MaxRequestBodySize: max(opts.MaxSendBodyBytes, opts.MaxBodyBytes),
+		// The read buffer must hold the request line and every header: it is the
+		// header limit (431 past it), and so the real bound on a bearer token.
+		ReadBufferSize:               opts.MaxHeaderBytes,
 		DisablePreParseMultipartForm: true,
 		NoDefaultContentType:         true,
 		CloseOnShutdown:              true,

@@ -2,9 +2,10 @@ package gateway
 
 import (
 	"bytes"
-	"unicode/utf8"
 
 	"github.com/valyala/fastjson"
+
+	"github.com/aerostic/aerogate/internal/jsonguard"
 )
 
 // sendRequest is a validated Cloud API message body. Its byte slices point into the
@@ -93,16 +94,32 @@ func hasDuplicateKey(obj *fastjson.Object) bool {
 
 const maxToDigits = 20
 
+// checkJSON is the structure guard every JSON body from outside passes before a parser
+// sees it: one linear pass for strict RFC 8259 syntax, valid UTF-8 and the nesting
+// limit. The fastjson parser behind it is lenient (NaN, bare control characters, bad
+// escapes), so this is also what keeps anything but strict JSON from the sender and
+// Meta; and fastjson's own validator costs time quadratic in the nesting depth on a
+// body it refuses, so it is not used at all.
+func checkJSON(body []byte, maxDepth int) *apiError {
+	switch jsonguard.Check(body, maxDepth) {
+	case nil:
+		return nil
+	case jsonguard.ErrTooDeep:
+		return errJSONTooDeep
+	default:
+		return errInvalidJSON
+	}
+}
+
 // parseSendRequest validates body as a Cloud API message. tenant is the verified tenant
 // and tenantFields the names under which a body may repeat it (an equal value is
 // dropped, another is errTenantMismatch). payloadBuf is reused for the payload when
-// fields have to be removed. The parser's memory backs the result until its next use.
-func parseSendRequest(p *fastjson.Parser, body []byte, tenant string, tenantFields []string, payloadBuf []byte) (sendRequest, []byte, *apiError) {
+// fields have to be removed. maxDepth bounds the nesting of arrays and objects
+// (jsonguard.Check). The parser's memory backs the result until its next use.
+func parseSendRequest(p *fastjson.Parser, body []byte, tenant string, tenantFields []string, payloadBuf []byte, maxDepth int) (sendRequest, []byte, *apiError) {
 	var req sendRequest
-	// The fastjson parser is lenient (NaN, bare control characters, bad escapes); the
-	// validator is strict, so only RFC 8259 JSON passes on to the sender and to Meta.
-	if !utf8.Valid(body) || fastjson.ValidateBytes(body) != nil {
-		return req, payloadBuf, errInvalidJSON
+	if apiErr := checkJSON(body, maxDepth); apiErr != nil {
+		return req, payloadBuf, apiErr
 	}
 	v, err := p.ParseBytes(body)
 	if err != nil {

@@ -71,7 +71,7 @@ func TestParseSendRequest(t *testing.T) {
 	var p fastjson.Parser
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			req, _, err := parseSendRequest(&p, []byte(tc.body), "t1", tenantFields, nil)
+			req, _, err := parseSendRequest(&p, []byte(tc.body), "t1", tenantFields, nil, 0)
 			if err != tc.want {
 				t.Fatalf("error = %v, want %v", err, tc.want)
 			}

@@ -9,37 +9,30 @@ import (
 	"time"
 
 	"github.com/aerostic/aerogate/config"
-	"github.com/aerostic/aerogate/internal/account"
 	"github.com/aerostic/aerogate/internal/auth"
 	"github.com/aerostic/aerogate/internal/message"
 	"github.com/aerostic/aerogate/internal/queue"
-	"github.com/aerostic/aerogate/internal/store"
+	"github.com/aerostic/aerogate/internal/role"
 )
 
 // shutdownTimeout bounds the graceful shutdown after ctx is cancelled.
 const shutdownTimeout = 15 * time.Second
 
-// Run builds every dependency from cfg, serves on cfg.HTTP.Addr, and returns after a
-// graceful shutdown once ctx is cancelled (or with the error that stopped it). It is how
-// `aerogate gateway` and `aerogate dev` start the gateway; dev sets cfg.Kafka.Brokers to
-// its embedded broker first. It logs through slog.Default().
+// Run serves the gateway on cfg.HTTP.Addr and returns after a graceful shutdown once ctx
+// is cancelled (or with the error that stopped it). role.Open checks the keys the gateway
+// reads (no graph settings) and builds what every role shares: the Postgres pool, the
+// token key ring, the account resolver kept fresh by LISTEN/NOTIFY, the readiness checks
+// and, when admin.addr is set, the admin listener; /metrics, /healthz and /readyz are
+// also answered on the main port. It is how `aerogate gateway` and `aerogate dev` start
+// the gateway; dev sets cfg.Kafka.Brokers to its embedded broker first. It logs through
+// slog.Default().
 func Run(ctx context.Context, cfg config.Config) error {
-	log := slog.Default().With("role", "gateway")
-	if len(cfg.Kafka.Brokers) == 0 {
-		return errors.New("gateway: kafka.brokers is empty")
-	}
-
-	pool, err := store.Open(ctx, cfg.Database.URL, cfg.Database.MaxConns)
+	deps, err := role.Open(ctx, cfg, config.RoleGateway)
 	if err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
-	defer pool.Close()
-
-	accounts, err := account.OpenLiveFromConfig(pool, cfg, log)
-	if err != nil {
-		return fmt.Errorf("gateway: %w", err)
-	}
-	defer accounts.Close()
+	defer deps.Close()
+	log := deps.Log
 
 	verifier, err := auth.NewVerifier(auth.Config{
 		Algorithms:     cfg.JWT.Algorithms,
@@ -51,15 +44,14 @@ func Run(ctx context.Context, cfg config.Config) error {
 		TenantClaim:    cfg.JWT.TenantClaim,
 		Leeway:         cfg.JWT.Leeway,
 		CacheSize:      cfg.JWT.CacheSize,
+		// A token can be no larger than the headers that carry it.
+		MaxTokenBytes: cfg.HTTP.MaxHeaderBytes,
 	})
 	if err != nil {
 		return fmt.Errorf("gateway: building jwt verifier: %w", err)
 	}
 
-	kafka, err := queue.NewCluster(cfg.Kafka)
-	if err != nil {
-		return fmt.Errorf("gateway: %w", err)
-	}
+	kafka := deps.Kafka
 	// Topics are created by dev and by operators; creating a missing one here is a
 	// convenience, and a broker that is down at start shows on /readyz instead.
 	tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -82,16 +74,15 @@ func Run(ctx context.Context, cfg config.Config) error {
 	}()
 
 	srv, err := New(Options{
-		Verifier: verifier,
-		Resolver: accounts.Resolver,
-		Messages: message.NewRepository(pool),
-		Sends:    writer,
-		ReadyChecks: []ReadyCheck{
-			{Name: "postgres", Check: pool.Ping},
-			{Name: "kafka", Check: kafka.Ping},
-		},
+		Verifier:         verifier,
+		Resolver:         deps.Accounts.Resolver,
+		Messages:         message.NewRepository(deps.Pool),
+		Sends:            writer,
+		ReadyChecks:      deps.Health.Checks(),
 		MaxSendBodyBytes: cfg.HTTP.MaxSendBodyBytes,
 		MaxBodyBytes:     cfg.HTTP.MaxBodyBytes,
+		MaxJSONDepth:     cfg.HTTP.MaxJSONDepth,
+		MaxHeaderBytes:   cfg.HTTP.MaxHeaderBytes,
 		TenantClaim:      cfg.JWT.TenantClaim,
 		PublishTimeout:   cfg.Kafka.WriteTimeout,
 		ReadTimeout:      cfg.HTTP.ReadTimeout,

@@ -82,7 +82,7 @@ func (s *Server) send(ctx *fasthttp.RequestCtx, claims auth.Claims, pathPNID str
 	}
 
 	st := sendStates.Get().(*sendState)
-	req, payload, apiErr := parseSendRequest(&st.parser, body, claims.TenantID, s.tenantField, st.payload)
+	req, payload, apiErr := parseSendRequest(&st.parser, body, claims.TenantID, s.tenantField, st.payload, s.opts.MaxJSONDepth)
 	st.payload = payload
 	if apiErr != nil {
 		st.release()

@@ -51,13 +51,17 @@ func (f failingSink) WriteMessages(context.Context, ...kafka.Message) error {
 	return f.err
 }
 
-func unitServer(t testing.TB, res AccountResolver, sink Publisher) (*Server, string) {
+func unitServer(t testing.TB, res AccountResolver, sink Publisher, edits ...func(*Options)) (*Server, string) {
 	t.Helper()
 	v, err := auth.NewVerifier(auth.Config{HMACSecret: benchSecret})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(Options{Verifier: v, Resolver: res, Sends: sink, Logger: slog.New(slog.DiscardHandler)})
+	opts := Options{Verifier: v, Resolver: res, Sends: sink, Logger: slog.New(slog.DiscardHandler)}
+	for _, edit := range edits {
+		edit(&opts)
+	}
+	s, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"sync"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -87,57 +86,4 @@ func writeJSON(ctx *fasthttp.RequestCtx, status int, v any) {
 	ctx.SetStatusCode(status)
 	ctx.SetContentType("application/json")
 	ctx.SetBody(b)
-}
-
-// healthz answers 200 while the process serves.
-func (s *Server) healthz(ctx *fasthttp.RequestCtx) {
-	ctx.SetStatusCode(fasthttp.StatusOK)
-	ctx.SetContentType("application/json")
-	ctx.SetBodyString(`{"status":"ok"}`)
-}
-
-// readyz runs every ready check concurrently within ReadyTimeout: 200 when all pass,
-// else 503 naming what is down.
-func (s *Server) readyz(ctx *fasthttp.RequestCtx) {
-	checks := s.opts.ReadyChecks
-	results := make([]error, len(checks))
-	cctx, cancel := context.WithTimeout(context.Background(), s.opts.ReadyTimeout)
-	defer cancel()
-	var wg sync.WaitGroup
-	for i, c := range checks {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() {
-				if p := recover(); p != nil {
-					results[i] = errors.New("check panicked")
-				}
-			}()
-			results[i] = c.Check(cctx)
-		}()
-	}
-	wg.Wait()
-
-	body := readiness{Status: "ready", Checks: make(map[string]string, len(checks))}
-	for i, c := range checks {
-		if results[i] == nil {
-			body.Checks[c.Name] = "ok"
-			continue
-		}
-		body.Checks[c.Name] = "down"
-		body.Down = append(body.Down, c.Name)
-		s.log.Warn("readiness check failed", "check", c.Name, "error", results[i].Error())
-	}
-	status := fasthttp.StatusOK
-	if len(body.Down) > 0 {
-		body.Status, status = "unavailable", fasthttp.StatusServiceUnavailable
-	}
-	writeJSON(ctx, status, body)
-}
-
-// readiness is the body of /readyz.
-type readiness struct {
-	Status string            `json:"status"`
-	Checks map[string]string `json:"checks"`
-	Down   []string          `json:"down,omitempty"`
 }

@@ -140,6 +140,16 @@ func (e *testEnv) graphConfig() graph.Config {
 	return graph.Config{BaseURL: e.fake.URL(), Version: "v22.0", Timeout: 2 * time.Second}
 }
 
+// graphClient is a client of the fake Graph API.
+func (e *testEnv) graphClient() *graph.Client {
+	e.t.Helper()
+	c, err := graph.New(e.graphConfig())
+	if err != nil {
+		e.t.Fatalf("graph.New: %v", err)
+	}
+	return c
+}
+
 // startSender runs a sender until the test ends and returns it.
 func (e *testEnv) startSender(cfg config.Sender, gc graph.Config) *sender.Sender {
 	e.t.Helper()
@@ -152,20 +162,24 @@ func (e *testEnv) startSender(cfg config.Sender, gc graph.Config) *sender.Sender
 // options after the test defaults.
 func (e *testEnv) runSender(cfg config.Sender, gc graph.Config, tune ...func(*sender.Options)) (s *sender.Sender, stop func()) {
 	e.t.Helper()
+	gclient, err := graph.New(gc)
+	if err != nil {
+		e.t.Fatalf("graph.New: %v", err)
+	}
 	opts := sender.Options{
 		Kafka:       e.broker.Cluster(),
 		Config:      cfg,
 		Accounts:    e.resolver,
 		AccountRepo: e.accounts,
 		Messages:    e.messages,
-		Graph:       graph.NewClient(gc),
+		Graph:       gclient,
 		Logger:      testLogger(),
 	}
 	tuneForTests(&opts)
 	for _, f := range tune {
 		f(&opts)
 	}
-	s, err := sender.New(opts)
+	s, err = sender.New(opts)
 	if err != nil {
 		e.t.Fatalf("sender.New: %v", err)
 	}

@@ -1,7 +1,10 @@
 package sender
 
 import (
+	"context"
+	"fmt"
 	"sync"
+	"time"
 
 	"golang.org/x/time/rate"
 )
@@ -25,9 +28,6 @@ type numberLimiters struct {
 }
 
 func newNumberLimiters(defaultMPS int) *numberLimiters {
-	if defaultMPS <= 0 {
-		defaultMPS = 80
-	}
 	return &numberLimiters{byNumber: make(map[string]*rate.Limiter), defaultMPS: defaultMPS}
 }
 
@@ -64,4 +64,29 @@ func (l *numberLimiters) get(phoneNumberID string, mps int) *rate.Limiter {
 		lim.SetBurst(burstFor(mps))
 	}
 	return lim
+}
+
+// wait blocks until phoneNumberID's bucket (at mps) lets one send go, or ctx ends. A
+// send that has to wait is counted in aerogate_rate_limit_waits_total{reason="number"}
+// with how long it waited.
+func (l *numberLimiters) wait(ctx context.Context, phoneNumberID string, mps int) error {
+	r := l.get(phoneNumberID, mps).Reserve()
+	if !r.OK() {
+		return fmt.Errorf("rate limit of number %s: burst exceeded", phoneNumberID)
+	}
+	d := r.Delay()
+	if d <= 0 {
+		return nil
+	}
+	waitsNumber.Inc()
+	waitSecondsNumber.Observe(d.Seconds())
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		r.Cancel()
+		return ctx.Err()
+	}
 }

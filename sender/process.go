@@ -271,6 +271,7 @@ func (s *Sender) handle(j *job) bool {
 				continue
 			}
 			s.stats.skipped.Add(1)
+			sendsSkipped.Inc()
 			return true
 		}
 		// From here the call runs to its end even if the partition is revoked: abandoning
@@ -295,9 +296,14 @@ func (s *Sender) handle(j *job) bool {
 				return s.failForGood(j, acct, gerr)
 			}
 			s.stats.retried.Add(1)
+			countSend(outcomeRetried, gerr.Code)
 			// A pair rate error (131056) delays only this recipient: the lane sleeps,
 			// other recipients of the number keep going.
 			d := retry.Backoff(attempt, s.cfg.RetryBaseDelay, s.cfg.RetryMaxDelay, nil)
+			if action == graph.ActionRetryRecipient {
+				waitsPair.Inc()
+				waitSecondsPair.Observe(d.Seconds())
+			}
 			if d <= s.cfg.InProcessRetryMax {
 				log.Debug("send failed, retrying in process", "action", action, "delay", d)
 				if !retry.Sleep(ctx, d) {
@@ -346,6 +352,9 @@ func (s *Sender) handle(j *job) bool {
 // does not own, or one without an origin) it goes to wa.sends.retry as before.
 func (s *Sender) wait(j *job, acct *account.Account, attempt int, reason string, until *time.Time, e *queue.EnvelopeError) bool {
 	s.stats.waiting.Add(1)
+	if reason == reasonPaused {
+		waitsPaused.Inc()
+	}
 	if j.drain != nil {
 		j.halt = true
 		return false
@@ -384,7 +393,7 @@ func (s *Sender) pace(j *job, acct *account.Account, attempt int) (done, finishe
 	lim := s.limiters.get(acct.PhoneNumberID, acct.ThroughputMPS)
 	d := s.queueOf(j)
 	if d == nil {
-		if err := lim.Wait(ctx); err != nil {
+		if err := s.limiters.wait(ctx, acct.PhoneNumberID, acct.ThroughputMPS); err != nil {
 			return true, false // abandoned: redelivery sends it once
 		}
 		return false, false
@@ -408,6 +417,10 @@ func (s *Sender) pace(j *job, acct *account.Account, attempt int) (done, finishe
 	}
 	r := lim.ReserveN(now, 1)
 	d.mu.Unlock()
+	if delay := r.DelayFrom(now); delay > 0 {
+		waitsNumber.Inc()
+		waitSecondsNumber.Observe(delay.Seconds())
+	}
 	if !retry.Sleep(ctx, r.DelayFrom(now)) {
 		r.Cancel()
 		return true, false
@@ -450,6 +463,7 @@ func (s *Sender) recordSent(j *job, acct *account.Account, res graph.SendResult)
 		return false
 	}
 	s.stats.sent.Add(1)
+	sendsSent.Inc()
 	return true
 }
 
@@ -489,6 +503,7 @@ func (s *Sender) failForGood(j *job, acct *account.Account, e *queue.EnvelopeErr
 	}
 	s.stats.dlq.Add(1)
 	if _, err := uuid.Parse(env.ID); err != nil || env.TenantID == "" {
+		countSend(outcomeFailed, e.Code)
 		// Malformed beyond a row of its own: the dead letter is the whole record.
 		s.log.Warn("malformed envelope to the dead-letter topic", "topic", j.part.Topic, "partition", j.part.ID,
 			"offset", j.offset, "reason", e.Title)
@@ -500,6 +515,7 @@ func (s *Sender) failForGood(j *job, acct *account.Account, e *queue.EnvelopeErr
 		return false
 	}
 	s.stats.failed.Add(1)
+	countSend(outcomeFailed, e.Code)
 	return true
 }
 
@@ -526,6 +542,11 @@ func (s *Sender) park(j *job, attempt int, nb *time.Time, e *queue.EnvelopeError
 		return false
 	}
 	s.stats.parked.Add(1)
+	code := 0
+	if e != nil {
+		code = e.Code
+	}
+	countSend(outcomeParked, code)
 	if s.log.Enabled(context.Background(), slog.LevelDebug) {
 		s.log.Debug("message to the retry topic", "message_id", env.ID, "why", why, "attempt", attempt, "not_before", nb)
 	}

@@ -2,46 +2,32 @@ package sender
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"log/slog"
 	"time"
 
 	"github.com/aerostic/aerogate/config"
-	"github.com/aerostic/aerogate/internal/account"
-	"github.com/aerostic/aerogate/internal/graph"
 	"github.com/aerostic/aerogate/internal/message"
 	"github.com/aerostic/aerogate/internal/queue"
-	"github.com/aerostic/aerogate/internal/store"
+	"github.com/aerostic/aerogate/internal/role"
 )
 
-// Run is the sender role of `aerogate sender` and `aerogate dev`: it builds every
-// dependency from cfg (Postgres pool, token key ring, account repository and resolver
-// kept fresh by LISTEN/NOTIFY, Graph client, Kafka producers and consumer group) and
-// sends until ctx is cancelled; then it finishes or abandons in-flight work (abandoned
-// work is redelivered, never committed past) and returns nil. tune, if any, adjusts the
-// Options before the sender is built (tests shorten the group timeouts with it).
+// Run is the sender role of `aerogate sender` and `aerogate dev`: role.Open checks the
+// keys the sender reads (no jwt.secret) and builds what every role shares (Postgres pool,
+// token key ring, account resolver kept fresh by LISTEN/NOTIFY, the Graph client, the
+// admin listener on admin.addr with /metrics, /healthz and /readyz); Run adds the Kafka
+// producers and consumer group and sends until ctx is cancelled; then it finishes or
+// abandons in-flight work (abandoned work is redelivered, never committed past) and
+// returns nil. tune, if any, adjusts the Options before the sender is built (tests
+// shorten the group timeouts with it).
 func Run(ctx context.Context, cfg config.Config, tune ...func(*Options)) error {
-	log := slog.Default()
-	if len(cfg.Kafka.Brokers) == 0 {
-		return errors.New("sender: kafka.brokers is empty")
-	}
-	pool, err := store.Open(ctx, cfg.Database.URL, cfg.Database.MaxConns)
+	deps, err := role.Open(ctx, cfg, config.RoleSender)
 	if err != nil {
 		return fmt.Errorf("sender: %w", err)
 	}
-	defer pool.Close()
-	accounts, err := account.OpenLiveFromConfig(pool, cfg, log)
-	if err != nil {
-		return fmt.Errorf("sender: %w", err)
-	}
-	defer accounts.Close()
+	defer deps.Close()
 
-	kafka, err := queue.NewCluster(cfg.Kafka)
-	if err != nil {
-		return fmt.Errorf("sender: %w", err)
-	}
-	kafka.ClientID = clientID(cfg.Kafka.ClientID)
+	kafka := deps.Kafka
+	kafka.ClientID = cfg.Kafka.ClientID + "-sender"
 	topics := []string{queue.TopicSends, queue.TopicSendsRetry, queue.TopicSendsDLQ}
 	if err := kafka.EnsureTopics(ctx, topics, cfg.Kafka.Partitions, cfg.Kafka.ReplicationFactor); err != nil {
 		if ctx.Err() != nil {
@@ -51,18 +37,13 @@ func Run(ctx context.Context, cfg config.Config, tune ...func(*Options)) error {
 	}
 
 	opts := Options{
-		Kafka:       kafka,
-		Config:      cfg.Sender,
-		Accounts:    accounts.Resolver,
-		AccountRepo: accounts.Repository,
-		Messages:    message.NewRepository(pool),
-		Graph: graph.NewClient(graph.Config{
-			BaseURL:         cfg.Graph.BaseURL,
-			Version:         cfg.Graph.Version,
-			Timeout:         cfg.Graph.Timeout,
-			MaxConnsPerHost: cfg.Graph.MaxConnsPerHost,
-		}),
-		Logger:         log,
+		Kafka:          kafka,
+		Config:         cfg.Sender,
+		Accounts:       deps.Accounts.Resolver,
+		AccountRepo:    deps.Accounts.Repository,
+		Messages:       message.NewRepository(deps.Pool),
+		Graph:          deps.Graph,
+		Logger:         deps.Log,
 		ProduceTimeout: cfg.Kafka.WriteTimeout,
 		// A revoked partition lets its Graph calls finish before it moves; the group
 		// must wait that long, or the next owner could send them again.
@@ -78,11 +59,4 @@ func Run(ctx context.Context, cfg config.Config, tune ...func(*Options)) error {
 		return err
 	}
 	return s.Run(ctx)
-}
-
-func clientID(base string) string {
-	if base == "" {
-		base = "aerogate"
-	}
-	return base + "-sender"
 }

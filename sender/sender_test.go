@@ -15,7 +15,6 @@ import (
 
 	"github.com/aerostic/aerogate/internal/account"
 	"github.com/aerostic/aerogate/internal/fakemeta"
-	"github.com/aerostic/aerogate/internal/graph"
 	"github.com/aerostic/aerogate/internal/message"
 	"github.com/aerostic/aerogate/internal/queue"
 	"github.com/aerostic/aerogate/sender"
@@ -621,7 +620,7 @@ func TestSenderRefusesDifferentPartitionCounts(t *testing.T) {
 	}
 	s, err := sender.New(sender.Options{
 		Kafka: e.broker.Cluster(), Config: testSenderConfig(), Accounts: e.resolver, AccountRepo: e.accounts,
-		Messages: e.messages, Graph: graph.NewClient(e.graphConfig()), Logger: testLogger(),
+		Messages: e.messages, Graph: e.graphClient(), Logger: testLogger(),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -26,17 +25,14 @@ func TestQuickStart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}
-	bin := filepath.Join(t.TempDir(), "aerogate")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildBinary(t)
 
 	dbURL := storetest.NewEmpty(t)
-	httpAddr, kafkaAddr, graphAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+	httpAddr, kafkaAddr, graphAddr, adminAddr := freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
 	env := append(os.Environ(),
 		"AEROGATE_DATABASE_URL="+dbURL,
 		"AEROGATE_HTTP_ADDR="+httpAddr,
+		"AEROGATE_ADMIN_ADDR="+adminAddr,
 		"AEROGATE_DEV_KAFKA_ADDR="+kafkaAddr,
 		"AEROGATE_DEV_FAKE_GRAPH_ADDR="+graphAddr,
 		"AEROGATE_DEV_DATA_DIR="+t.TempDir(),
@@ -61,14 +57,17 @@ func TestQuickStart(t *testing.T) {
 	})
 
 	base := "http://" + httpAddr
-	waitFor(t, 60*time.Second, func() bool {
-		resp, err := http.Get(base + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
+	// The gateway answers on http.addr, the sender on admin.addr.
+	for _, u := range []string{base + "/readyz", "http://" + adminAddr + "/readyz"} {
+		waitFor(t, 60*time.Second, func() bool {
+			resp, err := http.Get(u)
+			if err != nil {
+				return false
+			}
+			resp.Body.Close()
+			return resp.StatusCode == http.StatusOK
+		})
+	}
 
 	cli := func(args ...string) string {
 		t.Helper()

@@ -18,14 +18,14 @@ import (
 )
 
 func runGateway(ctx context.Context, cfg config.Config, _ *pflag.FlagSet, _ io.Writer) error {
-	if err := cfg.Validate(); err != nil {
+	if err := cfg.ValidateFor(config.RoleGateway); err != nil {
 		return err
 	}
 	return gateway.Run(ctx, cfg)
 }
 
 func runSender(ctx context.Context, cfg config.Config, _ *pflag.FlagSet, _ io.Writer) error {
-	if err := cfg.Validate(); err != nil {
+	if err := cfg.ValidateFor(config.RoleSender); err != nil {
 		return err
 	}
 	return sender.Run(ctx, cfg)
@@ -63,10 +63,14 @@ func runDev(ctx context.Context, cfg config.Config, _ *pflag.FlagSet, _ io.Write
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	slog.Info("aerogate dev ready", "http", cfg.HTTP.Addr, "kafka", cfg.Kafka.Brokers, "graph", cfg.Graph.BaseURL, "config", cfg)
+	slog.Info("aerogate dev ready", "http", cfg.HTTP.Addr, "admin", cfg.Admin.Addr, "kafka", cfg.Kafka.Brokers, "graph", cfg.Graph.BaseURL, "config", cfg)
 
+	// One process, one registry: the gateway answers /metrics, /healthz and /readyz on
+	// http.addr, and the sender on admin.addr (127.0.0.1:8081 unless set).
+	gatewayCfg := cfg
+	gatewayCfg.Admin.Addr = ""
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return roleErr("gateway", gateway.Run(gctx, cfg)) })
+	g.Go(func() error { return roleErr("gateway", gateway.Run(gctx, gatewayCfg)) })
 	g.Go(func() error { return roleErr("sender", sender.Run(gctx, cfg)) })
 	return g.Wait()
 }

@@ -407,3 +407,37 @@ func (r *Repository) Pause(ctx context.Context, accountID string, until time.Tim
 	}
 	return nil
 }
+
+// KeyCheck is the result of test-decrypting one stored token under one key id.
+type KeyCheck struct {
+	KeyID     string
+	AccountID string // the account whose token was tried
+	Err       error  // nil: the key ring decrypts it; else wraps secret.ErrUnknownKey or secret.ErrDecrypt
+}
+
+// CheckTokenKeys test-decrypts one stored token per key id found in whatsapp_accounts,
+// so a process learns at start that its secrets.token_keys cannot read the tokens (keys
+// deleted or regenerated, database kept) instead of when traffic fails. It returns one
+// KeyCheck per key id, ordered by key id; an error only when the table cannot be read.
+func (r *Repository) CheckTokenKeys(ctx context.Context) ([]KeyCheck, error) {
+	rows, err := r.pool.Query(ctx, `SELECT DISTINCT ON (token_key_id) token_key_id, id::text, tenant_id, access_token
+		FROM whatsapp_accounts ORDER BY token_key_id, updated_at DESC`)
+	if err != nil {
+		return nil, fmt.Errorf("reading token key ids: %w", err)
+	}
+	defer rows.Close()
+	var out []KeyCheck
+	for rows.Next() {
+		var kid, id, tenant string
+		var ct []byte
+		if err := rows.Scan(&kid, &id, &tenant, &ct); err != nil {
+			return nil, fmt.Errorf("reading token key ids: %w", err)
+		}
+		_, err := r.keys.Decrypt(ct, tokenAAD(tenant, id))
+		out = append(out, KeyCheck{KeyID: kid, AccountID: id, Err: err})
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("reading token key ids: %w", err)
+	}
+	return out, nil
+}

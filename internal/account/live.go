@@ -2,12 +2,10 @@ package account
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/aerostic/aerogate/config"
 	"github.com/aerostic/aerogate/internal/secret"
 )
 
@@ -42,25 +40,6 @@ func OpenLive(pool *pgxpool.Pool, keys *secret.KeyRing, databaseURL string, opts
 			log.Error("account change notifications stopped", "error", err.Error())
 		}
 	}()
-	return l, nil
-}
-
-// OpenLiveFromConfig is OpenLive with the token keys, database and cache settings of cfg:
-// how the gateway and the sender read accounts.
-func OpenLiveFromConfig(pool *pgxpool.Pool, cfg config.Config, log *slog.Logger) (*Live, error) {
-	keys, err := secret.ParseKeyRing(cfg.Secrets.TokenKeys)
-	if err != nil {
-		return nil, fmt.Errorf("parsing secrets.token_keys: %w", err)
-	}
-	l, err := OpenLive(pool, keys, cfg.Database.URL, ResolverOptions{
-		TTL:         cfg.Accounts.CacheTTL,
-		NegativeTTL: cfg.Accounts.NegativeCacheTTL,
-		MaxEntries:  cfg.Accounts.CacheMaxEntries,
-		Logger:      log,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("building account resolver: %w", err)
-	}
 	return l, nil
 }
 

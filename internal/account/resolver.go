@@ -14,13 +14,26 @@ import (
 
 	"github.com/dgraph-io/ristretto/v2"
 	"golang.org/x/sync/singleflight"
+
+	"github.com/aerostic/aerogate/config"
+	"github.com/aerostic/aerogate/internal/metrics"
+)
+
+// Curried children of the cache families, so a lookup costs one atomic add.
+var (
+	cacheHits          = metrics.AccountCache.WithLabelValues("hit")
+	cacheNegativeHits  = metrics.AccountCache.WithLabelValues("negative_hit")
+	cacheMisses        = metrics.AccountCache.WithLabelValues("miss")
+	invalidatedAccount = metrics.AccountCacheInvalidations.WithLabelValues("account")
+	invalidatedAll     = metrics.AccountCacheInvalidations.WithLabelValues("all")
 )
 
 // ResolverOptions tunes the cache.
 type ResolverOptions struct {
-	TTL         time.Duration // positive entries; default 5m
-	NegativeTTL time.Duration // unknown ids; default 10s
-	MaxEntries  int           // default 100,000
+	// Zero TTL, NegativeTTL and MaxEntries take config.Default()'s accounts settings.
+	TTL         time.Duration // positive entries
+	NegativeTTL time.Duration // unknown ids
+	MaxEntries  int
 	// LoadTimeout bounds one database load shared by concurrent callers; default 5s.
 	LoadTimeout time.Duration
 	// Logger receives Listen's connection events; nil means slog.Default().
@@ -75,14 +88,15 @@ func NewResolver(repo *Repository, opts ResolverOptions) (*Resolver, error) {
 	if repo == nil {
 		return nil, errors.New("account resolver: nil repository")
 	}
+	d := config.Default().Accounts
 	if opts.TTL <= 0 {
-		opts.TTL = 5 * time.Minute
+		opts.TTL = d.CacheTTL
 	}
 	if opts.NegativeTTL <= 0 {
-		opts.NegativeTTL = 10 * time.Second
+		opts.NegativeTTL = d.NegativeCacheTTL
 	}
 	if opts.MaxEntries <= 0 {
-		opts.MaxEntries = 100_000
+		opts.MaxEntries = d.CacheMaxEntries
 	}
 	if opts.LoadTimeout <= 0 {
 		opts.LoadTimeout = 5 * time.Second
@@ -132,10 +146,13 @@ func (r *Resolver) Resolve(ctx context.Context, tenantID, phoneNumberID string) 
 	keyBufs.Put(bp)
 	if ok && e.tenantID == tenantID && e.phoneNumberID == phoneNumberID {
 		if e.acct == nil {
+			cacheNegativeHits.Inc()
 			return nil, ErrNotFound
 		}
+		cacheHits.Inc()
 		return e.acct, nil
 	}
+	cacheMisses.Inc()
 	return r.loadShared(ctx, tenantID, phoneNumberID, cacheKey(tenantID, phoneNumberID))
 }
 
@@ -211,6 +228,7 @@ func (r *Resolver) Invalidate(tenantID, phoneNumberID string) {
 		r.group.Load().Forget(k)
 	}
 	r.mu.Unlock()
+	invalidatedAccount.Inc()
 	r.notify(keys[:n]...)
 }
 
@@ -261,6 +279,7 @@ func (r *Resolver) InvalidateAll() {
 	// arriving from now on from joining them.
 	r.group.Store(new(singleflight.Group))
 	r.mu.Unlock()
+	invalidatedAll.Inc()
 	r.notify()
 }
 

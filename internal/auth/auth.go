@@ -4,7 +4,9 @@
 package auth
 
 import (
+	"cmp"
 	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"slices"
@@ -14,6 +16,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/aerostic/aerogate/internal/jsonguard"
 )
 
 // ErrUnauthorized is wrapped by every verification failure. Its message never contains
@@ -41,6 +45,8 @@ var (
 	ErrClaimsInvalid       = reason("claims invalid")
 	ErrTenantClaimMissing  = reason("tenant claim missing")
 	ErrTenantClaimInvalid  = reason("tenant claim invalid")
+	ErrCriticalHeader      = reason("critical header extension not supported")
+	ErrDuplicateKey        = reason("token JSON names a key twice")
 )
 
 // refusal is a verification failure: a fixed reason that unwraps to ErrUnauthorized.
@@ -56,8 +62,11 @@ const (
 	DefaultTenantClaim = "tenantId"
 	// DefaultCacheSize is the verified-token cache size when Config.CacheSize is 0.
 	DefaultCacheSize = 100_000
-	// MaxTokenBytes bounds the tokens Verify looks at; a tenant JWT is a few hundred bytes.
+	// MaxTokenBytes is the default bound on the tokens Verify looks at (Config.MaxTokenBytes);
+	// a tenant JWT is a few hundred bytes.
 	MaxTokenBytes = 8 << 10
+	// maxTokenJSONDepth bounds the nesting of a token's header and claims.
+	maxTokenJSONDepth = 16
 	// MaxTenantIDBytes bounds the tenant claim.
 	MaxTenantIDBytes = 128
 	// MinHMACSecretBytes is the shortest HS256/384/512 secret accepted.
@@ -79,6 +88,9 @@ type Config struct {
 	TenantClaim string // default "tenantId"
 	Leeway      time.Duration
 	CacheSize   int // verified-token cache entries; default 100,000; negative disables the cache
+	// MaxTokenBytes is the largest token looked at; default MaxTokenBytes. The gateway
+	// sets it to its header buffer size, so the two limits agree.
+	MaxTokenBytes int
 
 	// Now is the clock tokens are checked against; nil means time.Now. Tests move it.
 	Now func() time.Time
@@ -93,10 +105,11 @@ type Claims struct {
 
 // Verifier checks tokens. It is safe for concurrent use.
 type Verifier struct {
-	parser  *jwt.Parser
-	allowed []string
-	hmac    []byte
-	keys    map[string]*publicKey
+	parser   *jwt.Parser
+	maxToken int
+	allowed  []string
+	hmac     []byte
+	keys     map[string]*publicKey
 	// only is the key a token without kid uses: set when exactly one public key is loaded.
 	only   *publicKey
 	claim  string
@@ -135,17 +148,21 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 	if cfg.Leeway < 0 {
 		return nil, errors.New("auth: leeway must not be negative")
 	}
+	if cfg.MaxTokenBytes < 0 {
+		return nil, errors.New("auth: max token bytes must not be negative")
+	}
 	claim := cfg.TenantClaim
 	if claim == "" {
 		claim = DefaultTenantClaim
 	}
 
 	v := &Verifier{
-		allowed: slices.Clone(algs),
-		claim:   claim,
-		now:     cfg.Now,
-		keys:    make(map[string]*publicKey),
-		issuer:  cfg.Issuer,
+		maxToken: cmp.Or(cfg.MaxTokenBytes, MaxTokenBytes),
+		allowed:  slices.Clone(algs),
+		claim:    claim,
+		now:      cfg.Now,
+		keys:     make(map[string]*publicKey),
+		issuer:   cfg.Issuer,
 	}
 	if v.now == nil {
 		v.now = time.Now
@@ -194,6 +211,9 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 	}
 
 	opts := []jwt.ParserOption{
+		// Canonical base64url only: a last character with non-zero unused bits would
+		// give every token several spellings (and cache entries) with one signature.
+		jwt.WithStrictDecoding(),
 		jwt.WithValidMethods(v.allowed),
 		jwt.WithExpirationRequired(),
 		jwt.WithIssuedAt(),
@@ -213,12 +233,16 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 }
 
 // Verify checks a compact JWS token and returns its claims, or an error wrapping
-// ErrUnauthorized. The tenant claim must be a non-empty string.
+// ErrUnauthorized. The tenant claim must be a non-empty string. Decoding is strict:
+// canonical base64url in every segment, header and claims strict JSON (no duplicate
+// keys, nesting bounded), and no crit header. So a token has exactly one spelling that
+// verifies, and the cache, keyed by a hash of the verified bytes, holds one entry per
+// token however many spellings are tried.
 func (v *Verifier) Verify(token []byte) (Claims, error) {
 	if len(token) == 0 {
 		return Claims{}, ErrTokenMissing
 	}
-	if len(token) > MaxTokenBytes {
+	if len(token) > v.maxToken {
 		return Claims{}, ErrTokenTooLarge
 	}
 	var sum [sha256.Size]byte
@@ -239,6 +263,9 @@ func (v *Verifier) Verify(token []byte) (Claims, error) {
 }
 
 func (v *Verifier) verify(token string) (Claims, error) {
+	if err := checkJSONSegments(token); err != nil {
+		return Claims{}, err
+	}
 	mc := jwt.MapClaims{}
 	tok, err := v.parser.ParseWithClaims(token, mc, v.keyfn)
 	if err != nil {
@@ -254,6 +281,38 @@ func (v *Verifier) verify(token string) (Claims, error) {
 	}
 	sub, _ := mc["sub"].(string)
 	return Claims{TenantID: tenant, Subject: sub, ExpiresAt: exp.Time}, nil
+}
+
+// strictSegment is the decoding of a token's segments: unpadded base64url whose last
+// character carries no stray bits.
+var strictSegment = base64.RawURLEncoding.Strict()
+
+// checkJSONSegments decodes the header and claims of a compact JWS strictly and checks
+// their JSON before golang-jwt reads it: encoding/json lets the last of two equal keys
+// win, so {"tenantId":"a","tenantId":"b"} would otherwise be read as tenant b by this
+// code and perhaps as tenant a by another.
+func checkJSONSegments(token string) error {
+	header, rest, ok := strings.Cut(token, ".")
+	claims, sig, ok2 := strings.Cut(rest, ".")
+	if !ok || !ok2 || strings.Contains(sig, ".") {
+		return ErrTokenMalformed
+	}
+	var buf []byte
+	for _, seg := range [2]string{header, claims} {
+		var err error
+		buf, err = strictSegment.AppendDecode(buf[:0], []byte(seg))
+		if err != nil {
+			return ErrTokenMalformed
+		}
+		switch jsonguard.CheckUnique(buf, maxTokenJSONDepth) {
+		case nil:
+		case jsonguard.ErrDuplicateKey:
+			return ErrDuplicateKey
+		default:
+			return ErrTokenMalformed
+		}
+	}
+	return nil
 }
 
 // tenantClaim takes the tenant id out of the claims: a non-empty string of printable
@@ -292,7 +351,13 @@ func checkTenantID(s string) error {
 }
 
 // key picks the verification key for a token whose alg is already on the allow-list.
+// golang-jwt calls it before checking the signature.
 func (v *Verifier) key(t *jwt.Token) (any, error) {
+	if _, ok := t.Header["crit"]; ok {
+		// RFC 7515 §4.1.11: a recipient that does not understand every listed extension
+		// must refuse the token, and this one understands none.
+		return nil, ErrCriticalHeader
+	}
 	alg := t.Method.Alg()
 	if !slices.Contains(v.allowed, alg) {
 		return nil, ErrAlgorithmNotAllowed
@@ -329,7 +394,7 @@ func (v *Verifier) key(t *jwt.Token) (any, error) {
 // classify turns a golang-jwt error into one of this package's reasons. The order
 // matters when several apply: the first that a client can act on wins.
 func (v *Verifier) classify(tok *jwt.Token, mc jwt.MapClaims, err error) error {
-	for _, r := range []error{ErrAlgorithmNotAllowed, ErrKeyIDMissing, ErrUnknownKeyID, ErrKeyMismatch, ErrTokenMalformed} {
+	for _, r := range []error{ErrCriticalHeader, ErrAlgorithmNotAllowed, ErrKeyIDMissing, ErrUnknownKeyID, ErrKeyMismatch, ErrTokenMalformed} {
 		if errors.Is(err, r) {
 			return r
 		}

@@ -4,6 +4,14 @@ import (
 	"crypto/sha256"
 	"sync"
 	"time"
+
+	"github.com/aerostic/aerogate/internal/metrics"
+)
+
+// Curried children of the JWT cache family: a lookup costs one atomic add.
+var (
+	jwtCacheHits   = metrics.JWTCache.WithLabelValues("hit")
+	jwtCacheMisses = metrics.JWTCache.WithLabelValues("miss")
 )
 
 // tokenCache holds verified claims keyed by the SHA-256 of the whole token. A full
@@ -50,6 +58,7 @@ func (c *tokenCache) get(key *[sha256.Size]byte, now time.Time) (Claims, bool) {
 	cl, ok := s.m[*key]
 	s.mu.RUnlock()
 	if !ok {
+		jwtCacheMisses.Inc()
 		return Claims{}, false
 	}
 	if !now.Before(cl.ExpiresAt) {
@@ -59,8 +68,10 @@ func (c *tokenCache) get(key *[sha256.Size]byte, now time.Time) (Claims, bool) {
 			delete(s.m, *key)
 		}
 		s.mu.Unlock()
+		jwtCacheMisses.Inc()
 		return Claims{}, false
 	}
+	jwtCacheHits.Inc()
 	return cl, true
 }
 

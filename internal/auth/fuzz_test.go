@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/aerostic/aerogate/internal/jsonguard"
 )
 
 // signedWith reports, independently of golang-jwt, whether tok is an HS256 JWS whose
@@ -50,6 +52,9 @@ func FuzzVerify(f *testing.F) {
 		sign(f, hs, secret, "", claims(map[string]any{"exp": 1e300})),
 		"eyJhbGciOiJub25lIn0.eyJ0ZW5hbnRJZCI6InQifQ.",
 		"", ".", "..", "a.b.c", "e30.e30.", "\x00\xff",
+		signRaw(`{"alg":"HS256","crit":["exp"]}`, body, secret),
+		signRaw(hdr, `{"tenantId":"t-2","tenantId":"t-1","exp":1893557045}`, secret),
+		signRaw(`{"alg":"HS256","alg":"HS256"}`, body, secret),
 	}
 	for _, s := range seeds {
 		f.Add([]byte(s))
@@ -69,6 +74,26 @@ func FuzzVerify(f *testing.F) {
 			}
 			if !signedWith(tok, secret) {
 				t.Fatalf("verified a token not signed with the secret: %q", tok)
+			}
+			// One spelling per token: every segment is canonical base64url, and header
+			// and claims are strict JSON without a repeated key or crit.
+			for i, seg := range bytes.Split(tok, []byte(".")) {
+				dec, err := base64.RawURLEncoding.DecodeString(string(seg))
+				if err != nil || base64.RawURLEncoding.EncodeToString(dec) != string(seg) {
+					t.Fatalf("verified a token with a non-canonical segment %q", seg)
+				}
+				if i < 2 && jsonguard.CheckUnique(dec, 64) != nil {
+					t.Fatalf("verified a token with segment %q: %v", dec, jsonguard.CheckUnique(dec, 64))
+				}
+				if i == 0 {
+					var h map[string]any
+					if err := json.Unmarshal(dec, &h); err != nil {
+						t.Fatalf("verified a token whose header does not decode: %v", err)
+					}
+					if _, crit := h["crit"]; crit {
+						t.Fatalf("verified a token with crit: %s", dec)
+					}
+				}
 			}
 			if checkTenantID(c.TenantID) != nil {
 				t.Fatalf("verified token with bad tenant %q", c.TenantID)

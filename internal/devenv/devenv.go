@@ -24,6 +24,10 @@ import (
 
 const keysFile = "keys.json"
 
+// AdminAddr is where `aerogate dev` serves the sender's /metrics, /healthz and /readyz
+// when admin.addr is not set (the gateway answers them on http.addr).
+const AdminAddr = "127.0.0.1:8081"
+
 // Keys are the secrets dev generates once and keeps in its data directory, so that
 // `aerogate token` and `aerogate accounts` agree with the running dev server.
 type Keys struct {
@@ -132,6 +136,9 @@ type Env struct {
 // rewrites cfg to point at what it started. Close the Env when done.
 func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Env, error) {
 	cfg.DevMode = true
+	if cfg.Admin.Addr == "" {
+		cfg.Admin.Addr = AdminAddr
+	}
 	k, err := LoadOrCreateKeys(cfg.Dev.DataDir)
 	if err != nil {
 		return nil, err

@@ -20,26 +20,31 @@ import (
 
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fastjson"
+
+	"github.com/aerostic/aerogate/config"
+	"github.com/aerostic/aerogate/internal/jsonguard"
+	"github.com/aerostic/aerogate/internal/metrics"
 )
 
-// Config configures the client.
+// Config configures the client. Zero fields take config.Default()'s graph settings
+// (the one place defaults live).
 type Config struct {
 	BaseURL         string        // https://graph.facebook.com, or the fake
-	Version         string        // default v22.0
-	Timeout         time.Duration // per request; default 15s
-	MaxConnsPerHost int           // default 1024
+	Version         string        // like v22.0
+	Timeout         time.Duration // per request
+	MaxConnsPerHost int
 }
 
-// Defaults.
 const (
-	DefaultBaseURL         = "https://graph.facebook.com"
-	DefaultVersion         = "v22.0"
-	DefaultTimeout         = 15 * time.Second
-	DefaultMaxConnsPerHost = 1024
-
 	maxResponseBytes = 64 << 10
 	maxFieldLen      = 300 // longest Title/Details/Type kept from an answer
 	maxPhoneIDLen    = 32
+)
+
+// Configuration errors of New, so a caller can name the setting that is wrong.
+var (
+	ErrBaseURL = errors.New("invalid graph base url")
+	ErrVersion = errors.New("invalid graph version")
 )
 
 // Action is what a caller does about an error.
@@ -237,35 +242,39 @@ type Client struct {
 	hc      *fasthttp.HostClient
 	prefix  string // scheme://host/[path/]version/
 	timeout time.Duration
-	err     error // invalid configuration: every send fails with it
 }
+
+// sendDuration is the latency child of SendMessage's Graph calls.
+var sendDuration = metrics.GraphDuration.WithLabelValues("send_message")
 
 var versionRE = regexp.MustCompile(`^v[0-9]{1,3}\.[0-9]{1,3}$`)
 
 // New returns a client, or an error naming what is wrong with cfg.
 func New(cfg Config) (*Client, error) {
+	d := config.Default().Graph
 	if cfg.BaseURL == "" {
-		cfg.BaseURL = DefaultBaseURL
+		cfg.BaseURL = d.BaseURL
 	}
 	if cfg.Version == "" {
-		cfg.Version = DefaultVersion
+		cfg.Version = d.Version
 	}
 	if cfg.Timeout <= 0 {
-		cfg.Timeout = DefaultTimeout
+		cfg.Timeout = d.Timeout
 	}
 	if cfg.MaxConnsPerHost <= 0 {
-		cfg.MaxConnsPerHost = DefaultMaxConnsPerHost
+		cfg.MaxConnsPerHost = d.MaxConnsPerHost
 	}
+	// The URL is never quoted: its user info, if any, may be a credential.
 	u, err := url.Parse(cfg.BaseURL)
 	if err != nil {
-		return nil, fmt.Errorf("graph base url: %w", err)
+		return nil, fmt.Errorf("%w: not a URL", ErrBaseURL)
 	}
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
-		u.RawQuery != "" || u.Fragment != "" {
-		return nil, fmt.Errorf("graph base url %q: want http(s)://host[:port][/path]", cfg.BaseURL)
+		u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
+		return nil, fmt.Errorf("%w: want http(s)://host[:port][/path] without user info, query or fragment", ErrBaseURL)
 	}
 	if !versionRE.MatchString(cfg.Version) {
-		return nil, fmt.Errorf("graph version %q: want vNN.N", cfg.Version)
+		return nil, fmt.Errorf("%w %q: want vNN.N", ErrVersion, cfg.Version)
 	}
 	isTLS := u.Scheme == "https"
 	addr := u.Host
@@ -299,16 +308,6 @@ func New(cfg Config) (*Client, error) {
 	}, nil
 }
 
-// NewClient returns a client. With an invalid cfg (see New) every SendMessage fails
-// with a retriable *Error naming the problem, rather than the process crashing.
-func NewClient(cfg Config) *Client {
-	c, err := New(cfg)
-	if err != nil {
-		return &Client{err: err}
-	}
-	return c
-}
-
 // SendMessage posts payload (a Cloud API message body) to
 // {base}/{version}/{phoneNumberID}/messages with the account's bearer token.
 // Errors are *Error.
@@ -317,9 +316,6 @@ func NewClient(cfg Config) *Client {
 // digits, or a payload that is not a JSON object, as code 100 (fail); an empty or
 // malformed token as code 190 (stop the account).
 func (c *Client) SendMessage(ctx context.Context, phoneNumberID, token string, payload []byte) (SendResult, error) {
-	if c.err != nil {
-		return SendResult{}, &Error{Title: "invalid graph client configuration: " + c.err.Error(), cause: c.err}
-	}
 	if !validPhoneNumberID(phoneNumberID) {
 		return SendResult{}, &Error{HTTPStatus: fasthttp.StatusBadRequest, Code: CodeInvalidParameter,
 			Title: "invalid phone number id (not sent)"}
@@ -350,7 +346,10 @@ func (c *Client) SendMessage(ctx context.Context, phoneNumberID, token string, p
 	req.Header.Set(fasthttp.HeaderAuthorization, "Bearer "+token)
 	req.SetBodyRaw(payload)
 
-	if err := c.hc.DoDeadline(req, resp, deadline); err != nil {
+	start := time.Now()
+	err := c.hc.DoDeadline(req, resp, deadline)
+	sendDuration.Observe(time.Since(start).Seconds())
+	if err != nil {
 		return SendResult{}, transportError(ctx, err)
 	}
 	status := resp.StatusCode()
@@ -386,6 +385,11 @@ var parsers fastjson.ParserPool
 
 // parseSuccess reads messages[0].id (required) and contacts[0].wa_id of Meta's answer.
 func parseSuccess(status int, body []byte) (SendResult, error) {
+	// The structure guard first: fastjson's parser builds an error message per level
+	// (up to 600) on a deep body it refuses, milliseconds for one hostile answer.
+	if jsonguard.Check(body, jsonguard.DefaultMaxDepth) != nil {
+		return SendResult{}, &Error{HTTPStatus: status, Title: "invalid success response: " + snippet(body)}
+	}
 	p := parsers.Get()
 	defer parsers.Put(p)
 	v, err := p.ParseBytes(body)

@@ -1,0 +1,255 @@
+// Package role is what every aerogate process does before its own work, in one place:
+// check the configuration keys the role reads, build every component that can refuse a
+// value (so a bad value fails at start, naming its key), open the Postgres pool, the
+// token key ring and the account resolver kept fresh by LISTEN/NOTIFY, check the brokers
+// and the stored tokens' keys, and answer /metrics, /healthz and /readyz.
+//
+// A role's Run calls Open, uses what it returns, and calls Close when it is done:
+//
+//	deps, err := role.Open(ctx, cfg, config.RoleSender)
+//	if err != nil {
+//		return fmt.Errorf("sender: %w", err)
+//	}
+//	defer deps.Close()
+package role
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/aerostic/aerogate/config"
+	"github.com/aerostic/aerogate/internal/account"
+	"github.com/aerostic/aerogate/internal/graph"
+	"github.com/aerostic/aerogate/internal/queue"
+	"github.com/aerostic/aerogate/internal/secret"
+	"github.com/aerostic/aerogate/internal/store"
+)
+
+// startCheckTimeout bounds each check Open makes of a dependency that may be down at
+// start without stopping the process (the brokers, the stored tokens' keys): what it
+// finds shows on /readyz.
+const startCheckTimeout = 5 * time.Second
+
+// listenWait bounds how long Open waits for the account listener to connect.
+const listenWait = 3 * time.Second
+
+// usesGraph are the roles that call the Graph API, so Open builds a client for them.
+var usesGraph = []config.Role{config.RoleSender}
+
+// Deps is what Open built for a role. Fields a role does not use are nil.
+type Deps struct {
+	Config   config.Config
+	Log      *slog.Logger // slog.Default() with role=<name>
+	Pool     *pgxpool.Pool
+	Keys     *secret.KeyRing
+	Accounts *account.Live
+	Kafka    queue.Cluster // brokers, client id, TLS and SASL
+	Graph    *graph.Client // for roles that call Graph (the sender)
+	Health   *Health       // postgres, kafka, account_listener, token_keys
+
+	admin   *Admin
+	stopped chan struct{}
+	stop    context.CancelFunc
+}
+
+// Open validates the keys role reads (config.ValidateFor), builds the components that
+// can refuse a value, opens the pool and the live account resolver, checks the brokers
+// and the stored tokens' keys (failures there make the process unready, not fail), and
+// starts the admin listener when admin.addr is set. Errors name the key at fault where
+// one is. Close releases everything.
+func Open(ctx context.Context, cfg config.Config, role config.Role) (_ *Deps, err error) {
+	if err := cfg.ValidateFor(role); err != nil {
+		return nil, err
+	}
+	log := slog.Default().With("role", string(role))
+	keys, err := secret.ParseKeyRing(cfg.Secrets.TokenKeys)
+	if err != nil {
+		return nil, &config.KeyError{Key: "secrets.token_keys", Err: err}
+	}
+	cluster, err := queue.NewCluster(cfg.Kafka)
+	if err != nil {
+		return nil, err
+	}
+	var gc *graph.Client
+	if slices.Contains(usesGraph, role) {
+		if gc, err = NewGraphClient(cfg.Graph); err != nil {
+			return nil, err
+		}
+	}
+
+	d := &Deps{Config: cfg, Log: log, Keys: keys, Kafka: cluster, Graph: gc, stopped: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			d.Close()
+		}
+	}()
+	if d.Pool, err = store.Open(ctx, cfg.Database.URL, cfg.Database.MaxConns); err != nil {
+		return nil, err
+	}
+	d.Accounts, err = account.OpenLive(d.Pool, keys, cfg.Database.URL, account.ResolverOptions{
+		TTL:         cfg.Accounts.CacheTTL,
+		NegativeTTL: cfg.Accounts.NegativeCacheTTL,
+		MaxEntries:  cfg.Accounts.CacheMaxEntries,
+		Logger:      log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("building account resolver: %w", err)
+	}
+
+	// Serve from caches that invalidations reach: give the listener a moment to connect
+	// (it keeps trying in the background, and /readyz shows it until it does).
+	waitListening(ctx, d.Accounts.Resolver, listenWait)
+
+	pctx, cancel := context.WithTimeout(ctx, startCheckTimeout)
+	if err := cluster.Ping(pctx); err != nil {
+		log.Warn("kafka brokers do not answer; not ready until they do", "brokers", cluster.Brokers, "error", err.Error())
+	}
+	cancel()
+
+	tokens := &tokenKeyCheck{repo: d.Accounts.Repository, log: log}
+	kctx, cancel := context.WithTimeout(ctx, startCheckTimeout)
+	_ = tokens.check(kctx) // logs what it finds; /readyz reports it
+	cancel()
+
+	resolver := d.Accounts.Resolver
+	d.Health = NewHealth(log,
+		Check{Name: "postgres", Check: d.Pool.Ping},
+		Check{Name: "kafka", Check: cluster.Ping},
+		Check{Name: "account_listener", Check: func(context.Context) error {
+			if !resolver.Listening() {
+				return errors.New("not listening for account changes")
+			}
+			return nil
+		}},
+		Check{Name: "token_keys", Check: tokens.check, Public: true},
+	)
+	lctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	d.stop = stop
+	go func() {
+		defer close(d.stopped)
+		d.Health.Watch(lctx, watchInterval)
+	}()
+
+	if cfg.Admin.Addr != "" {
+		if d.admin, err = ServeAdmin(cfg.Admin.Addr, d.Health, log); err != nil {
+			return nil, &config.KeyError{Key: "admin.addr", Err: err}
+		}
+	}
+	return d, nil
+}
+
+// Close stops the admin listener and the readiness watch, then releases the account
+// resolver and the pool. It is safe on a partly opened Deps.
+func (d *Deps) Close() {
+	if d.admin != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := d.admin.Shutdown(ctx); err != nil {
+			d.Log.Warn("admin listener shutdown", "error", err.Error())
+		}
+		cancel()
+	}
+	if d.stop != nil {
+		d.stop()
+		<-d.stopped
+	}
+	if d.Accounts != nil {
+		d.Accounts.Close()
+	}
+	if d.Pool != nil {
+		d.Pool.Close()
+	}
+}
+
+// AdminAddr is the admin listener's address, or "" when admin.addr is not set.
+func (d *Deps) AdminAddr() string {
+	if d.admin == nil {
+		return ""
+	}
+	return d.admin.Addr()
+}
+
+// NewGraphClient builds the Graph client from the graph section, naming the key at
+// fault when graph.New refuses a value.
+func NewGraphClient(c config.Graph) (*graph.Client, error) {
+	gc, err := graph.New(graph.Config{
+		BaseURL:         c.BaseURL,
+		Version:         c.Version,
+		Timeout:         c.Timeout,
+		MaxConnsPerHost: c.MaxConnsPerHost,
+	})
+	switch {
+	case errors.Is(err, graph.ErrBaseURL):
+		return nil, &config.KeyError{Key: "graph.base_url", Err: err}
+	case errors.Is(err, graph.ErrVersion):
+		return nil, &config.KeyError{Key: "graph.version", Err: err}
+	case err != nil:
+		return nil, fmt.Errorf("building graph client: %w", err)
+	}
+	return gc, nil
+}
+
+// tokenKeyCheck is the token_keys readiness check: at start it test-decrypts one stored
+// token per key id, and the process is not ready while any key id's token cannot be
+// decrypted by secrets.token_keys. Keys change only with a restart, so the answer is
+// kept; only a failure to read the table is tried again.
+type tokenKeyCheck struct {
+	repo *account.Repository
+	log  *slog.Logger
+
+	mu     sync.Mutex
+	done   bool
+	result error
+}
+
+func (t *tokenKeyCheck) check(ctx context.Context) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.done {
+		t.run(ctx)
+	}
+	return t.result
+}
+
+func (t *tokenKeyCheck) run(ctx context.Context) {
+	checks, err := t.repo.CheckTokenKeys(ctx)
+	if err != nil {
+		t.result = errors.New("could not read the stored tokens' key ids")
+		t.log.Warn("checking token keys against stored tokens", "error", err.Error())
+		return
+	}
+	t.done = true
+	var bad []string
+	for _, c := range checks {
+		if c.Err == nil {
+			continue
+		}
+		bad = append(bad, strconv.Quote(c.KeyID))
+		why := "no key with this id in secrets.token_keys"
+		if !errors.Is(c.Err, secret.ErrUnknownKey) {
+			why = "the key with this id in secrets.token_keys does not decrypt it"
+		}
+		t.log.Error("stored access tokens cannot be decrypted; not ready", "key_id", c.KeyID,
+			"account_id", c.AccountID, "reason", why)
+	}
+	t.result = nil
+	if len(bad) > 0 {
+		t.result = fmt.Errorf("no configured token key decrypts the stored tokens of key id %s", strings.Join(bad, ", "))
+	}
+}
+
+// waitListening returns once r listens for account changes, or after d, or when ctx ends.
+func waitListening(ctx context.Context, r *account.Resolver, d time.Duration) {
+	deadline := time.Now().Add(d)
+	for !r.Listening() && time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
+}
