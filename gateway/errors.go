@@ -47,6 +47,7 @@ var (
 	errInvalidMessageObject   = &apiError{http.StatusBadRequest, "invalid_message_object", "the object named by type is missing or has the wrong shape (contacts is an array, every other type an object)"}
 	errInvalidPhoneNumberID   = &apiError{http.StatusBadRequest, "invalid_phone_number_id", "phone_number_id must be 1 to 64 letters, digits, '-', '_' or '.'"}
 	errPhoneNumberIDMismatch  = &apiError{http.StatusBadRequest, "phone_number_id_mismatch", "phone_number_id in the body differs from the one in the path"}
+	errInvalidPriority        = &apiError{http.StatusBadRequest, "invalid_priority", `priority (body field or X-Aerogate-Priority header) must be "urgent" or "normal"`}
 	errInvalidIdempotencyKey  = &apiError{http.StatusBadRequest, "invalid_idempotency_key", "Idempotency-Key must be 1 to 255 printable ASCII characters"}
 	errInvalidGraphAPIVersion = &apiError{http.StatusBadRequest, "invalid_version", "the Graph API version in the path must look like v22.0"}
 )

@@ -13,6 +13,7 @@ import (
 type sendRequest struct {
 	to            []byte // as sent, e.g. "+15551234567"
 	phoneNumberID []byte // from the body; nil when absent
+	urgent        bool   // the body's "priority" is "urgent"
 	msgType       string
 	// payload is the Cloud API body to forward: the body itself, or, when it held
 	// aerogate-only fields, the body re-marshalled once without them.
@@ -196,6 +197,18 @@ func parseSendRequest(p *fastjson.Parser, body []byte, tenant string, tenantFiel
 		strip = true
 	}
 
+	// "priority" is aerogate's, not Meta's: "urgent" or "normal", taken out of the payload.
+	if pr := obj.Get("priority"); pr != nil {
+		var ok bool
+		if pr.Type() == fastjson.TypeString {
+			req.urgent, ok = parsePriority(pr.GetStringBytes())
+		}
+		if !ok {
+			return req, payloadBuf, errInvalidPriority
+		}
+		strip = true
+	}
+
 	if !strip {
 		// Without surrounding whitespace, the payload starts with '{' as consumers expect.
 		req.payload = trimJSONSpace(body)
@@ -205,6 +218,7 @@ func parseSendRequest(p *fastjson.Parser, body []byte, tenant string, tenantFiel
 	for _, name := range tenantFields {
 		obj.Del(name)
 	}
+	obj.Del("priority")
 	payloadBuf = v.MarshalTo(payloadBuf[:0])
 	req.payload = payloadBuf
 	return req, payloadBuf, nil
@@ -321,4 +335,16 @@ func trimJSONSpace(b []byte) []byte {
 		b = b[:len(b)-1]
 	}
 	return b
+}
+
+// parsePriority reads a send's priority: "urgent" (true) or "normal" (false); ok is
+// false for anything else.
+func parsePriority(b []byte) (urgent, ok bool) {
+	switch string(b) {
+	case "urgent":
+		return true, true
+	case "normal":
+		return false, true
+	}
+	return false, false
 }

@@ -53,6 +53,9 @@ type messageStatus struct {
 	AcceptedAt     time.Time       `json:"accepted_at"`
 	SentAt         *time.Time      `json:"sent_at,omitempty"`
 	UpdatedAt      time.Time       `json:"updated_at"`
+	// ExpectedSendAt: while queued, when the message is expected to be sent (absent
+	// while its account cannot send).
+	ExpectedSendAt *time.Time `json:"expected_send_at,omitempty"`
 }
 
 type messageFailure struct {
@@ -72,6 +75,10 @@ func statusOf(m *message.Message) messageStatus {
 	if m.SentAt != nil {
 		t := m.SentAt.UTC()
 		out.SentAt = &t
+	}
+	if m.Status == message.StatusQueued && m.ExpectedSendAt != nil {
+		t := m.ExpectedSendAt.UTC()
+		out.ExpectedSendAt = &t
 	}
 	return out
 }
