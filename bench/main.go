@@ -1,6 +1,7 @@
 // Command bench measures aerogate on this machine: `go run ./bench gateway` compares the
 // send API with a bare fasthttp handler; `go run ./bench e2e` measures sends from gateway
-// accept to the fake Graph API's receipt. Results go to bench/results/ as JSON and markdown.
+// accept to the fake Graph API's receipt; `go run ./bench fair` runs a campaign on one
+// number while other tenants of its partition send one message at a time. Results go to bench/results/ as JSON and markdown.
 package main
 
 import (
@@ -36,11 +37,17 @@ type options struct {
 	trace      string  // gateway: runtime trace of the open-loop runs
 	allocs     string  // gateway: allocation profiles before and after the open-loop runs
 	baseline   bool    // gateway: run the bare handler in open loop too
+
+	campaign      int           // fair: campaign size
+	campaignMPS   int           // fair: the campaign number's throughput_mps
+	campaignRate  float64       // fair: requests/s the campaign is submitted at
+	others        int           // fair: other tenants in the campaign's partition
+	otherInterval time.Duration // fair: how often each of them sends
 }
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: go run ./bench gateway|e2e [flags]")
+		fmt.Fprintln(os.Stderr, "usage: go run ./bench gateway|e2e|fair [flags]")
 		os.Exit(2)
 	}
 	scenario := os.Args[1]
@@ -63,6 +70,11 @@ func main() {
 	fs.StringVar(&o.trace, "trace", "", "gateway: write a runtime trace of the open-loop runs to this file")
 	fs.StringVar(&o.allocs, "allocprofile", "", "gateway: write allocation profiles taken before (FILE.before) and after (FILE) the open-loop runs; compare with go tool pprof -diff_base")
 	fs.BoolVar(&o.baseline, "baseline", true, "gateway: also run the bare handler in open loop at the highest rate")
+	fs.IntVar(&o.campaign, "campaign", 20000, "fair: messages in the campaign")
+	fs.IntVar(&o.campaignMPS, "campaign-mps", 80, "fair: throughput_mps of the campaign's number (and the others')")
+	fs.Float64Var(&o.campaignRate, "campaign-rate", 2000, "fair: requests/s the campaign is submitted at")
+	fs.IntVar(&o.others, "others", 20, "fair: other tenants whose sends share the campaign's partition")
+	fs.DurationVar(&o.otherInterval, "other-interval", time.Second, "fair: each other tenant sends one message this often")
 	_ = fs.Parse(os.Args[2:])
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 
@@ -85,6 +97,8 @@ func main() {
 		rep, err = runGateway(ctx, o)
 	case "e2e":
 		rep, err = runE2E(ctx, o)
+	case "fair":
+		rep, err = runFair(ctx, o)
 	default:
 		err = fmt.Errorf("unknown scenario %q", scenario)
 	}
