@@ -353,9 +353,6 @@ func (d *drain) run() {
 // job makes the released row r a job of the lanes.
 func (d *drain) job(r message.ParkedRow) *job {
 	env, bad := decodeSend(r.Envelope)
-	if bad == nil && env.TenantID != d.tenant {
-		bad = errors.New("parked send of another tenant")
-	}
 	return &job{part: d.q.part, offset: r.Seq, env: env, bad: bad, key: keyOf(env), origin: r.Seq,
 		drain: d, row: r.ParkedKey, urgent: r.Urgent}
 }

@@ -13,11 +13,67 @@
 // different lanes run at once, and a partition has at most MaxInFlight messages fetched
 // but unfinished, so a slow partition applies back-pressure instead of buffering.
 //
-// Per message: resolve the account (never a token from the envelope), wait if it cannot
-// send, claim the row in Postgres, wait for the number's token bucket, call Graph,
-// record the outcome. A message is finished when it is sent, skipped (already final),
-// failed for good into wa.sends.dlq, or handed to wa.sends.retry with the write
-// acknowledged; only then may its offset be committed.
+// Per message: resolve the account (never a token from the envelope), queue it if it
+// cannot go soon (below), take the number's token, claim the row in Postgres, call Graph
+// (paced once more, see calls), record the outcome. A message is finished when it is
+// sent, skipped (already final), failed for good into wa.sends.dlq, handed to
+// wa.sends.retry with the write acknowledged, or written to its number's queue; only then
+// may its offset be committed.
+//
+// # Fair sending: a per-number queue off the partition's path
+//
+// Sends are keyed by tenant, so many tenants share a partition and its MaxInFlight
+// window. A send that must wait for its number would hold a slot that other tenants'
+// sends need: a campaign of thousands on an 80 mps number would fill the window and hold
+// the partition for minutes. So a send waits in the partition only while its number's
+// bucket frees a token within ParkAfter (250 ms). Otherwise — and when its account
+// cannot send (token expired or refused with 190, needs reconnecting) or its number is
+// paused — it is parked: written to its number's queue in Postgres (message.Park: a row
+// of parked_sends keyed by partition, phone number id and seq, the send's offset in its
+// wa.sends partition, so a number's rows are in order of arrival and a send parked twice
+// after a redelivery lands on its own row; urgent sends have priority 0). Parks from many
+// lanes share multi-row inserts (message.Batcher), the message moves to queued with an
+// expected send time in the same transaction, and the send's offset is committed only
+// after that write. Once a number has anything parked, or a park in flight, its new
+// sends park behind it, whatever the bucket says: that is what keeps a recipient's later
+// messages behind its parked earlier ones (the simple, safe rule: per number rather than
+// per recipient).
+//
+// # Who drains a number: the owner of the tenant's partition
+//
+// A number's sends all arrive on one wa.sends partition (its tenant's), so the instance
+// the consumer group gives that partition runs the number's drain (drain.go), as it
+// already paces the number's bucket in memory. No lease in Postgres is needed, and none
+// could be cheaper: the group already makes one instance the owner, and a rebalance ends
+// the old owner's generation — its drains stopped and their Graph calls finished
+// (sendsPartition.Close waits for them) — before the new owner's partitions start and
+// read their queues (partQueues.load, before the partition's first message). One drain
+// per number at a time follows, across instances and rebalances. A crashed owner's
+// sends in flight are covered by their claims' leases as for any send. (A number moved
+// to another tenant in another partition would have a queue per partition: not
+// supported.)
+//
+// A drain releases its number's rows in order at the number's rate: it reads a page of
+// about a quarter second of sends (urgent rows first, then the others, each by seq),
+// takes the number's token for each and hands it to its recipient's lane, so the send
+// goes the same way as any (claim, call, record); a finished send's row is deleted
+// (a crash before the delete releases it again, and its claim skips it). Rules that keep
+// the order: a released send whose account turns out stopped or paused stays in its row
+// and halts the drain (the sends released after it stay too) until every release has
+// settled and the account can send; a send parked below what the drain already read (one
+// back from the retry topic) starts a new epoch: the older releases not yet started stay
+// in their rows, and the drain reads again from the top once they settled. An urgent
+// send whose recipient already has sends parked is parked behind them, not urgent
+// (message.parkSQL). The Graph calls are paced again right before the call (calls):
+// batched claims make released sends reach Graph in clumps, and the second bucket keeps
+// every second within the number's rate plus its 1/20 s burst.
+//
+// A stopped account's drain waits for the account-change notification every instance
+// receives (account.Resolver.Watch, fed by LISTEN/NOTIFY), checking again every
+// paused_retry_delay in case one was missed; a paused number's until the pause ends.
+// Nothing cycles through wa.sends.retry meanwhile. wa.sends.retry is left to Graph
+// errors retried later than InProcessRetryMax, and to sends whose wa.sends partition
+// this instance does not own.
 //
 // # Exactly one Graph call per message, and the window where it is two
 //
@@ -30,7 +86,9 @@
 // in flight, or answered but not yet recorded as sent, when the process died is claimed
 // again once its lease lapsed, and sent again. That is at most the Graph calls in
 // flight at the moment of the crash: at most MaxInFlight per partition the process
-// owned, and in practice the calls of the lanes that were at their Graph step. A call that
+// owned plus, per number it was draining, the drain's window of released sends
+// (twice the number's rate, at most 1000), and in practice the calls of the lanes that
+// were at their Graph step. A call that
 // times out without an answer is retried too (Meta may have taken it): that is Meta's
 // at-least-once, not the sender's.
 //
@@ -53,7 +111,11 @@
 // Per partition: at most MaxInFlight fetched-but-unfinished messages (the fetch loop
 // blocks on a slot), plus kafka-go's prefetch queue (min(MaxInFlight, 1000) messages,
 // one fetch of at most 10 MiB). Lanes, the parked set and the delay queue hold only
-// those messages.
+// those messages, and the drains' released sends. Per number with a queue: its drain's
+// state and at most its window of released sends and one page read (whatever the
+// backlog in Postgres: the drain reads pages). The drain states of a partition's numbers
+// are kept until the partition moves (one small struct per number that was ever
+// parked in this generation).
 package sender
 
 import (

@@ -662,6 +662,25 @@ func (b *Batcher) flushLoop() {
 // otherwise fail every message that shared its batch), each request is retried on its
 // own so that only the bad one gets the error.
 func (b *Batcher) flush(batch []request) {
+	// Parks are written in a transaction of their own (see write): split them off, so
+	// that each part is answered once, whatever happens to the other.
+	var parks, rest []request
+	for _, r := range batch {
+		if r.kind == kindPark {
+			parks = append(parks, r)
+		} else {
+			rest = append(rest, r)
+		}
+	}
+	if len(parks) > 0 && len(rest) > 0 {
+		b.flushPart(parks)
+		b.flushPart(rest)
+		return
+	}
+	b.flushPart(batch)
+}
+
+func (b *Batcher) flushPart(batch []request) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	err := b.write(ctx, batch)
@@ -717,13 +736,17 @@ func (b *Batcher) write(ctx context.Context, batch []request) error {
 	if len(failed) > 0 {
 		pb.Queue(markFailedSQL, failedColumns(failed)...)
 	}
-	parkRes := make([]ParkResult, len(parks))
-	queueParks(pb, parks, parkRes)
 	if len(unparks) > 0 {
 		queueUnparks(pb, unparks)
 	}
-	// One pipeline, one implicit transaction: a parked row and its queued status are
-	// written together or not at all.
+	// A pipeline is one implicit transaction. Every statement takes its message rows'
+	// locks in id order, but two statements of one transaction take two rounds of
+	// them, which can deadlock with the gateway's accepted insert of the same rows:
+	// parks (a parked row and its queued status, written together or not at all) come
+	// right after their accept, so flush gives them a write, and a transaction, of
+	// their own.
+	parkRes := make([]ParkResult, len(parks))
+	queueParks(pb, parks, parkRes)
 	if err := b.repo.pool.SendBatch(ctx, pb).Close(); err != nil {
 		return fmt.Errorf("writing %d claims, %d sent, %d failed, %d parked, %d unparked: %w",
 			len(claims), len(sent), len(failed), len(parks), len(unparks), err)
