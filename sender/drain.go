@@ -94,7 +94,7 @@ func (q *partQueues) get(phone, tenant string) *drain {
 	}
 	d, ok := q.drains[phone]
 	if !ok {
-		d = &drain{q: q, phone: phone, tenant: tenant, holding: map[int64]struct{}{}, wake: make(chan struct{}, 1), readMax: -1}
+		d = &drain{q: q, phone: phone, tenant: tenant, holding: map[int64]struct{}{}, wake: make(chan struct{}, 1), readMax: -1, sentMax: -1}
 		q.drains[phone] = d
 	}
 	return d
@@ -152,6 +152,9 @@ type drain struct {
 	// released: epoch moves on, the released sends of older epochs that have not
 	// started stay in their rows (stale), and the drain starts over once they settled.
 	readMax int64
+	// sentMax is the highest seq released since then: every ordinary row below it that
+	// is not held was finished and deleted, so the next read starts there.
+	sentMax int64
 	epoch   uint64
 	stale   bool
 	// reread: an urgent row arrived; the rest of the page waits for the next read.
@@ -207,14 +210,16 @@ func (d *drain) dropSeries() {
 	d.gauge, d.own = nil, false
 }
 
-// estimate is when a send parked now would be sent: after the rows ahead of it at the
-// number's rate (urgent: after the urgent rows only).
+// estimate is when a send parked now would be sent: after the sends ahead of it at the
+// number's rate (urgent: after the urgent rows only). Ahead are the rows parked, those
+// being parked (fetched before it, or alongside: a slight overestimate) and those
+// released.
 func (d *drain) estimate(now time.Time, mps int, urgent bool) time.Time {
 	if mps <= 0 {
 		mps = d.q.s.cfg.DefaultThroughputMPS
 	}
 	d.mu.Lock()
-	ahead := d.rows + int64(len(d.holding))
+	ahead := d.rows + int64(d.parking) + int64(len(d.holding))
 	if urgent {
 		ahead = d.urgent
 	}
@@ -268,7 +273,7 @@ func (d *drain) run() {
 			if d.waitUntilSettled() {
 				d.mu.Lock()
 				d.halted, d.stale = false, false
-				d.readMax = -1
+				d.readMax, d.sentMax = -1, -1
 				d.mu.Unlock()
 			}
 			continue
@@ -281,14 +286,18 @@ func (d *drain) run() {
 			continue
 		}
 		holding := make([]int64, 0, len(d.holding))
+		// Every ordinary row below from was released and finished (deleted): one that
+		// was not made the drain start over (halted, stale), which resets sentMax.
+		from := d.sentMax + 1
 		for seq := range d.holding {
 			holding = append(holding, seq)
+			from = min(from, seq)
 		}
 		seen := d.parks
 		d.mu.Unlock()
 
 		ctx, cancel := context.WithTimeout(q.ctx, 30*time.Second)
-		rows, err := s.opts.Messages.ParkedPage(ctx, q.id, d.phone, holding, min(page, room))
+		rows, err := s.opts.Messages.ParkedPage(ctx, q.id, d.phone, holding, max(from, 0), min(page, room))
 		cancel()
 		if err != nil {
 			if q.ctx.Err() != nil {
@@ -307,6 +316,7 @@ func (d *drain) run() {
 				d.halted = false
 				d.dropSeries() // removed when empty
 				d.rows, d.urgent = 0, 0
+				d.readMax, d.sentMax = -1, -1
 				d.oldest = time.Time{}
 				d.mu.Unlock()
 				log.Debug("drain finished")
@@ -342,6 +352,9 @@ func (d *drain) run() {
 				break // (the token is lost: one send's worth of pace)
 			}
 			d.holding[r.Seq] = struct{}{}
+			if !r.Urgent {
+				d.sentMax = max(d.sentMax, r.Seq)
+			}
 			d.mu.Unlock()
 			j := d.job(r)
 			j.epoch = epoch
@@ -470,6 +483,7 @@ func (d *drain) settle(j *job, finished, halt bool) {
 			s.log.Warn("deleting released parked send", "message_id", j.env.ID, "err", err)
 			if !retry.Sleep(d.q.ctx, retry.Backoff(attempt, s.cfg.RetryBaseDelay, transientMaxDelay, nil)) {
 				finished = false // the row stays; its next release skips it
+				halt = true      // and the drain reads from the top again for it
 				break
 			}
 		}

@@ -74,7 +74,7 @@ func TestParkedQueueOrderAndStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	page, err := repo.ParkedPage(ctx, 2, "n1", nil, 10)
+	page, err := repo.ParkedPage(ctx, 2, "n1", nil, 0, 10)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,9 +85,13 @@ func TestParkedQueueOrderAndStatus(t *testing.T) {
 	if fmt.Sprint(got) != "[20 10 11 12 21]" {
 		t.Errorf("page = %v, want the urgent row first, then the rest in order", got)
 	}
-	page, err = repo.ParkedPage(ctx, 2, "n1", []int64{20, 10}, 2)
+	page, err = repo.ParkedPage(ctx, 2, "n1", []int64{20, 10}, 0, 2)
 	if err != nil || len(page) != 2 || page[0].Seq != 11 || page[1].Seq != 12 {
 		t.Errorf("page without the held rows, limit 2: %+v, %v", page, err)
+	}
+	page, err = repo.ParkedPage(ctx, 2, "n1", nil, 12, 10)
+	if err != nil || len(page) != 3 || page[0].Seq != 20 || page[1].Seq != 12 || page[2].Seq != 21 {
+		t.Errorf("page from seq 12: %+v, %v; want the urgent row and the ordinary ones from 12", page, err)
 	}
 
 	// Status only moves forward: a claimed message is not queued again.
@@ -171,7 +175,7 @@ func BenchmarkParkedWrites(b *testing.B) {
 					b.Fatal(err)
 				}
 				pg1 := postgresCPU()
-				if _, err := repo.ParkedPage(ctx, 1, "pn-campaign", nil, n); err != nil {
+				if _, err := repo.ParkedPage(ctx, 1, "pn-campaign", nil, 0, n); err != nil {
 					b.Fatal(err)
 				}
 				pg2 := postgresCPU()
