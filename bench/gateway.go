@@ -173,18 +173,20 @@ func parseFractions(s string) ([]float64, error) {
 // startBare serves the baseline: a fasthttp handler that answers what the gateway answers
 // and does nothing else.
 func startBare() (string, func(), error) {
+	return startBareWith(func(ctx *fasthttp.RequestCtx) {
+		ctx.SetStatusCode(fasthttp.StatusAccepted)
+		ctx.SetContentType("application/json")
+		ctx.SetBodyString(`{"id":"0192f0c4-6d1e-7b3a-9c5e-1f2a3b4c5d6e","status":"accepted"}`)
+	})
+}
+
+// startBareWith serves h on a fasthttp server of its own, for the baselines.
+func startBareWith(h fasthttp.RequestHandler) (string, func(), error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", nil, err
 	}
-	srv := &fasthttp.Server{
-		Handler: func(ctx *fasthttp.RequestCtx) {
-			ctx.SetStatusCode(fasthttp.StatusAccepted)
-			ctx.SetContentType("application/json")
-			ctx.SetBodyString(`{"id":"0192f0c4-6d1e-7b3a-9c5e-1f2a3b4c5d6e","status":"accepted"}`)
-		},
-		NoDefaultServerHeader: true,
-	}
+	srv := &fasthttp.Server{Handler: h, NoDefaultServerHeader: true}
 	go func() { _ = srv.Serve(ln) }()
 	return ln.Addr().String(), func() { _ = srv.Shutdown() }, nil
 }

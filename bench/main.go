@@ -1,7 +1,9 @@
 // Command bench measures aerogate on this machine: `go run ./bench gateway` compares the
 // send API with a bare fasthttp handler; `go run ./bench e2e` measures sends from gateway
-// accept to the fake Graph API's receipt; `go run ./bench fair` runs a campaign on one
-// number while other tenants of its partition send one message at a time. Results go to bench/results/ as JSON and markdown.
+// accept to the fake Graph API's receipt; `go run ./bench webhooks` compares signed webhook
+// POSTs at the edge with a bare fasthttp handler and measures ingest's stored items per
+// second; `go run ./bench fair` runs a campaign on one number while other tenants of its
+// partition send one message at a time. Results go to bench/results/ as JSON and markdown.
 package main
 
 import (
@@ -37,6 +39,8 @@ type options struct {
 	trace      string  // gateway: runtime trace of the open-loop runs
 	allocs     string  // gateway: allocation profiles before and after the open-loop runs
 	baseline   bool    // gateway: run the bare handler in open loop too
+	// webhooks: bodies (an inbound message and a status each) in ingest's backlog
+	ingestBodies int
 
 	campaign      int           // fair: campaign size
 	campaignMPS   int           // fair: the campaign number's throughput_mps
@@ -47,7 +51,7 @@ type options struct {
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: go run ./bench gateway|e2e|fair [flags]")
+		fmt.Fprintln(os.Stderr, "usage: go run ./bench gateway|e2e|webhooks|fair [flags]")
 		os.Exit(2)
 	}
 	scenario := os.Args[1]
@@ -70,6 +74,7 @@ func main() {
 	fs.StringVar(&o.trace, "trace", "", "gateway: write a runtime trace of the open-loop runs to this file")
 	fs.StringVar(&o.allocs, "allocprofile", "", "gateway: write allocation profiles taken before (FILE.before) and after (FILE) the open-loop runs; compare with go tool pprof -diff_base")
 	fs.BoolVar(&o.baseline, "baseline", true, "gateway: also run the bare handler in open loop at the highest rate")
+	fs.IntVar(&o.ingestBodies, "ingest-bodies", 20000, "webhooks: webhook bodies in ingest's backlog (an inbound message and a status each)")
 	fs.IntVar(&o.campaign, "campaign", 20000, "fair: messages in the campaign")
 	fs.IntVar(&o.campaignMPS, "campaign-mps", 80, "fair: throughput_mps of the campaign's number (and the others')")
 	fs.Float64Var(&o.campaignRate, "campaign-rate", 2000, "fair: requests/s the campaign is submitted at")
@@ -97,6 +102,8 @@ func main() {
 		rep, err = runGateway(ctx, o)
 	case "e2e":
 		rep, err = runE2E(ctx, o)
+	case "webhooks":
+		rep, err = runWebhooks(ctx, o)
 	case "fair":
 		rep, err = runFair(ctx, o)
 	default:

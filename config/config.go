@@ -12,21 +12,24 @@ import (
 // environment variable of a key is AEROGATE_ + the path in upper snake case
 // (http.addr → AEROGATE_HTTP_ADDR). These names are a contract: add keys, rename none.
 type Config struct {
-	HTTP          HTTP     `koanf:"http"`
-	Admin         Admin    `koanf:"admin"`
-	Database      Database `koanf:"database"`
-	Kafka         Kafka    `koanf:"kafka"`
-	Dev           Dev      `koanf:"dev"`
-	Graph         Graph    `koanf:"graph"`
-	JWT           JWT      `koanf:"jwt"`
-	Meta          Meta     `koanf:"meta"`
-	PublicBaseURL string   `koanf:"public_base_url"`
-	Proxy         Proxy    `koanf:"proxy"`
-	Frontend      Frontend `koanf:"frontend"`
-	Secrets       Secrets  `koanf:"secrets"`
-	Accounts      Accounts `koanf:"accounts"`
-	Sender        Sender   `koanf:"sender"`
-	Log           Log      `koanf:"log"`
+	HTTP          HTTP       `koanf:"http"`
+	Admin         Admin      `koanf:"admin"`
+	Database      Database   `koanf:"database"`
+	Kafka         Kafka      `koanf:"kafka"`
+	Dev           Dev        `koanf:"dev"`
+	Graph         Graph      `koanf:"graph"`
+	JWT           JWT        `koanf:"jwt"`
+	Meta          Meta       `koanf:"meta"`
+	PublicBaseURL string     `koanf:"public_base_url"`
+	Proxy         Proxy      `koanf:"proxy"`
+	Frontend      Frontend   `koanf:"frontend"`
+	Onboarding    Onboarding `koanf:"onboarding"`
+	Secrets       Secrets    `koanf:"secrets"`
+	Accounts      Accounts   `koanf:"accounts"`
+	Sender        Sender     `koanf:"sender"`
+	Webhooks      Webhooks   `koanf:"webhooks"`
+	Ingest        Ingest     `koanf:"ingest"`
+	Log           Log        `koanf:"log"`
 
 	// DevMode is set by `aerogate dev`, not by configuration: it relaxes the rules
 	// for keys that dev generates itself (jwt.secret, secrets.token_keys).
@@ -140,10 +143,36 @@ type JWT struct {
 
 // Meta is the Meta app.
 type Meta struct {
-	AppID       string `koanf:"app_id"`
-	AppSecret   string `koanf:"app_secret"`
-	ConfigID    string `koanf:"config_id"`
-	VerifyToken string `koanf:"verify_token"`
+	AppID     string `koanf:"app_id"`
+	AppSecret string `koanf:"app_secret"`
+	// AppSecrets are more app secrets webhook signatures are checked against, for
+	// rotation: a webhook signed with any of them or AppSecret is taken.
+	AppSecrets  []string `koanf:"app_secrets"`
+	ConfigID    string   `koanf:"config_id"`
+	VerifyToken string   `koanf:"verify_token"`
+	// DialogBaseURL is the host of the Embedded Signup dialog URL (dev: the fake).
+	DialogBaseURL string `koanf:"dialog_base_url"`
+}
+
+// WebhookSecrets returns every app secret a webhook signature may be made with:
+// meta.app_secret, then meta.app_secrets.
+func (m Meta) WebhookSecrets() []string {
+	var out []string
+	if m.AppSecret != "" {
+		out = append(out, m.AppSecret)
+	}
+	for _, s := range m.AppSecrets {
+		if s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Onboarding configures Embedded Signup.
+type Onboarding struct {
+	// StateTTL is how long an OAuth state handed to a front end stays usable.
+	StateTTL time.Duration `koanf:"state_ttl"`
 }
 
 // Proxy configures the backend proxy for /api/*.
@@ -185,6 +214,28 @@ type Sender struct {
 	PausedRetryDelay time.Duration `koanf:"paused_retry_delay"`
 	// DefaultThroughputMPS is used for an account that has none.
 	DefaultThroughputMPS int `koanf:"default_throughput_mps"`
+}
+
+// Webhooks configures the edge that takes Meta's webhooks (on the gateway, and as
+// `aerogate webhooks`).
+type Webhooks struct {
+	// Addr is where `aerogate webhooks` listens (the gateway serves the same route on
+	// http.addr).
+	Addr string `koanf:"addr"`
+	// MaxBodyBytes is the largest webhook body taken (413 above); Meta sends up to 3 MB.
+	MaxBodyBytes int `koanf:"max_body_bytes"`
+}
+
+// Ingest configures the role that stores what Meta's webhooks say.
+type Ingest struct {
+	GroupID string `koanf:"group_id"`
+	// MaxInFlight bounds webhook bodies fetched but not yet stored, per partition.
+	MaxInFlight int `koanf:"max_in_flight"`
+	// BatchMax is the most webhook bodies stored in one Postgres transaction.
+	BatchMax int `koanf:"batch_max"`
+	// PendingStatusTTL is how long a status whose wamid no message has waits for the
+	// sender to record it before it is dropped.
+	PendingStatusTTL time.Duration `koanf:"pending_status_ttl"`
 }
 
 // Log configures logging.
@@ -235,7 +286,9 @@ func Default() Config {
 			Leeway:      30 * time.Second,
 			CacheSize:   100_000,
 		},
+		Meta:          Meta{DialogBaseURL: "https://www.facebook.com"},
 		PublicBaseURL: "https://api.aerostic.com",
+		Onboarding:    Onboarding{StateTTL: 10 * time.Minute},
 		Accounts: Accounts{
 			CacheTTL:         5 * time.Minute,
 			NegativeCacheTTL: 10 * time.Second,
@@ -250,6 +303,16 @@ func Default() Config {
 			InProcessRetryMax:    5 * time.Second,
 			PausedRetryDelay:     time.Minute,
 			DefaultThroughputMPS: 80,
+		},
+		Webhooks: Webhooks{
+			Addr:         "127.0.0.1:8082",
+			MaxBodyBytes: 3 << 20,
+		},
+		Ingest: Ingest{
+			GroupID:          "aerogate-ingest",
+			MaxInFlight:      256,
+			BatchMax:         100,
+			PendingStatusTTL: 24 * time.Hour,
 		},
 		Log: Log{Level: "info", Format: "text"},
 	}

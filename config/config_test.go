@@ -352,7 +352,11 @@ func TestValidateFor(t *testing.T) {
 		{name: "gateway with bad graph settings", roles: []Role{RoleGateway}, edit: func(c *Config) {
 			c.Graph.BaseURL = "https://user@graph.facebook.com"
 			c.Graph.Timeout = 0
-		}},
+		}, keys: []string{"graph.base_url", "graph.timeout"}}, // Embedded Signup calls Graph
+		{name: "gateway with bad onboarding settings", roles: []Role{RoleGateway}, edit: func(c *Config) {
+			c.Onboarding.StateTTL = 0
+			c.Meta.DialogBaseURL = "www.facebook.com"
+		}, keys: []string{"onboarding.state_ttl", "meta.dialog_base_url"}},
 		{name: "sender with bad graph settings", roles: []Role{RoleSender}, edit: func(c *Config) {
 			c.Graph.BaseURL = "https://user@graph.facebook.com"
 			c.Graph.Timeout = 0

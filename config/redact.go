@@ -20,6 +20,12 @@ func (c Config) Redacted() Config {
 	r.Kafka.SASL.Password = redactString(c.Kafka.SASL.Password)
 	r.Meta.AppSecret = redactString(c.Meta.AppSecret)
 	r.Meta.VerifyToken = redactString(c.Meta.VerifyToken)
+	if c.Meta.AppSecrets != nil {
+		r.Meta.AppSecrets = make([]string, len(c.Meta.AppSecrets))
+		for i, s := range c.Meta.AppSecrets {
+			r.Meta.AppSecrets[i] = redactString(s)
+		}
+	}
 	if c.Secrets.TokenKeys != nil {
 		r.Secrets.TokenKeys = make([]string, len(c.Secrets.TokenKeys))
 		for i, spec := range c.Secrets.TokenKeys {

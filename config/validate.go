@@ -21,6 +21,10 @@ import (
 // TokenKeySize is the size of a secrets.token_keys key (AES-256).
 const TokenKeySize = 32
 
+// maxWebhookBodyBytes keeps a webhook record under the max.message.bytes aerogate gives
+// wa.webhooks (8 MiB), with room for the record's own overhead.
+const maxWebhookBodyBytes = 7 << 20
+
 // minHeaderBytes is the smallest http.max_header_bytes: room for a request line, a
 // few headers and a small JWT.
 const minHeaderBytes = 1 << 10
@@ -32,15 +36,22 @@ type Role string
 
 // The roles that ValidateFor knows.
 const (
-	RoleGateway Role = "gateway"
-	RoleSender  Role = "sender"
+	RoleGateway  Role = "gateway"
+	RoleSender   Role = "sender"
+	RoleIngest   Role = "ingest"
+	RoleWebhooks Role = "webhooks"
 )
 
 // roleSections are the configuration sections (the first part of a key) each role reads;
 // ValidateFor checks only those.
 var roleSections = map[Role][]string{
-	RoleGateway: {"http", "admin", "database", "kafka", "jwt", "secrets", "accounts", "log"},
-	RoleSender:  {"admin", "database", "kafka", "graph", "secrets", "accounts", "sender", "log"},
+	// The gateway calls Graph for Embedded Signup and the test message.
+	RoleGateway: {"http", "admin", "database", "kafka", "jwt", "secrets", "accounts", "log",
+		"graph", "meta", "public_base_url", "frontend", "onboarding", "webhooks"},
+	RoleSender: {"admin", "database", "kafka", "graph", "meta", "secrets", "accounts", "sender", "log"},
+	RoleIngest: {"admin", "database", "kafka", "secrets", "accounts", "ingest", "log"},
+	// The standalone webhook edge needs Kafka and the Meta app's secrets, no database.
+	RoleWebhooks: {"http", "admin", "kafka", "meta", "webhooks", "log"},
 }
 
 // KeyError is one problem with one configuration key. Its message starts with the key.
@@ -53,7 +64,7 @@ func (e *KeyError) Error() string { return e.Key + ": " + e.Err.Error() }
 func (e *KeyError) Unwrap() error { return e.Err }
 
 // ValidateFor checks the keys that the given roles read, and nothing else: a sender
-// needs no jwt.secret, a gateway no graph settings. Problems are joined as in Validate.
+// needs no jwt.secret, a gateway no sender settings. Problems are joined as in Validate.
 func (c Config) ValidateFor(roles ...Role) error {
 	want := map[string]bool{}
 	for _, r := range roles {
@@ -177,6 +188,10 @@ func (c Config) problems() []*KeyError {
 		httpURL(fmt.Sprintf("proxy.upstreams[%d]", i), u, true)
 	}
 	httpURL("frontend.redirect_url", c.Frontend.RedirectURL, false)
+	httpURL("meta.dialog_base_url", c.Meta.DialogBaseURL, true)
+	if d := c.Onboarding.StateTTL; d < time.Minute || d > 24*time.Hour {
+		bad("onboarding.state_ttl", "must be 1m-24h, got %s", d)
+	}
 
 	if len(c.Secrets.TokenKeys) == 0 && !c.DevMode {
 		bad("secrets.token_keys", "required outside dev mode: at least one kid:base64key (32 bytes)")
@@ -213,6 +228,17 @@ func (c Config) problems() []*KeyError {
 	if n := c.Sender.DefaultThroughputMPS; n < 1 || n > 1000 {
 		bad("sender.default_throughput_mps", "must be 1-1000, got %d", n)
 	}
+
+	hostPort("webhooks.addr", c.Webhooks.Addr, false)
+	if n := c.Webhooks.MaxBodyBytes; n <= 0 || n > maxWebhookBodyBytes {
+		bad("webhooks.max_body_bytes", "must be 1-%d, got %d", maxWebhookBodyBytes, n)
+	}
+	if c.Ingest.GroupID == "" {
+		bad("ingest.group_id", "required")
+	}
+	positive("ingest.max_in_flight", c.Ingest.MaxInFlight)
+	positive("ingest.batch_max", c.Ingest.BatchMax)
+	positiveDur("ingest.pending_status_ttl", c.Ingest.PendingStatusTTL)
 
 	if !slices.Contains([]string{"debug", "info", "warn", "error"}, strings.ToLower(c.Log.Level)) {
 		bad("log.level", "must be debug, info, warn or error, got %q", c.Log.Level)

@@ -17,25 +17,26 @@ type apiError struct {
 func (e *apiError) Error() string { return e.code + ": " + e.message }
 
 var (
-	errMissingToken     = &apiError{http.StatusUnauthorized, "unauthorized", "missing bearer token in the Authorization header"}
-	errInvalidToken     = &apiError{http.StatusUnauthorized, "unauthorized", "invalid or expired token"}
-	errTenantMismatch   = &apiError{http.StatusForbidden, "tenant_mismatch", "tenantId does not match the token's tenant"}
-	errNotFound         = &apiError{http.StatusNotFound, "not_found", "no such route"}
-	errMethodNotAllowed = &apiError{http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed on this route"}
-	errAccountNotFound  = &apiError{http.StatusNotFound, "account_not_found", "no WhatsApp account with that phone_number_id for this tenant"}
-	errNoDefaultAccount = &apiError{http.StatusNotFound, "account_not_found", "this tenant has no default WhatsApp account; name a phone_number_id"}
-	errMessageNotFound  = &apiError{http.StatusNotFound, "message_not_found", "no message with that id for this tenant"}
-	errTokenExpired     = &apiError{http.StatusConflict, "account_token_expired", "the WhatsApp account's access token has expired; reconnect or refresh it"}
-	errNeedsReconnect   = &apiError{http.StatusConflict, "account_needs_reconnect", "the WhatsApp account must be reconnected"}
-	errBodyTooLarge     = &apiError{http.StatusRequestEntityTooLarge, "body_too_large", "request body exceeds the size limit"}
-	errQueueUnavailable = &apiError{http.StatusServiceUnavailable, "queue_unavailable", "the message was not queued; nothing was sent: retry"}
-	errQueueTimeout     = &apiError{http.StatusGatewayTimeout, "queue_timeout", "the queue did not confirm the message in time: it may have been accepted and may still be sent; check GET /v1/messages/{id}, or retry with the same Idempotency-Key (a retry without one may send twice)"}
-	errKeyReused        = &apiError{http.StatusUnprocessableEntity, "idempotency_key_reused", "this Idempotency-Key was first used with another request (path, phone_number_id or body); nothing was sent"}
-	errUnavailable      = &apiError{http.StatusServiceUnavailable, "unavailable", "a dependency is unavailable; retry"}
-	errInternal         = &apiError{http.StatusInternalServerError, "internal_error", "internal error"}
-	errBadRequest       = &apiError{http.StatusBadRequest, "bad_request", "malformed request"}
-	errRequestTimeout   = &apiError{http.StatusRequestTimeout, "request_timeout", "timed out reading the request"}
-	errHeaderTooLarge   = &apiError{http.StatusRequestHeaderFieldsTooLarge, "headers_too_large", "request headers are too large"}
+	errMissingToken        = &apiError{http.StatusUnauthorized, "unauthorized", "missing bearer token in the Authorization header"}
+	errInvalidToken        = &apiError{http.StatusUnauthorized, "unauthorized", "invalid or expired token"}
+	errTenantMismatch      = &apiError{http.StatusForbidden, "tenant_mismatch", "tenantId does not match the token's tenant"}
+	errNotFound            = &apiError{http.StatusNotFound, "not_found", "no such route"}
+	errMethodNotAllowed    = &apiError{http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed on this route"}
+	errAccountNotFound     = &apiError{http.StatusNotFound, "account_not_found", "no WhatsApp account with that phone_number_id for this tenant"}
+	errNoDefaultAccount    = &apiError{http.StatusNotFound, "account_not_found", "this tenant has no default WhatsApp account; name a phone_number_id"}
+	errMessageNotFound     = &apiError{http.StatusNotFound, "message_not_found", "no message with that id for this tenant"}
+	errTokenExpired        = &apiError{http.StatusConflict, "account_token_expired", "the WhatsApp account's access token has expired; reconnect or refresh it"}
+	errNeedsReconnect      = &apiError{http.StatusConflict, "account_needs_reconnect", "the WhatsApp account must be reconnected"}
+	errAccountDisconnected = &apiError{http.StatusConflict, "account_disconnected", "the WhatsApp account was disconnected; connect it again with Embedded Signup"}
+	errBodyTooLarge        = &apiError{http.StatusRequestEntityTooLarge, "body_too_large", "request body exceeds the size limit"}
+	errQueueUnavailable    = &apiError{http.StatusServiceUnavailable, "queue_unavailable", "the message was not queued; nothing was sent: retry"}
+	errQueueTimeout        = &apiError{http.StatusGatewayTimeout, "queue_timeout", "the queue did not confirm the message in time: it may have been accepted and may still be sent; check GET /v1/messages/{id}, or retry with the same Idempotency-Key (a retry without one may send twice)"}
+	errKeyReused           = &apiError{http.StatusUnprocessableEntity, "idempotency_key_reused", "this Idempotency-Key was first used with another request (path, phone_number_id or body); nothing was sent"}
+	errUnavailable         = &apiError{http.StatusServiceUnavailable, "unavailable", "a dependency is unavailable; retry"}
+	errInternal            = &apiError{http.StatusInternalServerError, "internal_error", "internal error"}
+	errBadRequest          = &apiError{http.StatusBadRequest, "bad_request", "malformed request"}
+	errRequestTimeout      = &apiError{http.StatusRequestTimeout, "request_timeout", "timed out reading the request"}
+	errHeaderTooLarge      = &apiError{http.StatusRequestHeaderFieldsTooLarge, "headers_too_large", "request headers are too large"}
 
 	errInvalidJSON            = &apiError{http.StatusBadRequest, "invalid_json", "body must be a JSON object"}
 	errJSONTooDeep            = &apiError{http.StatusBadRequest, "json_too_deep", "body nests arrays and objects deeper than the limit"}

@@ -23,10 +23,13 @@ import (
 	"github.com/aerostic/aerogate/config"
 	"github.com/aerostic/aerogate/internal/account"
 	"github.com/aerostic/aerogate/internal/auth"
+	"github.com/aerostic/aerogate/internal/inbound"
 	"github.com/aerostic/aerogate/internal/jsonguard"
 	"github.com/aerostic/aerogate/internal/message"
 	"github.com/aerostic/aerogate/internal/metrics"
+	"github.com/aerostic/aerogate/internal/onboarding"
 	"github.com/aerostic/aerogate/internal/role"
+	"github.com/aerostic/aerogate/internal/webhook"
 )
 
 // Publisher writes messages to wa.sends and returns once they are acknowledged;
@@ -55,6 +58,16 @@ type Options struct {
 	// then only derives the message id).
 	Messages *message.Repository
 	Sends    Publisher
+	// Webhooks serves GET and POST /webhooks/meta (Meta's webhooks); nil leaves the route
+	// out (404).
+	Webhooks *webhook.Edge
+	// WebhookMaxBodyBytes is the largest body the webhook route takes (default 3 MiB).
+	WebhookMaxBodyBytes int
+	// Inbound answers GET /v1/inbound; nil answers 503.
+	Inbound *inbound.Repository
+	// Onboarding serves Embedded Signup, the test message and the accounts API; nil
+	// answers them 503 onboarding_not_configured.
+	Onboarding *onboarding.Service
 
 	// ReadyChecks are what /readyz checks (role.Open's Health.Checks() in Run).
 	ReadyChecks []ReadyCheck
@@ -159,6 +172,9 @@ func New(opts Options) (*Server, error) {
 	if opts.MaxBodyBytes == 0 {
 		opts.MaxBodyBytes = d.HTTP.MaxBodyBytes
 	}
+	if opts.WebhookMaxBodyBytes <= 0 {
+		opts.WebhookMaxBodyBytes = webhook.DefaultMaxBodyBytes
+	}
 	if opts.MaxJSONDepth < 0 || opts.MaxJSONDepth > jsonguard.MaxDepthLimit {
 		return nil, fmt.Errorf("gateway: JSON depth limit must be 1 to %d, got %d", jsonguard.MaxDepthLimit, opts.MaxJSONDepth)
 	}
@@ -238,6 +254,13 @@ func New(opts Options) (*Server, error) {
 	handle(r, fasthttp.MethodPost, "/v1/messages", s.authed(s.sendV1))
 	handle(r, fasthttp.MethodGet, "/v1/messages/{id}", s.authed(s.getMessage))
 	handle(r, fasthttp.MethodPost, "/{version}/{phone_number_id}/messages", s.authed(s.sendGraph))
+	handle(r, fasthttp.MethodGet, "/v1/inbound", s.authed(s.listInbound))
+	if opts.Webhooks != nil {
+		// Meta's webhooks carry no JWT: the signature over the body is their proof.
+		handle(r, fasthttp.MethodGet, webhook.Path, opts.Webhooks.Handshake)
+		handle(r, fasthttp.MethodPost, webhook.Path, opts.Webhooks.Receive)
+	}
+	s.onboardingRoutes(r)
 	s.handler = s.middleware(r.Handler)
 
 	s.srv = &fasthttp.Server{
@@ -248,7 +271,7 @@ func New(opts Options) (*Server, error) {
 		WriteTimeout:       opts.WriteTimeout,
 		IdleTimeout:        opts.IdleTimeout,
 		Concurrency:        opts.Concurrency,
-		MaxRequestBodySize: max(opts.MaxSendBodyBytes, opts.MaxBodyBytes),
+		MaxRequestBodySize: max(opts.MaxSendBodyBytes, opts.MaxBodyBytes, webhookLimit(opts)),
 		// The read buffer must hold the request line and every header: it is the
 		// header limit (431 past it), and so the real bound on a bearer token.
 		ReadBufferSize:               opts.MaxHeaderBytes,
@@ -259,6 +282,14 @@ func New(opts Options) (*Server, error) {
 		Logger:                       fasthttpLogger{s.log},
 	}
 	return s, nil
+}
+
+// webhookLimit is the body limit the webhook route needs of the server, 0 without it.
+func webhookLimit(o Options) int {
+	if o.Webhooks == nil {
+		return 0
+	}
+	return o.WebhookMaxBodyBytes
 }
 
 // Handler returns the full request handler (middleware and routes), for tests and

@@ -10,9 +10,12 @@ import (
 
 	"github.com/aerostic/aerogate/config"
 	"github.com/aerostic/aerogate/internal/auth"
+	"github.com/aerostic/aerogate/internal/inbound"
 	"github.com/aerostic/aerogate/internal/message"
+	"github.com/aerostic/aerogate/internal/onboarding"
 	"github.com/aerostic/aerogate/internal/queue"
 	"github.com/aerostic/aerogate/internal/role"
+	"github.com/aerostic/aerogate/internal/webhook"
 )
 
 // shutdownTimeout bounds the graceful shutdown after ctx is cancelled.
@@ -20,7 +23,7 @@ const shutdownTimeout = 15 * time.Second
 
 // Run serves the gateway on cfg.HTTP.Addr and returns after a graceful shutdown once ctx
 // is cancelled (or with the error that stopped it). role.Open checks the keys the gateway
-// reads (no graph settings) and builds what every role shares: the Postgres pool, the
+// reads (the graph and meta settings too, for Embedded Signup) and builds what every role shares: the Postgres pool, the
 // token key ring, the account resolver kept fresh by LISTEN/NOTIFY, the readiness checks
 // and, when admin.addr is set, the admin listener; /metrics, /healthz and /readyz are
 // also answered on the main port. It is how `aerogate gateway` and `aerogate dev` start
@@ -55,7 +58,7 @@ func Run(ctx context.Context, cfg config.Config) error {
 	// Topics are created by dev and by operators; creating a missing one here is a
 	// convenience, and a broker that is down at start shows on /readyz instead.
 	tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	if err := kafka.EnsureTopics(tctx, []string{queue.TopicSends},
+	if err := kafka.EnsureTopics(tctx, []string{queue.TopicSends, queue.TopicWebhooks},
 		cfg.Kafka.Partitions, cfg.Kafka.ReplicationFactor); err != nil {
 		log.Warn("could not ensure the sends topic exists", "topic", queue.TopicSends, "error", err.Error())
 	}
@@ -73,24 +76,39 @@ func Run(ctx context.Context, cfg config.Config) error {
 		}
 	}()
 
+	edge, closeEdge, err := webhook.NewEdgeFromConfig(cfg, kafka, "gateway", log)
+	if err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
+	defer closeEdge()
+
+	signup, err := newOnboarding(cfg, deps, log)
+	if err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
+
 	srv, err := New(Options{
-		Verifier:         verifier,
-		Resolver:         deps.Accounts.Resolver,
-		Messages:         message.NewRepository(deps.Pool),
-		Sends:            writer,
-		ReadyChecks:      deps.Health.Checks(),
-		MaxSendBodyBytes: cfg.HTTP.MaxSendBodyBytes,
-		MaxBodyBytes:     cfg.HTTP.MaxBodyBytes,
-		MaxJSONDepth:     cfg.HTTP.MaxJSONDepth,
-		MaxHeaderBytes:   cfg.HTTP.MaxHeaderBytes,
-		TenantClaim:      cfg.JWT.TenantClaim,
-		PublishTimeout:   cfg.Kafka.WriteTimeout,
-		ReadTimeout:      cfg.HTTP.ReadTimeout,
-		WriteTimeout:     cfg.HTTP.WriteTimeout,
-		IdleTimeout:      cfg.HTTP.IdleTimeout,
-		Concurrency:      cfg.HTTP.Concurrency,
-		AccessLogLevel:   slog.LevelDebug,
-		Logger:           log,
+		Onboarding:          signup,
+		Verifier:            verifier,
+		Resolver:            deps.Accounts.Resolver,
+		Messages:            message.NewRepository(deps.Pool),
+		Sends:               writer,
+		Inbound:             inbound.NewRepository(deps.Pool),
+		Webhooks:            edge,
+		WebhookMaxBodyBytes: cfg.Webhooks.MaxBodyBytes,
+		ReadyChecks:         deps.Health.Checks(),
+		MaxSendBodyBytes:    cfg.HTTP.MaxSendBodyBytes,
+		MaxBodyBytes:        cfg.HTTP.MaxBodyBytes,
+		MaxJSONDepth:        cfg.HTTP.MaxJSONDepth,
+		MaxHeaderBytes:      cfg.HTTP.MaxHeaderBytes,
+		TenantClaim:         cfg.JWT.TenantClaim,
+		PublishTimeout:      cfg.Kafka.WriteTimeout,
+		ReadTimeout:         cfg.HTTP.ReadTimeout,
+		WriteTimeout:        cfg.HTTP.WriteTimeout,
+		IdleTimeout:         cfg.HTTP.IdleTimeout,
+		Concurrency:         cfg.HTTP.Concurrency,
+		AccessLogLevel:      slog.LevelDebug,
+		Logger:              log,
 	})
 	if err != nil {
 		return err
@@ -121,4 +139,20 @@ func Run(ctx context.Context, cfg config.Config) error {
 	}
 	log.Info("gateway stopped", "accepted", srv.Metrics().Accepted)
 	return runErr
+}
+
+// newOnboarding builds Embedded Signup and the accounts API from cfg, on the role's
+// Graph client (its calls carry appsecret_proof when meta.app_secret is set).
+func newOnboarding(cfg config.Config, deps *role.Deps, log *slog.Logger) (*onboarding.Service, error) {
+	return onboarding.New(onboarding.Config{
+		AppID:               cfg.Meta.AppID,
+		ConfigID:            cfg.Meta.ConfigID,
+		Configured:          cfg.Meta.AppID != "" && cfg.Meta.AppSecret != "" && cfg.Meta.ConfigID != "",
+		GraphVersion:        cfg.Graph.Version,
+		PublicBaseURL:       cfg.PublicBaseURL,
+		DialogBaseURL:       cfg.Meta.DialogBaseURL,
+		StateTTL:            cfg.Onboarding.StateTTL,
+		FrontendRedirectURL: cfg.Frontend.RedirectURL,
+		Logger:              log,
+	}, deps.Pool, deps.Accounts.Repository, deps.Graph)
 }

@@ -321,6 +321,8 @@ func (s *Server) writeAccountError(ctx *fasthttp.RequestCtx, err error, defaultA
 		writeError(ctx, errTokenExpired)
 	case errors.Is(err, account.ErrNeedsReconnect):
 		writeError(ctx, errNeedsReconnect)
+	case errors.Is(err, account.ErrDisconnected):
+		writeError(ctx, errAccountDisconnected)
 	default:
 		s.log.Error("resolving account", "request_id", string(ctx.Response.Header.Peek(headerRequestID)),
 			"error", err.Error())

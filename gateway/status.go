@@ -52,6 +52,8 @@ type messageStatus struct {
 	Attempts       int             `json:"attempts"`
 	AcceptedAt     time.Time       `json:"accepted_at"`
 	SentAt         *time.Time      `json:"sent_at,omitempty"`
+	DeliveredAt    *time.Time      `json:"delivered_at,omitempty"`
+	ReadAt         *time.Time      `json:"read_at,omitempty"`
 	UpdatedAt      time.Time       `json:"updated_at"`
 	// ExpectedSendAt: while queued, when the message is expected to be sent (absent
 	// while its account cannot send).
@@ -72,15 +74,19 @@ func statusOf(m *message.Message) messageStatus {
 	if m.Status == message.StatusFailed {
 		out.Error = &messageFailure{Code: m.ErrorCode, Title: m.ErrorTitle}
 	}
-	if m.SentAt != nil {
-		t := m.SentAt.UTC()
-		out.SentAt = &t
-	}
-	if m.Status == message.StatusQueued && m.ExpectedSendAt != nil {
-		t := m.ExpectedSendAt.UTC()
-		out.ExpectedSendAt = &t
+	out.SentAt, out.DeliveredAt, out.ReadAt = utc(m.SentAt), utc(m.DeliveredAt), utc(m.ReadAt)
+	if m.Status == message.StatusQueued {
+		out.ExpectedSendAt = utc(m.ExpectedSendAt)
 	}
 	return out
+}
+
+func utc(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
 }
 
 // writeJSON answers with v as JSON; for the routes off the send hot path.

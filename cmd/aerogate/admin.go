@@ -55,7 +55,7 @@ func runToken(_ context.Context, cfg config.Config, fs *pflag.FlagSet, stdout io
 func accountsFlags(fs *pflag.FlagSet) {
 	fs.String("tenant", "", "tenant id (required)")
 	fs.String("waba-id", "", "WhatsApp Business Account id (add)")
-	fs.String("phone-number-id", "", "phone number id (add)")
+	fs.String("phone-number-id", "", "phone number id (add, remove)")
 	fs.String("display-phone-number", "", "display phone number (add)")
 	fs.String("access-token", "", "the tenant's Meta access token (add; prefer AEROGATE_ACCESS_TOKEN to keep it out of the process list)")
 	fs.String("expires-in", "", "token lifetime, e.g. 60d or 1440h (add)")
@@ -66,8 +66,8 @@ func accountsFlags(fs *pflag.FlagSet) {
 
 func runAccounts(ctx context.Context, cfg config.Config, fs *pflag.FlagSet, stdout io.Writer) error {
 	args := fs.Args()
-	if len(args) != 1 || (args[0] != "add" && args[0] != "list") {
-		return errors.New("usage: aerogate accounts add|list --tenant T [flags]")
+	if len(args) != 1 || (args[0] != "add" && args[0] != "list" && args[0] != "remove") {
+		return errors.New("usage: aerogate accounts add|list|remove --tenant T [flags]")
 	}
 	tenant, _ := fs.GetString("tenant")
 	if strings.TrimSpace(tenant) == "" {
@@ -93,6 +93,23 @@ func runAccounts(ctx context.Context, cfg config.Config, fs *pflag.FlagSet, stdo
 			return err
 		}
 		return printAccounts(stdout, accts)
+	}
+
+	if args[0] == "remove" {
+		pnid, _ := fs.GetString("phone-number-id")
+		if pnid == "" {
+			return errors.New("--phone-number-id is required")
+		}
+		// Like DELETE /v1/whatsapp/accounts/{id}: the token is erased and sends answer
+		// 409 account_disconnected until the number is connected again.
+		s, err := repo.Disconnect(ctx, tenant, pnid)
+		if errors.Is(err, account.ErrNotFound) {
+			return fmt.Errorf("tenant %s has no account with phone number id %s", tenant, pnid)
+		}
+		if err != nil {
+			return err
+		}
+		return printAccounts(stdout, []account.Account{s.Account})
 	}
 
 	in := account.UpsertInput{TenantID: tenant}

@@ -29,9 +29,11 @@ var commands = []command{
 	{name: "dev", summary: "run every role in one process with an embedded Kafka broker and a fake Graph API", run: runDev},
 	{name: "gateway", summary: "run the HTTP edge: tenant JWT auth, send API", run: runGateway},
 	{name: "sender", summary: "drain wa.sends to the Graph API with each tenant's own token", run: runSender},
+	{name: "webhooks", summary: "run Meta's webhook edge alone: signed POSTs published to wa.webhooks", run: runWebhooks},
+	{name: "ingest", summary: "store Meta's webhooks: inbound messages, statuses and account updates, published to wa.events", run: runIngest},
 	{name: "migrate", summary: "apply the embedded database migrations", run: runMigrate},
 	{name: "token", summary: "print a tenant JWT that the configured (or dev) key accepts", flags: tokenFlags, run: runToken},
-	{name: "accounts", summary: "add or list tenants' WhatsApp accounts (accounts add|list)", flags: accountsFlags, run: runAccounts},
+	{name: "accounts", summary: "add, list or remove tenants' WhatsApp accounts (accounts add|list|remove)", flags: accountsFlags, run: runAccounts},
 }
 
 func main() {

@@ -11,10 +11,12 @@ import (
 
 	"github.com/aerostic/aerogate/config"
 	"github.com/aerostic/aerogate/gateway"
+	"github.com/aerostic/aerogate/ingest"
 	"github.com/aerostic/aerogate/internal/devenv"
 	"github.com/aerostic/aerogate/internal/queue"
 	"github.com/aerostic/aerogate/internal/store"
 	"github.com/aerostic/aerogate/sender"
+	"github.com/aerostic/aerogate/webhooks"
 )
 
 func runGateway(ctx context.Context, cfg config.Config, _ *pflag.FlagSet, _ io.Writer) error {
@@ -29,6 +31,20 @@ func runSender(ctx context.Context, cfg config.Config, _ *pflag.FlagSet, _ io.Wr
 		return err
 	}
 	return sender.Run(ctx, cfg)
+}
+
+func runWebhooks(ctx context.Context, cfg config.Config, _ *pflag.FlagSet, _ io.Writer) error {
+	if err := cfg.ValidateFor(config.RoleWebhooks); err != nil {
+		return err
+	}
+	return webhooks.Run(ctx, cfg)
+}
+
+func runIngest(ctx context.Context, cfg config.Config, _ *pflag.FlagSet, _ io.Writer) error {
+	if err := cfg.ValidateFor(config.RoleIngest); err != nil {
+		return err
+	}
+	return ingest.Run(ctx, cfg)
 }
 
 // runMigrate prepares the infrastructure every other process expects: the database
@@ -66,12 +82,15 @@ func runDev(ctx context.Context, cfg config.Config, _ *pflag.FlagSet, _ io.Write
 	slog.Info("aerogate dev ready", "http", cfg.HTTP.Addr, "admin", cfg.Admin.Addr, "kafka", cfg.Kafka.Brokers, "graph", cfg.Graph.BaseURL, "config", cfg)
 
 	// One process, one registry: the gateway answers /metrics, /healthz and /readyz on
-	// http.addr, and the sender on admin.addr (127.0.0.1:8081 unless set).
+	// http.addr, and the sender on admin.addr (127.0.0.1:8081 unless set); ingest's
+	// readiness is the same process's.
 	gatewayCfg := cfg
 	gatewayCfg.Admin.Addr = ""
+	ingestCfg := gatewayCfg
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return roleErr("gateway", gateway.Run(gctx, gatewayCfg)) })
 	g.Go(func() error { return roleErr("sender", sender.Run(gctx, cfg)) })
+	g.Go(func() error { return roleErr("ingest", ingest.Run(gctx, ingestCfg)) })
 	return g.Wait()
 }
 

@@ -27,12 +27,14 @@ const (
 	StatusExpired        TokenStatus = "expired"
 	StatusInvalid        TokenStatus = "invalid"
 	StatusNeedsReconnect TokenStatus = "needs_reconnect"
+	// StatusDisconnected: the tenant disconnected the account; its token is erased.
+	StatusDisconnected TokenStatus = "disconnected"
 )
 
-// Valid reports whether s is one of the four statuses.
+// Valid reports whether s is one of the statuses.
 func (s TokenStatus) Valid() bool {
 	switch s {
-	case StatusActive, StatusExpired, StatusInvalid, StatusNeedsReconnect:
+	case StatusActive, StatusExpired, StatusInvalid, StatusNeedsReconnect, StatusDisconnected:
 		return true
 	}
 	return false
@@ -47,6 +49,9 @@ var (
 	// ErrNeedsReconnect means the tenant must reconnect the account (status invalid or
 	// needs_reconnect).
 	ErrNeedsReconnect = errors.New("account needs reconnecting")
+	// ErrDisconnected means the tenant disconnected the account: it has no token until
+	// it is connected again.
+	ErrDisconnected = errors.New("account disconnected")
 	// ErrInvalidInput means an Upsert or status change was given a missing or
 	// out-of-range value; the message names the field.
 	ErrInvalidInput = errors.New("invalid account input")
@@ -112,6 +117,8 @@ func (a *Account) Usable(now time.Time) error {
 		return ErrTokenExpired
 	case StatusInvalid, StatusNeedsReconnect:
 		return ErrNeedsReconnect
+	case StatusDisconnected:
+		return ErrDisconnected
 	case StatusActive:
 	default:
 		// A status this code does not know cannot be trusted to send.
@@ -336,6 +343,9 @@ func (r *Repository) Get(ctx context.Context, tenantID, phoneNumberID string) (*
 	if err != nil {
 		return nil, fmt.Errorf("loading account %q of tenant %q: %w", phoneNumberID, tenantID, err)
 	}
+	if a.TokenStatus == StatusDisconnected {
+		return a, nil // its token was erased: nothing to decrypt, and Usable refuses it
+	}
 	plain, err := r.keys.Decrypt(ct, tokenAAD(a.TenantID, a.ID))
 	if err != nil {
 		return nil, fmt.Errorf("decrypting token of account %s: %w", a.ID, err)
@@ -379,13 +389,20 @@ func (r *Repository) SetTokenStatus(ctx context.Context, accountID string, statu
 	if _, err := uuid.Parse(accountID); err != nil {
 		return ErrNotFound
 	}
+	// A disconnected account has no token: no status but disconnected fits it until it is
+	// connected again (a sender's late 190 must not mark it invalid, or active).
 	tag, err := r.pool.Exec(ctx, `UPDATE whatsapp_accounts
 		SET token_status = $2, last_refresh_error = $3, updated_at = now()
-		WHERE id = $1::uuid`, accountID, string(status), strings.ToValidUTF8(strings.ReplaceAll(lastError, "\x00", ""), "?"))
+		WHERE id = $1::uuid AND (token_status <> 'disconnected' OR $2 = 'disconnected')`,
+		accountID, string(status), strings.ToValidUTF8(strings.ReplaceAll(lastError, "\x00", ""), "?"))
 	if err != nil {
 		return fmt.Errorf("setting token status of account %s: %w", accountID, err)
 	}
 	if tag.RowsAffected() == 0 {
+		var exists bool
+		if err := r.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM whatsapp_accounts WHERE id = $1::uuid)`, accountID).Scan(&exists); err == nil && exists {
+			return ErrDisconnected
+		}
 		return ErrNotFound
 	}
 	return nil

@@ -188,7 +188,13 @@ func (r *Resolver) load(tenantID, phoneNumberID, key string) (*entry, error) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), r.opts.LoadTimeout)
 	defer cancel()
-	a, err := r.repo.Get(ctx, tenantID, phoneNumberID)
+	var a *Account
+	var err error
+	if tenantID == "" {
+		a, err = r.repo.getByNumber(ctx, phoneNumberID) // ResolveNumber
+	} else {
+		a, err = r.repo.Get(ctx, tenantID, phoneNumberID)
+	}
 	ttl := r.opts.TTL
 	switch {
 	case errors.Is(err, ErrNotFound):
@@ -212,11 +218,11 @@ func (r *Resolver) stripe(key string) uint64 {
 	return maphash.String(r.seed, key) & (genStripes - 1)
 }
 
-// Invalidate drops the cached entries for that tenant and phone number id, and the
-// tenant's default-account entry.
+// Invalidate drops the cached entries for that tenant and phone number id, the tenant's
+// default-account entry, and the number's entry of ResolveNumber.
 func (r *Resolver) Invalidate(tenantID, phoneNumberID string) {
-	keys := [2]string{cacheKey(tenantID, phoneNumberID), cacheKey(tenantID, "")}
-	n := 2
+	keys := [3]string{cacheKey(tenantID, ""), cacheKey(tenantID, phoneNumberID), cacheKey("", phoneNumberID)}
+	n := 3
 	if phoneNumberID == "" {
 		n = 1
 	}

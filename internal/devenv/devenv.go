@@ -7,11 +7,13 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 
@@ -20,6 +22,7 @@ import (
 	"github.com/aerostic/aerogate/internal/queue"
 	"github.com/aerostic/aerogate/internal/secret"
 	"github.com/aerostic/aerogate/internal/store"
+	"github.com/aerostic/aerogate/internal/webhook"
 )
 
 const keysFile = "keys.json"
@@ -166,17 +169,74 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Env, err
 		cfg.Kafka.Brokers = b.Addrs()
 		log.Info("embedded kafka broker started", "addr", b.Addrs(), "data_dir", filepath.Join(cfg.Dev.DataDir, "kafka"))
 	}
+	if cfg.Meta.VerifyToken == "" {
+		cfg.Meta.VerifyToken = DevVerifyToken
+	}
 	if cfg.Graph.BaseURL == config.Default().Graph.BaseURL {
-		g := fakemeta.New(fakemeta.Options{AcceptAnyToken: true})
+		devMetaApp(cfg)
+		g := fakemeta.New(fakemeta.Options{AcceptAnyToken: true, AppID: cfg.Meta.AppID, AppSecret: cfg.Meta.AppSecret,
+			RequireAppSecretProof: true})
+		// Like Meta, the fake posts sent, delivered and read of every send to the
+		// gateway's webhook route, signed with the app secret, so a send made in dev
+		// ends read.
+		g.EnableStatusWebhooks(fakemeta.StatusWebhooks{
+			URL:    "http://" + localAddr(cfg.HTTP.Addr) + webhook.Path,
+			Secret: cfg.Meta.WebhookSecrets()[0],
+		})
 		if err := g.Start(cfg.Dev.FakeGraphAddr); err != nil {
 			env.Close()
 			return nil, fmt.Errorf("starting fake graph api on %s: %w", cfg.Dev.FakeGraphAddr, err)
 		}
 		env.Graph = g
 		cfg.Graph.BaseURL = g.URL()
-		log.Info("fake graph api started", "url", g.URL())
+		if cfg.Meta.DialogBaseURL == config.Default().Meta.DialogBaseURL {
+			cfg.Meta.DialogBaseURL = g.URL()
+		}
+		if cfg.PublicBaseURL == config.Default().PublicBaseURL {
+			cfg.PublicBaseURL = "http://" + localAddr(cfg.HTTP.Addr)
+		}
+		log.Info("fake graph api started", "url", g.URL(), "meta_app_id", cfg.Meta.AppID)
 	}
 	return env, nil
+}
+
+// DevVerifyToken is dev's webhook verify token unless meta.verify_token is set; it is
+// not a secret: dev is on a laptop.
+const DevVerifyToken = "aerogate-dev-verify-token"
+
+// The Meta app dev plays with the fake Graph API when none is configured.
+const (
+	DevAppID    = "900000000000001"
+	DevConfigID = "900000000000002"
+)
+
+// devMetaApp fills the Meta app keys the configuration leaves empty: a dev app id and
+// Embedded Signup configuration id, and an app secret made for this run (the fake
+// requires appsecret_proof with it, as Meta does with "Require App Secret" on).
+func devMetaApp(cfg *config.Config) {
+	if cfg.Meta.AppID == "" {
+		cfg.Meta.AppID = DevAppID
+	}
+	if cfg.Meta.ConfigID == "" {
+		cfg.Meta.ConfigID = DevConfigID
+	}
+	if cfg.Meta.AppSecret == "" {
+		var b [16]byte
+		_, _ = rand.Read(b[:])
+		cfg.Meta.AppSecret = hex.EncodeToString(b[:])
+	}
+}
+
+// localAddr makes a listen address dialable: ":8080" becomes "127.0.0.1:8080".
+func localAddr(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
 }
 
 // Close stops what Start started.

@@ -36,17 +36,30 @@ type Options struct {
 	MaxReceived int
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
+
+	// AppID and AppSecret are the Meta app the fake plays (Embedded Signup, oauth.go).
+	// With AppSecret, a call whose appsecret_proof is wrong is refused (code 100), and
+	// with RequireAppSecretProof too one that has none, as Meta does when the app has
+	// "Require App Secret" on.
+	AppID                 string
+	AppSecret             string
+	RequireAppSecretProof bool
+	// Now is the fake's clock (codes live CodeLifetime by it); nil means time.Now.
+	Now func() time.Time
 }
 
 // Received is one send the fake accepted or refused, as GET /_fake/messages lists it.
 type Received struct {
-	PhoneNumberID string    `json:"phone_number_id"`
-	Token         string    `json:"token"` // the bearer token the send carried
-	To            string    `json:"to"`
-	Body          []byte    `json:"body"`
-	WAMID         string    `json:"wamid,omitempty"` // empty when refused
-	ErrorCode     int       `json:"error_code,omitempty"`
-	At            time.Time `json:"at"`
+	PhoneNumberID string `json:"phone_number_id"`
+	Token         string `json:"token"` // the bearer token the send carried
+	// AppSecretProof is the send's appsecret_proof query parameter, if any (checked when
+	// Options.AppSecret is set).
+	AppSecretProof string    `json:"appsecret_proof,omitempty"`
+	To             string    `json:"to"`
+	Body           []byte    `json:"body"`
+	WAMID          string    `json:"wamid,omitempty"` // empty when refused
+	ErrorCode      int       `json:"error_code,omitempty"`
+	At             time.Time `json:"at"`
 }
 
 // ErrorSpec is an error the fake answers with.
@@ -79,6 +92,16 @@ type injected struct {
 //	POST /_fake/throughput                       {"phone_number_id","mps"}: SetThroughput
 //	POST /_fake/latency                          {"latency_ms"}: SetLatency
 //	GET  /_fake/stats                            {"accepted","received"}
+//
+// and Meta's Embedded Signup side (oauth.go):
+//
+//	GET  /{version}/dialog/oauth                 consents at once: redirects to redirect_uri with a code and the state
+//	GET  /{version}/oauth/access_token           the code exchange (codes live 30 s, exchange once)
+//	GET  /{version}/debug_token                  expiry, validity and granted WABAs of a token
+//	GET  /{version}/{waba_id}/phone_numbers      the WABA's numbers
+//	POST /{version}/{waba_id}/subscribed_apps    webhook subscription
+//	POST /{version}/{phone_number_id}/register   Cloud API registration with a 6-digit PIN
+//	POST /_fake/codes                            a code for the JavaScript SDK flow (Grant as JSON)
 type Server struct {
 	opts    Options
 	log     *slog.Logger
@@ -100,9 +123,16 @@ type Server struct {
 	idPrefix string
 	idSeq    atomic.Uint64
 
+	meta *metaSide // Embedded Signup: codes, tokens, WABAs (oauth.go)
+
 	srv  *fasthttp.Server
 	ln   net.Listener
 	done chan struct{}
+
+	// Status webhooks (webhooks.go).
+	notifier       *statusNotifier
+	wabas          map[string]string
+	webhooksPosted atomic.Int64
 }
 
 // New returns a fake that is not listening yet.
@@ -117,6 +147,7 @@ func New(opts Options) *Server {
 		numberErrs: map[string]*injected{},
 		rcptErrs:   map[string]*injected{},
 		idPrefix:   "wamid.HBgL" + hex.EncodeToString(b[:]),
+		meta:       newMetaSide(),
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -129,6 +160,13 @@ func New(opts Options) *Server {
 func (s *Server) Handler() fasthttp.RequestHandler {
 	r := router.New()
 	r.POST("/{version}/{phone_number_id}/messages", s.handleSend)
+	r.GET("/{version}/dialog/oauth", s.handleDialog)
+	r.GET("/{version}/oauth/access_token", s.handleExchange)
+	r.GET("/{version}/debug_token", s.handleDebugToken)
+	r.GET("/{version}/{waba_id}/phone_numbers", s.handlePhoneNumbers)
+	r.POST("/{version}/{waba_id}/subscribed_apps", s.handleSubscribe)
+	r.POST("/{version}/{phone_number_id}/register", s.handleRegister)
+	r.POST("/_fake/codes", s.handleCodes)
 	r.GET("/_fake/messages", s.handleList)
 	r.POST("/_fake/reset", s.handleReset)
 	r.POST("/_fake/tokens", s.handleTokens)
@@ -196,13 +234,17 @@ func (s *Server) Close() error {
 	// can come first, and Serve would then accept for ever.
 	_ = s.ln.Close()
 	<-s.done
+	if s.notifier != nil {
+		s.notifier.close()
+	}
 	if err != nil {
 		return fmt.Errorf("fakemeta: shutting down: %w", err)
 	}
 	return nil
 }
 
-// SetToken makes token the only one accepted for phoneNumberID; any other gets error 190.
+// SetToken makes token accepted for phoneNumberID; any other gets error 190, but for a
+// business token the fake issued for the number's WABA in a code exchange.
 func (s *Server) SetToken(phoneNumberID, token string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -314,6 +356,7 @@ func (s *Server) record(r *Received) {
 type sendBody struct {
 	MessagingProduct string `json:"messaging_product"`
 	To               string `json:"to"`
+	Template         string // template.name of a template message
 }
 
 var bearer = []byte("Bearer ")
@@ -339,6 +382,9 @@ func (s *Server) handleSend(ctx *fasthttp.RequestCtx) {
 	if hasBearer {
 		rec.Token = string(auth[len(bearer):])
 	}
+	if s.opts.AppSecret != "" {
+		rec.AppSecretProof = string(ctx.QueryArgs().Peek("appsecret_proof"))
+	}
 
 	var body sendBody
 	p := parsers.Get()
@@ -348,10 +394,18 @@ func (s *Server) handleSend(ctx *fasthttp.RequestCtx) {
 		body.MessagingProduct = string(v.GetStringBytes("messaging_product"))
 		body.To = string(v.GetStringBytes("to"))
 		rec.To = body.To
+		if string(v.GetStringBytes("type")) == "template" {
+			body.Template = string(v.GetStringBytes("template", "name"))
+		}
 	}
 	parsers.Put(p)
 
 	spec, ok := s.check(hasBearer, phone, rec.Token, valid, &body)
+	if ok && s.opts.AppSecret != "" {
+		if pspec, bad := s.proofError(ctx, rec.Token); bad {
+			spec, ok = pspec, false
+		}
+	}
 	if !ok {
 		rec.ErrorCode = spec.Code
 		s.record(&rec)
@@ -361,6 +415,7 @@ func (s *Server) handleSend(ctx *fasthttp.RequestCtx) {
 	rec.WAMID = s.idPrefix + strconv.FormatUint(s.idSeq.Add(1), 36)
 	s.accepted.Add(1)
 	s.record(&rec)
+	s.notifySent(phone, body.To, rec.WAMID)
 
 	ctx.SetStatusCode(fasthttp.StatusOK)
 	ctx.SetContentType("application/json")
@@ -387,6 +442,8 @@ func (s *Server) check(hasBearer bool, phone, token string, validJSON bool, body
 	s.mu.RUnlock()
 	switch {
 	case known && subtle.ConstantTimeCompare([]byte(want), []byte(token)) == 1:
+	case s.grantsNumber(token, phone):
+		// A business token issued in a code exchange works for every number of its WABA.
 	case !known && s.opts.AcceptAnyToken:
 	default:
 		return ErrorSpec{HTTPStatus: fasthttp.StatusUnauthorized, Code: CodeAccessToken, Subcode: 463,
@@ -403,6 +460,11 @@ func (s *Server) check(hasBearer bool, phone, token string, validJSON bool, body
 	if body.To == "" {
 		return ErrorSpec{HTTPStatus: fasthttp.StatusBadRequest, Code: CodeInvalidParameter,
 			Title: "(#100) The parameter to is required."}, false
+	}
+	if body.Template != "" && body.Template != "hello_world" {
+		// The fake's WABAs have Meta's sample template only.
+		return ErrorSpec{HTTPStatus: fasthttp.StatusNotFound, Code: 132001,
+			Title: "(#132001) Template name does not exist in the translation"}, false
 	}
 	if s.hasErrs.Load() {
 		if spec, ok := s.takeInjected(phone, body.To); ok {

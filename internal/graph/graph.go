@@ -33,6 +33,12 @@ type Config struct {
 	Version         string        // like v22.0
 	Timeout         time.Duration // per request
 	MaxConnsPerHost int
+	// AppID and AppSecret are the Meta app's (meta.app_id, meta.app_secret). With a
+	// secret, every call made with an access token carries appsecret_proof, as Meta
+	// requires when the app has "Require App Secret" on; the Embedded Signup calls
+	// (oauth.go) need both.
+	AppID     string
+	AppSecret string
 }
 
 const (
@@ -242,6 +248,7 @@ type Client struct {
 	hc      *fasthttp.HostClient
 	prefix  string // scheme://host/[path/]version/
 	timeout time.Duration
+	app     appCredentials
 }
 
 // sendDuration is the latency child of SendMessage's Graph calls.
@@ -305,6 +312,7 @@ func New(cfg Config) (*Client, error) {
 		},
 		prefix:  u.Scheme + "://" + u.Host + path + "/" + cfg.Version + "/",
 		timeout: cfg.Timeout,
+		app:     newAppCredentials(cfg.AppID, cfg.AppSecret),
 	}, nil
 }
 
@@ -339,8 +347,14 @@ func (c *Client) SendMessage(ctx context.Context, phoneNumberID, token string, p
 	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
-	uri := req.URI()
-	uri.Update(c.prefix + phoneNumberID + "/messages")
+	ub := urlBufs.Get().(*[]byte)
+	b := append((*ub)[:0], c.prefix...)
+	b = append(b, phoneNumberID...)
+	b = append(b, "/messages"...)
+	b = c.app.appendProofQuery(b, '?', token)
+	req.URI().UpdateBytes(b)
+	*ub = b
+	urlBufs.Put(ub)
 	req.Header.SetMethod(fasthttp.MethodPost)
 	req.Header.SetContentType("application/json")
 	req.Header.Set(fasthttp.HeaderAuthorization, "Bearer "+token)

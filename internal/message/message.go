@@ -49,6 +49,8 @@ type Message struct {
 	ErrorTitle     string
 	AcceptedAt     time.Time
 	SentAt         *time.Time
+	DeliveredAt    *time.Time // Meta's time of the delivered status
+	ReadAt         *time.Time // Meta's time of the read status
 	UpdatedAt      time.Time
 	// ExpectedSendAt is when a queued message is expected to be sent (estimated when it
 	// was parked); nil when not queued or while its account cannot send.
@@ -68,7 +70,7 @@ const getSQL = `
 SELECT id::text, tenant_id, account_id::text, phone_number_id, recipient,
        coalesce(idempotency_key, ''), status, coalesce(wamid, ''), attempts,
        coalesce(error_code, 0), coalesce(error_title, ''), accepted_at, sent_at, updated_at,
-       CASE WHEN status = 'queued' THEN expected_send_at END
+       delivered_at, read_at, CASE WHEN status = 'queued' THEN expected_send_at END
   FROM messages
  WHERE id = $1 AND tenant_id = $2`
 
@@ -84,7 +86,8 @@ func (r *Repository) Get(ctx context.Context, tenantID, id string) (*Message, er
 	err = r.pool.QueryRow(ctx, getSQL, uid.String(), tenantID).Scan(
 		&m.ID, &m.TenantID, &m.AccountID, &m.PhoneNumberID, &m.Recipient,
 		&m.IdempotencyKey, &status, &m.WAMID, &m.Attempts,
-		&m.ErrorCode, &m.ErrorTitle, &m.AcceptedAt, &m.SentAt, &m.UpdatedAt, &m.ExpectedSendAt)
+		&m.ErrorCode, &m.ErrorTitle, &m.AcceptedAt, &m.SentAt, &m.UpdatedAt,
+		&m.DeliveredAt, &m.ReadAt, &m.ExpectedSendAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, ErrNotFound
 	}

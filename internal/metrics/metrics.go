@@ -118,6 +118,24 @@ var (
 		Help: "Verified-JWT cache lookups by result (hit, miss).",
 	}, []string{"result"})
 
+	// WebhookRequests counts Meta webhook requests at the edge by role and result
+	// (accepted, invalid_signature, too_large, unavailable, verified, verify_refused).
+	WebhookRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "webhook_requests_total",
+		Help: "Meta webhook requests at the edge, by role and result.",
+	}, []string{"role", "result"})
+	// IngestItems counts webhook items ingest handled, by kind (message, status,
+	// quality, other, invalid, body) and result (stored, duplicate, pending, ignored,
+	// dead_lettered).
+	IngestItems = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "ingest_items_total",
+		Help: "Webhook items handled by ingest, by kind and result.",
+	}, []string{"kind", "result"})
+	// EventsPublished counts wa.events records published from the outbox, by type.
+	EventsPublished = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "events_published_total",
+		Help: "Events published to wa.events, by type.",
+	}, []string{"type"})
 	// ParkedMessages is the sends waiting in the sender's per-number queue (Postgres),
 	// per number with a backlog on this instance: a number's series exists only while it
 	// has one, and at most ParkedSeriesMax numbers get their own series (the others add
@@ -162,6 +180,7 @@ func init() {
 		Sends, GraphDuration, RateLimitWaits, RateLimitWaitSeconds,
 		AccountCache, AccountCacheInvalidations, JWTCache,
 		Ready,
+		WebhookRequests, IngestItems, EventsPublished,
 		ParkedMessages, ParkedOldestAge, Parked, ParkedReleased,
 	)
 }

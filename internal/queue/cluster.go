@@ -170,7 +170,8 @@ func (c Cluster) EnsureTopics(ctx context.Context, topics []string, partitions, 
 	setDeadline(ctx, ctrl)
 	configs := make([]kafka.TopicConfig, len(topics))
 	for i, t := range topics {
-		configs[i] = kafka.TopicConfig{Topic: t, NumPartitions: partitions, ReplicationFactor: replicationFactor}
+		configs[i] = kafka.TopicConfig{Topic: t, NumPartitions: partitions, ReplicationFactor: replicationFactor,
+			ConfigEntries: topicConfigs[t]}
 	}
 	// kafka-go's Conn.CreateTopics already treats TopicAlreadyExists as success.
 	if err := ctrl.CreateTopics(configs...); err != nil {

@@ -67,21 +67,45 @@ func TestProducerFrozenBroker(t *testing.T) {
 		t.Fatal("the broker held no produce request")
 	}
 	for i, err := range errs {
-		if !errors.Is(err, ErrOutcomeUnknown) || errors.Is(err, ErrNotWritten) || !errors.Is(err, ErrUnavailable) {
-			t.Fatalf("write %d to a frozen broker: %v, want ErrOutcomeUnknown", i, err)
+		if err == nil || !errors.Is(err, ErrUnavailable) || errors.Is(err, ErrOutcomeUnknown) == errors.Is(err, ErrNotWritten) {
+			t.Fatalf("write %d to a frozen broker: %v, want exactly one of ErrOutcomeUnknown and ErrNotWritten", i, err)
 		}
 	}
 	release()
-	msgs := fetch(t, newReader(t, b.Addrs(), "frozen", TopicSends), 1+len(errs))
+	msgs := fetch(t, newReader(t, b.Addrs(), "frozen", TopicSends), 1+countUnknown(errs))
 	seen := map[string]bool{}
 	for _, m := range msgs {
 		seen[string(m.Value)] = true
 	}
-	for i := range errs {
-		if !seen[fmt.Sprint("frozen-", i)] {
+	// The property callers rely on: a write reported as not written never lands, and
+	// a write that lands was reported unknown. Normally all six share the held request
+	// and are unknown; on a loaded machine a late one may still be queued behind it
+	// when its deadline passes, and then "not written" is the truth.
+	unknown := 0
+	for i, err := range errs {
+		landed := seen[fmt.Sprint("frozen-", i)]
+		switch {
+		case errors.Is(err, ErrNotWritten) && landed:
+			t.Errorf("frozen-%d was reported not written but landed", i)
+		case errors.Is(err, ErrOutcomeUnknown) && !landed:
 			t.Errorf("frozen-%d never landed (this test shows the unknown was real only if it did)", i)
+		case errors.Is(err, ErrOutcomeUnknown):
+			unknown++
 		}
 	}
+	if unknown == 0 {
+		t.Error("no write was in the held produce request")
+	}
+}
+
+func countUnknown(errs []error) int {
+	n := 0
+	for _, err := range errs {
+		if errors.Is(err, ErrOutcomeUnknown) {
+			n++
+		}
+	}
+	return n
 }
 
 // TestProducerNotWritten: writes that cannot have reached a log are

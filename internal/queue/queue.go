@@ -11,22 +11,38 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strconv"
 	"time"
 
+	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
 )
 
 // Topics.
 const (
-	TopicSends      = "wa.sends"
-	TopicSendsRetry = "wa.sends.retry"
-	TopicSendsDLQ   = "wa.sends.dlq"
-	TopicWebhooks   = "wa.webhooks"
-	TopicEvents     = "wa.events"
+	TopicSends       = "wa.sends"
+	TopicSendsRetry  = "wa.sends.retry"
+	TopicSendsDLQ    = "wa.sends.dlq"
+	TopicWebhooks    = "wa.webhooks"
+	TopicWebhooksDLQ = "wa.webhooks.dlq"
+	TopicEvents      = "wa.events"
 )
 
 // AllTopics are created at start (dev) or by EnsureTopics.
-var AllTopics = []string{TopicSends, TopicSendsRetry, TopicSendsDLQ, TopicWebhooks, TopicEvents}
+var AllTopics = []string{TopicSends, TopicSendsRetry, TopicSendsDLQ, TopicWebhooks, TopicWebhooksDLQ, TopicEvents}
+
+// WebhookMaxMessageBytes is the max.message.bytes aerogate gives wa.webhooks and
+// wa.webhooks.dlq when it creates them: a webhook body is up to 3 MB, over the brokers'
+// usual 1 MiB default. Topics created by an operator need at least
+// webhooks.max_body_bytes plus 64 KiB.
+const WebhookMaxMessageBytes = 8 << 20
+
+// topicConfigs are the settings aerogate gives the topics it creates, beyond the
+// brokers' defaults.
+var topicConfigs = map[string][]kafka.ConfigEntry{
+	TopicWebhooks:    {{ConfigName: "max.message.bytes", ConfigValue: strconv.Itoa(WebhookMaxMessageBytes)}},
+	TopicWebhooksDLQ: {{ConfigName: "max.message.bytes", ConfigValue: strconv.Itoa(WebhookMaxMessageBytes)}},
+}
 
 // Envelope is a send on wa.sends (and, with Attempt/NotBefore/Error, on the retry and
 // DLQ topics). It never holds an access token: the sender resolves the token itself.
@@ -124,6 +140,9 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		kfake.ClusterID("aerogate-dev"),
 		kfake.DefaultNumPartitions(cfg.Partitions),
 		kfake.SeedTopics(int32(cfg.Partitions), AllTopics...),
+		// Seeded topics take no topic settings: the broker-wide limit lets wa.webhooks
+		// take Meta's largest bodies.
+		kfake.BrokerConfigs(map[string]string{"message.max.bytes": strconv.Itoa(WebhookMaxMessageBytes)}),
 		// Lets tests and dev use short session timeouts, so a crashed consumer's
 		// partitions move quickly.
 		kfake.GroupMinSessionTimeout(time.Second),

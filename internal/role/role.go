@@ -43,7 +43,11 @@ const startCheckTimeout = 5 * time.Second
 const listenWait = 3 * time.Second
 
 // usesGraph are the roles that call the Graph API, so Open builds a client for them.
-var usesGraph = []config.Role{config.RoleSender}
+var usesGraph = []config.Role{config.RoleSender, config.RoleGateway}
+
+// noDatabase are the roles that use Kafka only (the standalone webhook edge): Open opens
+// no pool, no key ring and no account resolver for them, and checks only the brokers.
+var noDatabase = []config.Role{config.RoleWebhooks}
 
 // Deps is what Open built for a role. Fields a role does not use are nil.
 type Deps struct {
@@ -71,17 +75,20 @@ func Open(ctx context.Context, cfg config.Config, role config.Role) (_ *Deps, er
 		return nil, err
 	}
 	log := slog.Default().With("role", string(role))
-	keys, err := secret.ParseKeyRing(cfg.Secrets.TokenKeys)
-	if err != nil {
-		return nil, &config.KeyError{Key: "secrets.token_keys", Err: err}
-	}
 	cluster, err := queue.NewCluster(cfg.Kafka)
 	if err != nil {
 		return nil, err
 	}
+	if slices.Contains(noDatabase, role) {
+		return openKafkaOnly(ctx, cfg, cluster, log)
+	}
+	keys, err := secret.ParseKeyRing(cfg.Secrets.TokenKeys)
+	if err != nil {
+		return nil, &config.KeyError{Key: "secrets.token_keys", Err: err}
+	}
 	var gc *graph.Client
 	if slices.Contains(usesGraph, role) {
-		if gc, err = NewGraphClient(cfg.Graph); err != nil {
+		if gc, err = NewGraphClient(cfg.Graph, cfg.Meta); err != nil {
 			return nil, err
 		}
 	}
@@ -147,6 +154,34 @@ func Open(ctx context.Context, cfg config.Config, role config.Role) (_ *Deps, er
 	return d, nil
 }
 
+// openKafkaOnly is Open for the roles in noDatabase.
+func openKafkaOnly(ctx context.Context, cfg config.Config, cluster queue.Cluster, log *slog.Logger) (_ *Deps, err error) {
+	d := &Deps{Config: cfg, Log: log, Kafka: cluster, stopped: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			d.Close()
+		}
+	}()
+	pctx, cancel := context.WithTimeout(ctx, startCheckTimeout)
+	if err := cluster.Ping(pctx); err != nil {
+		log.Warn("kafka brokers do not answer; not ready until they do", "brokers", cluster.Brokers, "error", err.Error())
+	}
+	cancel()
+	d.Health = NewHealth(log, Check{Name: "kafka", Check: cluster.Ping})
+	lctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	d.stop = stop
+	go func() {
+		defer close(d.stopped)
+		d.Health.Watch(lctx, watchInterval)
+	}()
+	if cfg.Admin.Addr != "" {
+		if d.admin, err = ServeAdmin(cfg.Admin.Addr, d.Health, log); err != nil {
+			return nil, &config.KeyError{Key: "admin.addr", Err: err}
+		}
+	}
+	return d, nil
+}
+
 // Close stops the admin listener and the readiness watch, then releases the account
 // resolver and the pool. It is safe on a partly opened Deps.
 func (d *Deps) Close() {
@@ -177,14 +212,17 @@ func (d *Deps) AdminAddr() string {
 	return d.admin.Addr()
 }
 
-// NewGraphClient builds the Graph client from the graph section, naming the key at
-// fault when graph.New refuses a value.
-func NewGraphClient(c config.Graph) (*graph.Client, error) {
+// NewGraphClient builds the Graph client from the graph section and the Meta app (whose
+// secret makes every call carry appsecret_proof), naming the key at fault when graph.New
+// refuses a value.
+func NewGraphClient(c config.Graph, app config.Meta) (*graph.Client, error) {
 	gc, err := graph.New(graph.Config{
 		BaseURL:         c.BaseURL,
 		Version:         c.Version,
 		Timeout:         c.Timeout,
 		MaxConnsPerHost: c.MaxConnsPerHost,
+		AppID:           app.AppID,
+		AppSecret:       app.AppSecret,
 	})
 	switch {
 	case errors.Is(err, graph.ErrBaseURL):

@@ -196,8 +196,10 @@ func TestOpenRefusesBadValues(t *testing.T) {
 	}{
 		{name: "sender: base url with user info", role: config.RoleSender,
 			edit: func(c *config.Config) { c.Graph.BaseURL = "https://user@graph.facebook.com" }, wantKey: "graph.base_url"},
-		{name: "gateway ignores the graph settings", role: config.RoleGateway,
-			edit: func(c *config.Config) { c.Graph.BaseURL = "https://user@graph.facebook.com" }},
+		{name: "gateway: base url with user info (Embedded Signup calls Graph)", role: config.RoleGateway,
+			edit: func(c *config.Config) { c.Graph.BaseURL = "https://user@graph.facebook.com" }, wantKey: "graph.base_url"},
+		{name: "gateway ignores the sender settings", role: config.RoleGateway,
+			edit: func(c *config.Config) { c.Sender.MaxAttempts = 0 }},
 		{name: "sender needs no jwt.secret", role: config.RoleSender,
 			edit: func(c *config.Config) { c.JWT.Secret = "" }},
 		{name: "gateway needs jwt.secret", role: config.RoleGateway,
@@ -243,12 +245,12 @@ func TestNewGraphClientNamesKey(t *testing.T) {
 		{config.Graph{BaseURL: "https://user:pw@graph.facebook.com", Version: "v22.0"}, "graph.base_url"},
 		{config.Graph{BaseURL: "https://graph.facebook.com", Version: "22"}, "graph.version"},
 	} {
-		_, err := role.NewGraphClient(tc.graph)
+		_, err := role.NewGraphClient(tc.graph, config.Meta{})
 		if err == nil || !strings.HasPrefix(err.Error(), tc.key+": ") {
 			t.Errorf("NewGraphClient(%+v) = %v, want an error naming %s", tc.graph, err, tc.key)
 		}
 	}
-	if _, err := role.NewGraphClient(config.Default().Graph); err != nil {
+	if _, err := role.NewGraphClient(config.Default().Graph, config.Meta{}); err != nil {
 		t.Errorf("default graph settings: %v", err)
 	}
 }
