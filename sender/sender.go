@@ -268,7 +268,7 @@ func New(opts Options) (*Sender, error) {
 		opts:     opts,
 		cfg:      cfg,
 		log:      opts.Logger.With("component", "sender"),
-		limiters: newNumberLimiters(cfg.DefaultThroughputMPS),
+		limiters: newAdmissionLimiters(cfg.DefaultThroughputMPS),
 		calls:    newNumberLimiters(cfg.DefaultThroughputMPS),
 		parked:   newParkedSet(),
 		inFlight: newInFlight(),
