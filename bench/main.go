@@ -1,9 +1,11 @@
 // Command bench measures aerogate on this machine: `go run ./bench gateway` compares the
 // send API with a bare fasthttp handler; `go run ./bench e2e` measures sends from gateway
 // accept to the fake Graph API's receipt; `go run ./bench webhooks` compares signed webhook
-// POSTs at the edge with a bare fasthttp handler and measures ingest's stored items per
-// second; `go run ./bench fair` runs a campaign on one number while other tenants of its
-// partition send one message at a time. Results go to bench/results/ as JSON and markdown.
+// POSTs at the edge with a bare fasthttp handler and measures ingest's stored items per second;
+// `go run ./bench proxy` compares the /api/* proxy with its upstream hit directly, and measures
+// one tenant's latency under another's flood; `go run ./bench fair` runs a campaign on one
+// number while other tenants of its partition send one message at a time. Results go to
+// bench/results/ as JSON and markdown.
 package main
 
 import (
@@ -51,7 +53,7 @@ type options struct {
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: go run ./bench gateway|e2e|webhooks|fair [flags]")
+		fmt.Fprintln(os.Stderr, "usage: go run ./bench gateway|e2e|webhooks|proxy|fair [flags]")
 		os.Exit(2)
 	}
 	scenario := os.Args[1]
@@ -104,6 +106,8 @@ func main() {
 		rep, err = runE2E(ctx, o)
 	case "webhooks":
 		rep, err = runWebhooks(ctx, o)
+	case "proxy":
+		rep, err = runProxy(ctx, o)
 	case "fair":
 		rep, err = runFair(ctx, o)
 	default:

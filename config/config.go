@@ -22,6 +22,7 @@ type Config struct {
 	Meta          Meta       `koanf:"meta"`
 	PublicBaseURL string     `koanf:"public_base_url"`
 	Proxy         Proxy      `koanf:"proxy"`
+	RateLimit     RateLimit  `koanf:"ratelimit"`
 	Frontend      Frontend   `koanf:"frontend"`
 	Onboarding    Onboarding `koanf:"onboarding"`
 	Secrets       Secrets    `koanf:"secrets"`
@@ -178,6 +179,38 @@ type Onboarding struct {
 // Proxy configures the backend proxy for /api/*.
 type Proxy struct {
 	Upstreams []string `koanf:"upstreams"`
+	// Timeout bounds one proxied request up to the backend's response headers; past
+	// it the gateway answers 504.
+	Timeout time.Duration `koanf:"timeout"`
+	// HealthPath is what the active health check GETs on each upstream (a 2xx means
+	// up); empty: no active checks.
+	HealthPath     string        `koanf:"health_path"`
+	HealthInterval time.Duration `koanf:"health_interval"`
+	// MaxConnsPerUpstream bounds the connections to each upstream.
+	MaxConnsPerUpstream int `koanf:"max_conns_per_upstream"`
+	// TenantParam names the query parameter and body field that may repeat the
+	// tenant (it must equal the token's); jwt.tenant_claim and tenantId are checked too.
+	TenantParam string `koanf:"tenant_param"`
+	// ClaimHeaders are claim:Header pairs: each header is removed from the client's
+	// request and set from the token's claim.
+	ClaimHeaders []string `koanf:"claim_headers"`
+	// ForwardAuthorization passes the client's Authorization header to the backend.
+	ForwardAuthorization bool `koanf:"forward_authorization"`
+}
+
+// RateLimit configures per-tenant request rates. A zero rate means no limit; a zero
+// burst means a burst equal to the rate.
+type RateLimit struct {
+	APIRPS    int `koanf:"api_rps"`
+	APIBurst  int `koanf:"api_burst"`
+	SendRPS   int `koanf:"send_rps"`
+	SendBurst int `koanf:"send_burst"`
+	// TenantOverrides are tenant:api_rps:api_burst:send_rps:send_burst entries; an
+	// empty field keeps the default.
+	TenantOverrides []string `koanf:"tenant_overrides"`
+	// RedisURL, when set, holds the limits in Redis across every gateway instance
+	// (secret: may hold a password).
+	RedisURL string `koanf:"redis_url"`
 }
 
 // Frontend is where the OAuth callback sends the browser.
@@ -288,7 +321,15 @@ func Default() Config {
 		},
 		Meta:          Meta{DialogBaseURL: "https://www.facebook.com"},
 		PublicBaseURL: "https://api.aerostic.com",
-		Onboarding:    Onboarding{StateTTL: 10 * time.Minute},
+		Proxy: Proxy{
+			Timeout:              30 * time.Second,
+			HealthInterval:       5 * time.Second,
+			MaxConnsPerUpstream:  512,
+			TenantParam:          "tenantId",
+			ClaimHeaders:         []string{"sub:X-User-Id"},
+			ForwardAuthorization: true,
+		},
+		Onboarding: Onboarding{StateTTL: 10 * time.Minute},
 		Accounts: Accounts{
 			CacheTTL:         5 * time.Minute,
 			NegativeCacheTTL: 10 * time.Second,

@@ -470,6 +470,23 @@ func TestValidate(t *testing.T) {
 		{name: "throughput too high", edit: func(c *Config) { c.Sender.DefaultThroughputMPS = 1001 }, keys: []string{"sender.default_throughput_mps"}},
 		{name: "throughput zero", edit: func(c *Config) { c.Sender.DefaultThroughputMPS = 0 }, keys: []string{"sender.default_throughput_mps"}},
 		{name: "upstream relative", edit: func(c *Config) { c.Proxy.Upstreams = []string{"http://ok:1", "/api"} }, keys: []string{"proxy.upstreams[1]"}},
+		{name: "upstream with query", edit: func(c *Config) { c.Proxy.Upstreams = []string{"http://ok:1/?a=1"} }, keys: []string{"proxy.upstreams[0]"}},
+		{name: "proxy settings", edit: func(c *Config) {
+			c.Proxy.Timeout = 0
+			c.Proxy.HealthPath = "health"
+			c.Proxy.HealthInterval = 0
+			c.Proxy.MaxConnsPerUpstream = 0
+			c.Proxy.TenantParam = "tenant id"
+		}, keys: []string{"proxy.timeout", "proxy.health_path", "proxy.health_interval", "proxy.max_conns_per_upstream", "proxy.tenant_param"}},
+		{name: "claim headers", edit: func(c *Config) {
+			c.Proxy.ClaimHeaders = []string{"sub:X-User-Id", "roles", "email:X-Tenant-Id", "x:X_Forwarded_For", "sub:x-user-id", "a:Bad Header"}
+		}, keys: []string{"proxy.claim_headers[1]", "proxy.claim_headers[2]", "proxy.claim_headers[3]", "proxy.claim_headers[4]", "proxy.claim_headers[5]"}},
+		{name: "rate limits", edit: func(c *Config) {
+			c.RateLimit.APIRPS = -1
+			c.RateLimit.SendBurst = -2
+			c.RateLimit.TenantOverrides = []string{"acme:1:2:3:4", "acme:::5:", "x:1", ":1:1:1:1", "y:a:1:1:1"}
+		}, keys: []string{"ratelimit.api_rps", "ratelimit.send_burst", "ratelimit.tenant_overrides[1]", "ratelimit.tenant_overrides[2]", "ratelimit.tenant_overrides[3]", "ratelimit.tenant_overrides[4]"}},
+		{name: "redis url", edit: func(c *Config) { c.RateLimit.RedisURL = "http://u:redis-password-value@r:6379" }, keys: []string{"ratelimit.redis_url"}, hidden: []string{"redis-password-value"}},
 		{name: "redirect url relative", edit: func(c *Config) { c.Frontend.RedirectURL = "/done" }, keys: []string{"frontend.redirect_url"}},
 		{name: "public base url", edit: func(c *Config) { c.PublicBaseURL = "api.aerostic.com" }, keys: []string{"public_base_url"}},
 		{name: "log level and format", edit: func(c *Config) { c.Log.Level = "loud"; c.Log.Format = "xml" }, keys: []string{"log.level", "log.format"}},
@@ -559,11 +576,12 @@ func TestRedacted(t *testing.T) {
 	c.Meta.VerifyToken = "meta-verify-token-value"
 	c.Meta.AppID = "1234"
 	c.Proxy.Upstreams = []string{"http://svc:proxy-password-value@backend:8000"}
+	c.RateLimit.RedisURL = "redis://default:redis-password-value@redis:6379/0"
 	c.Secrets.TokenKeys = []string{tokenKey("k1"), "malformed-token-key-value"}
 	c.Kafka.SASL = KafkaSASL{Mechanism: SASLScramSHA512, Username: "aerogate", Password: "kafka-sasl-password-value"}
 	secrets := []string{"kafka-sasl-password-value",
 		c.JWT.Secret, "hunter2-db-password", "meta-app-secret-value", "meta-verify-token-value",
-		base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32)), "malformed-token-key-value", "proxy-password-value",
+		base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32)), "malformed-token-key-value", "proxy-password-value", "redis-password-value",
 	}
 	orig := c
 	orig.Secrets.TokenKeys = slices.Clone(c.Secrets.TokenKeys)

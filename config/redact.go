@@ -46,6 +46,9 @@ func (c Config) Redacted() Config {
 			r.Proxy.Upstreams[i] = redactURLString(u)
 		}
 	}
+	r.RateLimit.RedisURL = redactURLString(c.RateLimit.RedisURL)
+	r.Proxy.ClaimHeaders = append([]string(nil), c.Proxy.ClaimHeaders...)
+	r.RateLimit.TenantOverrides = append([]string(nil), c.RateLimit.TenantOverrides...)
 	r.Kafka.Brokers = append([]string(nil), c.Kafka.Brokers...)
 	r.JWT.Algorithms = append([]string(nil), c.JWT.Algorithms...)
 	r.JWT.PublicKeyFiles = append([]string(nil), c.JWT.PublicKeyFiles...)

@@ -46,7 +46,7 @@ const (
 // ValidateFor checks only those.
 var roleSections = map[Role][]string{
 	// The gateway calls Graph for Embedded Signup and the test message.
-	RoleGateway: {"http", "admin", "database", "kafka", "jwt", "secrets", "accounts", "log",
+	RoleGateway: {"http", "admin", "database", "kafka", "jwt", "secrets", "accounts", "proxy", "ratelimit", "log",
 		"graph", "meta", "public_base_url", "frontend", "onboarding", "webhooks"},
 	RoleSender: {"admin", "database", "kafka", "graph", "meta", "secrets", "accounts", "sender", "log"},
 	RoleIngest: {"admin", "database", "kafka", "secrets", "accounts", "ingest", "log"},
@@ -186,7 +186,12 @@ func (c Config) problems() []*KeyError {
 	httpURL("public_base_url", c.PublicBaseURL, false)
 	for i, u := range c.Proxy.Upstreams {
 		httpURL(fmt.Sprintf("proxy.upstreams[%d]", i), u, true)
+		if pu, err := url.Parse(u); err == nil && (pu.RawQuery != "" || pu.Fragment != "") {
+			bad(fmt.Sprintf("proxy.upstreams[%d]", i), "want a base URL without query or fragment")
+		}
 	}
+	errs = append(errs, c.Proxy.validate()...)
+	errs = append(errs, c.RateLimit.validate()...)
 	httpURL("frontend.redirect_url", c.Frontend.RedirectURL, false)
 	httpURL("meta.dialog_base_url", c.Meta.DialogBaseURL, true)
 	if d := c.Onboarding.StateTTL; d < time.Minute || d > 24*time.Hour {
@@ -453,4 +458,145 @@ func checkTokenKey(spec string) (string, error) {
 		return "", fmt.Errorf("key %q must be standard base64 of %d bytes", kid, TokenKeySize)
 	}
 	return kid, nil
+}
+
+func (p Proxy) validate() []*KeyError {
+	var errs []*KeyError
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, &KeyError{Key: key, Err: fmt.Errorf(format, args...)})
+	}
+	if p.Timeout <= 0 {
+		bad("proxy.timeout", "must be a positive duration, got %s", p.Timeout)
+	}
+	if p.HealthPath != "" && !strings.HasPrefix(p.HealthPath, "/") {
+		bad("proxy.health_path", "must start with /, got %q", p.HealthPath)
+	}
+	if p.HealthInterval <= 0 {
+		bad("proxy.health_interval", "must be a positive duration, got %s", p.HealthInterval)
+	}
+	if p.MaxConnsPerUpstream <= 0 {
+		bad("proxy.max_conns_per_upstream", "must be positive, got %d", p.MaxConnsPerUpstream)
+	}
+	if p.TenantParam == "" || !isToken(p.TenantParam) {
+		bad("proxy.tenant_param", "want a parameter name of letters, digits and -_., got %q", p.TenantParam)
+	}
+	seen := map[string]bool{}
+	for i, spec := range p.ClaimHeaders {
+		key := fmt.Sprintf("proxy.claim_headers[%d]", i)
+		claim, header, ok := ParseClaimHeader(spec)
+		switch {
+		case !ok:
+			bad(key, "want claim:Header, got %q", spec)
+		case ReservedProxyHeader(header):
+			bad(key, "%s is set by the gateway itself and cannot carry a claim", header)
+		case seen[strings.ToLower(header)]:
+			bad(key, "header %s given twice", header)
+		}
+		_ = claim
+		seen[strings.ToLower(header)] = true
+	}
+	return errs
+}
+
+// ParseClaimHeader splits a proxy.claim_headers entry "claim:Header"; the header must
+// be an HTTP token.
+func ParseClaimHeader(spec string) (claim, header string, ok bool) {
+	claim, header, ok = strings.Cut(spec, ":")
+	claim, header = strings.TrimSpace(claim), strings.TrimSpace(header)
+	if !ok || claim == "" || header == "" || !isToken(header) {
+		return "", "", false
+	}
+	return claim, header, true
+}
+
+// ReservedProxyHeader reports whether the gateway sets or handles header itself on
+// proxied requests, so no claim may be mapped to it.
+func ReservedProxyHeader(header string) bool {
+	h := strings.ToLower(strings.ReplaceAll(header, "_", "-"))
+	switch h {
+	case "host", "authorization", "content-length", "content-type", "content-encoding", "transfer-encoding",
+		"connection", "keep-alive", "te", "trailer", "upgrade", "proxy-authorization", "proxy-connection",
+		"x-request-id", "x-tenant-id", "forwarded", "x-real-ip", "cookie", "expect":
+		return true
+	}
+	return strings.HasPrefix(h, "x-forwarded-")
+}
+
+// isToken reports whether s is an RFC 9110 token (a header name).
+func isToken(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return s != ""
+}
+
+// TenantOverride is one parsed ratelimit.tenant_overrides entry; -1 keeps the default.
+type TenantOverride struct {
+	Tenant                               string
+	APIRPS, APIBurst, SendRPS, SendBurst int
+}
+
+// ParseTenantOverride parses "tenant:api_rps:api_burst:send_rps:send_burst".
+func ParseTenantOverride(spec string) (TenantOverride, error) {
+	parts := strings.Split(spec, ":")
+	if len(parts) != 5 || strings.TrimSpace(parts[0]) == "" {
+		return TenantOverride{}, errors.New("want tenant:api_rps:api_burst:send_rps:send_burst (empty fields keep the default)")
+	}
+	o := TenantOverride{Tenant: strings.TrimSpace(parts[0])}
+	fields := []*int{&o.APIRPS, &o.APIBurst, &o.SendRPS, &o.SendBurst}
+	for i, f := range fields {
+		v := strings.TrimSpace(parts[i+1])
+		if v == "" {
+			*f = -1
+			continue
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return TenantOverride{}, fmt.Errorf("field %d: want a number ≥ 0, got %q", i+2, v)
+		}
+		*f = n
+	}
+	return o, nil
+}
+
+func (r RateLimit) validate() []*KeyError {
+	var errs []*KeyError
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, &KeyError{Key: key, Err: fmt.Errorf(format, args...)})
+	}
+	for _, k := range []struct {
+		key string
+		v   int
+	}{{"ratelimit.api_rps", r.APIRPS}, {"ratelimit.api_burst", r.APIBurst}, {"ratelimit.send_rps", r.SendRPS}, {"ratelimit.send_burst", r.SendBurst}} {
+		if k.v < 0 {
+			bad(k.key, "must not be negative, got %d", k.v)
+		}
+	}
+	seen := map[string]bool{}
+	for i, spec := range r.TenantOverrides {
+		key := fmt.Sprintf("ratelimit.tenant_overrides[%d]", i)
+		o, err := ParseTenantOverride(spec)
+		if err != nil {
+			bad(key, "%v", err)
+			continue
+		}
+		if seen[o.Tenant] {
+			bad(key, "tenant %q given twice", o.Tenant)
+		}
+		seen[o.Tenant] = true
+	}
+	if r.RedisURL != "" {
+		u, err := url.Parse(r.RedisURL)
+		if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
+			// The URL may hold a password: never quote it.
+			bad("ratelimit.redis_url", "want redis://[user:password@]host:port[/db] or rediss://…")
+		}
+	}
+	return errs
 }

@@ -1,6 +1,7 @@
 // Package gateway is aerogate's fasthttp edge: tenant JWT authentication, the send API
 // (POST /v1/messages and the Cloud-API-compatible POST /{version}/{phone_number_id}/messages),
-// message status (GET /v1/messages/{id}), health and readiness. A send is answered 202
+// message status (GET /v1/messages/{id}), health and readiness, and the /api/* reverse
+// proxy to the backend API (tenant and user from the token, per-tenant rate limits). A send is answered 202
 // only after Kafka acknowledged it; otherwise 503 when it provably was not written, and
 // 504 with its id when it may have been. Postgres is waited on only for a send with an
 // Idempotency-Key (the key is bound to its request before anything is published).
@@ -28,7 +29,9 @@ import (
 	"github.com/aerostic/aerogate/internal/message"
 	"github.com/aerostic/aerogate/internal/metrics"
 	"github.com/aerostic/aerogate/internal/onboarding"
+	"github.com/aerostic/aerogate/internal/ratelimit"
 	"github.com/aerostic/aerogate/internal/role"
+	"github.com/aerostic/aerogate/internal/tenantfield"
 	"github.com/aerostic/aerogate/internal/webhook"
 )
 
@@ -83,8 +86,16 @@ type Options struct {
 	// limit (auth.Config.MaxTokenBytes) should be the same.
 	MaxHeaderBytes int
 	// TenantClaim is the JWT claim holding the tenant; a query parameter or body field of
-	// that name (or "tenantId") must equal the token's tenant.
+	// that name (or "tenantId", or TenantParam) must equal the token's tenant.
 	TenantClaim string
+	// TenantParam is one more name for that parameter (proxy.tenant_param).
+	TenantParam string
+
+	// Proxy, when it has upstreams, serves /api/* (every method) from the backends.
+	Proxy ProxyOptions
+	// Limits, when set, holds each tenant to its request rates: sends in the Send
+	// class, every other authenticated request in the API class (429 past them).
+	Limits *ratelimit.Limiter
 	// PublishTimeout bounds the wait for Kafka's acknowledgement; past it, 504
 	// queue_timeout (the send may be queued) or, when the write provably did not reach
 	// a broker, 503 queue_unavailable. Default 5s.
@@ -132,6 +143,8 @@ type Server struct {
 	realClock   bool // Options.Now was nil: time.Now serves both clocks
 	deadline    *sharedDeadline
 	tenantField []string
+	tenantNames tenantfield.Names // tenantField and TenantParam, as the query and proxy check them
+	proxy       *proxy
 	handler     fasthttp.RequestHandler
 	health      *role.Health
 	unmatched   *routeMetrics // requests no route matched
@@ -229,6 +242,14 @@ func New(opts Options) (*Server, error) {
 	if opts.TenantClaim != "tenantId" {
 		s.tenantField = append(s.tenantField, opts.TenantClaim)
 	}
+	s.tenantNames = tenantfield.NewNames(append(append([]string(nil), s.tenantField...), opts.TenantParam)...)
+	if len(opts.Proxy.Upstreams) > 0 {
+		p, err := newProxy(opts.Proxy, s.tenantNames, opts.MaxBodyBytes, opts.MaxJSONDepth, s.log)
+		if err != nil {
+			return nil, err
+		}
+		s.proxy = p
+	}
 	copy(s.ridPrefix[:8], randomID().String()[:8])
 	s.ridPrefix[8] = '-'
 
@@ -251,10 +272,24 @@ func New(opts Options) (*Server, error) {
 	handle(r, fasthttp.MethodHead, "/healthz", s.health.Healthz)
 	handle(r, fasthttp.MethodGet, "/readyz", s.health.Readyz)
 	handle(r, fasthttp.MethodGet, "/metrics", metrics.Handler())
-	handle(r, fasthttp.MethodPost, "/v1/messages", s.authed(s.sendV1))
-	handle(r, fasthttp.MethodGet, "/v1/messages/{id}", s.authed(s.getMessage))
-	handle(r, fasthttp.MethodPost, "/{version}/{phone_number_id}/messages", s.authed(s.sendGraph))
-	handle(r, fasthttp.MethodGet, "/v1/inbound", s.authed(s.listInbound))
+	handle(r, fasthttp.MethodPost, "/v1/messages", s.authed(s.limited(ratelimit.Send, s.sendV1)))
+	handle(r, fasthttp.MethodGet, "/v1/messages/{id}", s.authed(s.limited(ratelimit.API, s.getMessage)))
+	handle(r, fasthttp.MethodPost, "/{version}/{phone_number_id}/messages", s.authed(s.limited(ratelimit.Send, s.sendGraph)))
+	handle(r, fasthttp.MethodGet, "/v1/inbound", s.authed(s.limited(ratelimit.API, s.listInbound)))
+	if s.proxy != nil {
+		api := s.authed(s.limited(ratelimit.API, s.proxy.serve))
+		for _, m := range []string{fasthttp.MethodGet, fasthttp.MethodHead, fasthttp.MethodPost, fasthttp.MethodPut,
+			fasthttp.MethodPatch, fasthttp.MethodDelete} {
+			handle(r, m, proxyRoute, api)
+		}
+		handle(r, fasthttp.MethodOptions, proxyRoute, func(ctx *fasthttp.RequestCtx) {
+			if isPreflight(ctx) {
+				s.proxy.preflight(ctx)
+				return
+			}
+			api(ctx)
+		})
+	}
 	if opts.Webhooks != nil {
 		// Meta's webhooks carry no JWT: the signature over the body is their proof.
 		handle(r, fasthttp.MethodGet, webhook.Path, opts.Webhooks.Handshake)
@@ -276,10 +311,13 @@ func New(opts Options) (*Server, error) {
 		// header limit (431 past it), and so the real bound on a bearer token.
 		ReadBufferSize:               opts.MaxHeaderBytes,
 		DisablePreParseMultipartForm: true,
-		NoDefaultContentType:         true,
-		CloseOnShutdown:              true,
-		SecureErrorLogMessage:        true,
-		Logger:                       fasthttpLogger{s.log},
+		// Bodies stream: the proxy forwards large uploads as they arrive; every other
+		// route reads its body whole, bounded, in the middleware (boundBody).
+		StreamRequestBody:     true,
+		NoDefaultContentType:  true,
+		CloseOnShutdown:       true,
+		SecureErrorLogMessage: true,
+		Logger:                fasthttpLogger{s.log},
 	}
 	return s, nil
 }
@@ -313,6 +351,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.closeOnce.Do(func() {
 		s.deadline.stop()
+		if s.proxy != nil {
+			s.proxy.close()
+		}
 		if s.rec != nil {
 			if rerr := s.rec.close(ctx); rerr != nil && err == nil {
 				err = rerr

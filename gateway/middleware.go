@@ -33,6 +33,9 @@ func (s *Server) middleware(next fasthttp.RequestHandler) fasthttp.RequestHandle
 			s.routeOf(ctx).observe(ctx.Response.StatusCode(), time.Since(start))
 			s.accessLog(ctx, start)
 		}()
+		if !s.boundBody(ctx) {
+			return
+		}
 		next(ctx)
 	}
 }
@@ -72,7 +75,7 @@ func (s *Server) accessLog(ctx *fasthttp.RequestCtx, start time.Time) {
 		slog.String("method", string(ctx.Method())),
 		slog.String("path", string(ctx.Path())),
 		slog.Int("status", status),
-		slog.Int("bytes_in", len(ctx.Request.Body())),
+		slog.Int("bytes_in", bytesIn(ctx)),
 		slog.String("remote", ctx.RemoteIP().String()),
 		slog.Duration("duration", since(start)),
 	}
@@ -104,26 +107,12 @@ func (s *Server) authed(h func(ctx *fasthttp.RequestCtx, claims auth.Claims)) fa
 			writeError(ctx, errInvalidToken)
 			return
 		}
-		// Every tenantId in the query string must be the token's: a repeated parameter
-		// is checked value by value, since frameworks differ on which one they read.
-		for key, value := range ctx.QueryArgs().All() {
-			if s.isTenantField(key) && string(value) != claims.TenantID {
-				writeError(ctx, errTenantMismatch)
-				return
-			}
+		if apiErr := s.checkTenantQuery(ctx, claims.TenantID); apiErr != nil {
+			writeError(ctx, apiErr)
+			return
 		}
 		h(ctx, claims)
 	}
-}
-
-// isTenantField reports whether a query parameter named key names the tenant.
-func (s *Server) isTenantField(key []byte) bool {
-	for _, name := range s.tenantField {
-		if string(key) == name {
-			return true
-		}
-	}
-	return false
 }
 
 // readError answers requests fasthttp could not read (it closes the connection after).

@@ -14,6 +14,7 @@ import (
 	"github.com/aerostic/aerogate/internal/message"
 	"github.com/aerostic/aerogate/internal/onboarding"
 	"github.com/aerostic/aerogate/internal/queue"
+	"github.com/aerostic/aerogate/internal/ratelimit"
 	"github.com/aerostic/aerogate/internal/role"
 	"github.com/aerostic/aerogate/internal/webhook"
 )
@@ -37,6 +38,16 @@ func Run(ctx context.Context, cfg config.Config) error {
 	defer deps.Close()
 	log := deps.Log
 
+	claimHeaders, err := ProxyClaimHeaders(cfg.Proxy.ClaimHeaders)
+	if err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
+	limits, err := NewLimiter(cfg.RateLimit, log)
+	if err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
+	defer limits.Close()
+
 	verifier, err := auth.NewVerifier(auth.Config{
 		Algorithms:     cfg.JWT.Algorithms,
 		HMACSecret:     []byte(cfg.JWT.Secret),
@@ -47,6 +58,7 @@ func Run(ctx context.Context, cfg config.Config) error {
 		TenantClaim:    cfg.JWT.TenantClaim,
 		Leeway:         cfg.JWT.Leeway,
 		CacheSize:      cfg.JWT.CacheSize,
+		HeaderClaims:   claimNames(claimHeaders),
 		// A token can be no larger than the headers that carry it.
 		MaxTokenBytes: cfg.HTTP.MaxHeaderBytes,
 	})
@@ -102,13 +114,24 @@ func Run(ctx context.Context, cfg config.Config) error {
 		MaxJSONDepth:        cfg.HTTP.MaxJSONDepth,
 		MaxHeaderBytes:      cfg.HTTP.MaxHeaderBytes,
 		TenantClaim:         cfg.JWT.TenantClaim,
-		PublishTimeout:      cfg.Kafka.WriteTimeout,
-		ReadTimeout:         cfg.HTTP.ReadTimeout,
-		WriteTimeout:        cfg.HTTP.WriteTimeout,
-		IdleTimeout:         cfg.HTTP.IdleTimeout,
-		Concurrency:         cfg.HTTP.Concurrency,
-		AccessLogLevel:      slog.LevelDebug,
-		Logger:              log,
+		TenantParam:         cfg.Proxy.TenantParam,
+		Proxy: ProxyOptions{
+			Upstreams:            cfg.Proxy.Upstreams,
+			Timeout:              cfg.Proxy.Timeout,
+			HealthPath:           cfg.Proxy.HealthPath,
+			HealthInterval:       cfg.Proxy.HealthInterval,
+			MaxConnsPerUpstream:  cfg.Proxy.MaxConnsPerUpstream,
+			ClaimHeaders:         claimHeaders,
+			ForwardAuthorization: cfg.Proxy.ForwardAuthorization,
+		},
+		Limits:         limits,
+		PublishTimeout: cfg.Kafka.WriteTimeout,
+		ReadTimeout:    cfg.HTTP.ReadTimeout,
+		WriteTimeout:   cfg.HTTP.WriteTimeout,
+		IdleTimeout:    cfg.HTTP.IdleTimeout,
+		Concurrency:    cfg.HTTP.Concurrency,
+		AccessLogLevel: slog.LevelDebug,
+		Logger:         log,
 	})
 	if err != nil {
 		return err
@@ -139,6 +162,68 @@ func Run(ctx context.Context, cfg config.Config) error {
 	}
 	log.Info("gateway stopped", "accepted", srv.Metrics().Accepted)
 	return runErr
+}
+
+// ProxyClaimHeaders parses proxy.claim_headers.
+func ProxyClaimHeaders(specs []string) ([]ClaimHeader, error) {
+	out := make([]ClaimHeader, 0, len(specs))
+	for i, spec := range specs {
+		claim, header, ok := config.ParseClaimHeader(spec)
+		if !ok {
+			return nil, fmt.Errorf("proxy.claim_headers[%d]: want claim:Header", i)
+		}
+		out = append(out, ClaimHeader{Claim: claim, Header: header})
+	}
+	return out, nil
+}
+
+func claimNames(chs []ClaimHeader) []string {
+	names := make([]string, 0, len(chs))
+	for _, ch := range chs {
+		names = append(names, ch.Claim)
+	}
+	return names
+}
+
+// NewLimiter builds the per-tenant rate limiter of the ratelimit.* keys: nil when no
+// rate is set anywhere. Close it (nil is fine) when done.
+func NewLimiter(c config.RateLimit, log *slog.Logger) (*ratelimit.Limiter, error) {
+	limit := func(rps, burst int) ratelimit.Limit {
+		if rps > 0 && burst <= 0 {
+			burst = rps
+		}
+		return ratelimit.Limit{RPS: rps, Burst: burst}
+	}
+	rc := ratelimit.Config{
+		Default:  ratelimit.Limits{API: limit(c.APIRPS, c.APIBurst), Send: limit(c.SendRPS, c.SendBurst)},
+		RedisURL: c.RedisURL,
+		Logger:   log,
+	}
+	set := c.APIRPS > 0 || c.SendRPS > 0
+	for i, spec := range c.TenantOverrides {
+		o, err := config.ParseTenantOverride(spec)
+		if err != nil {
+			return nil, fmt.Errorf("ratelimit.tenant_overrides[%d]: %w", i, err)
+		}
+		pick := func(v, def int) int {
+			if v < 0 {
+				return def
+			}
+			return v
+		}
+		if rc.Overrides == nil {
+			rc.Overrides = map[string]ratelimit.Limits{}
+		}
+		rc.Overrides[o.Tenant] = ratelimit.Limits{
+			API:  limit(pick(o.APIRPS, c.APIRPS), pick(o.APIBurst, c.APIBurst)),
+			Send: limit(pick(o.SendRPS, c.SendRPS), pick(o.SendBurst, c.SendBurst)),
+		}
+		set = set || o.APIRPS > 0 || o.SendRPS > 0
+	}
+	if !set {
+		return nil, nil
+	}
+	return ratelimit.New(rc)
 }
 
 // newOnboarding builds Embedded Signup and the accounts API from cfg, on the role's

@@ -88,6 +88,8 @@ type Config struct {
 	TenantClaim string // default "tenantId"
 	Leeway      time.Duration
 	CacheSize   int // verified-token cache entries; default 100,000; negative disables the cache
+	// HeaderClaims are claims copied into Claims.Values, rendered for an HTTP header.
+	HeaderClaims []string
 	// MaxTokenBytes is the largest token looked at; default MaxTokenBytes. The gateway
 	// sets it to its header buffer size, so the two limits agree.
 	MaxTokenBytes int
@@ -101,6 +103,9 @@ type Claims struct {
 	TenantID  string
 	Subject   string
 	ExpiresAt time.Time
+	// Values holds the Config.HeaderClaims the token has, rendered as header values
+	// (see headerValue); nil when none are configured.
+	Values map[string]string
 }
 
 // Verifier checks tokens. It is safe for concurrent use.
@@ -117,6 +122,8 @@ type Verifier struct {
 	now    func() time.Time
 	keyfn  jwt.Keyfunc
 	issuer string
+	// headerClaims are the claims copied into Claims.Values.
+	headerClaims []string
 }
 
 // SupportedAlgorithms are the algorithms a Config may allow; config validates
@@ -164,6 +171,7 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 		keys:     make(map[string]*publicKey),
 		issuer:   cfg.Issuer,
 	}
+	v.headerClaims = slices.Clone(cfg.HeaderClaims)
 	if v.now == nil {
 		v.now = time.Now
 	}
@@ -280,7 +288,7 @@ func (v *Verifier) verify(token string) (Claims, error) {
 		return Claims{}, err
 	}
 	sub, _ := mc["sub"].(string)
-	return Claims{TenantID: tenant, Subject: sub, ExpiresAt: exp.Time}, nil
+	return Claims{TenantID: tenant, Subject: sub, ExpiresAt: exp.Time, Values: headerValues(mc, v.headerClaims)}, nil
 }
 
 // strictSegment is the decoding of a token's segments: unpadded base64url whose last

@@ -16,6 +16,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -515,7 +516,7 @@ func TestCache(t *testing.T) {
 	if err != nil {
 		t.Fatalf("cached token refused before exp: %v", err)
 	}
-	if second != first {
+	if !reflect.DeepEqual(second, first) {
 		t.Fatalf("cached claims %+v differ from %+v", second, first)
 	}
 	clk.Add(time.Second) // now == exp
@@ -673,5 +674,29 @@ func TestIssueHS256(t *testing.T) {
 				t.Fatalf("expires in %v, want about %v", d, tc.ttl)
 			}
 		})
+	}
+}
+
+func TestHeaderClaims(t *testing.T) {
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	v, err := NewVerifier(Config{HMACSecret: secret, HeaderClaims: []string{"sub", "roles", "n", "obj", "bad", "missing", "nul"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+		"tenantId": "acme", "sub": "u1", "roles": []any{"admin", "ops"}, "n": 42.5,
+		"obj": map[string]any{"a": 1}, "bad": "x\r\nX-Tenant-Id: other", "nul": nil,
+		"exp": time.Now().Add(time.Hour).Unix(),
+	}).SignedString(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := v.Verify([]byte(tok))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"sub": "u1", "roles": "admin,ops", "n": "42.5", "obj": `{"a":1}`}
+	if !reflect.DeepEqual(c.Values, want) {
+		t.Fatalf("values %q, want %q", c.Values, want)
 	}
 }

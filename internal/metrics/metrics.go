@@ -168,6 +168,43 @@ var (
 		Namespace: namespace, Name: "ready",
 		Help: "1 while the named readiness check passes, else 0.",
 	}, []string{"check"})
+
+	// ProxyRequests counts /api/* requests proxied to the backend, by upstream (its
+	// host:port as configured) and status answered ("502"/"504" when it did not answer).
+	ProxyRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "proxy_requests_total",
+		Help: "Requests proxied to a backend, by upstream and status answered.",
+	}, []string{"upstream", "status"})
+	// ProxyDuration is the time from sending a request upstream to its response headers.
+	ProxyDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: namespace, Name: "proxy_request_duration_seconds",
+		Help:    "Time from forwarding a request to the backend's response headers, by upstream.",
+		Buckets: latencyBuckets,
+	}, []string{"upstream"})
+	// ProxyUpstreamUp is 1 while an upstream passes its health check, else 0.
+	ProxyUpstreamUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "proxy_upstream_up",
+		Help: "1 while the upstream passes its active health check, else 0.",
+	}, []string{"upstream"})
+	// RateLimitRejections counts requests answered 429, by class (api, send) and tenant.
+	// The tenant label is bounded: the first 100 tenants rejected since start keep their
+	// id, any other is counted as "_other".
+	RateLimitRejections = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "ratelimit_rejections_total",
+		Help: "Requests refused with 429, by class and tenant (the first 100 tenants rejected, then _other).",
+	}, []string{"class", "tenant"})
+	// RateLimitRedisUp is 1 while the shared limits in Redis answer, 0 while the gateway
+	// decides on its local buckets instead. Absent when no Redis is configured.
+	// (A vector without labels: its one child exists once WithLabelValues() is called.)
+	RateLimitRedisUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "ratelimit_redis_up",
+		Help: "1 while rate limits are held in Redis, 0 while decided on local buckets because Redis failed.",
+	}, nil)
+	// RateLimitLocalFallbacks counts decisions taken on local buckets because Redis failed.
+	RateLimitLocalFallbacks = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: namespace, Name: "ratelimit_local_fallbacks_total",
+		Help: "Rate-limit decisions taken on local buckets because Redis was unreachable.",
+	})
 )
 
 func init() {
@@ -181,6 +218,8 @@ func init() {
 		AccountCache, AccountCacheInvalidations, JWTCache,
 		Ready,
 		WebhookRequests, IngestItems, EventsPublished,
+		ProxyRequests, ProxyDuration, ProxyUpstreamUp,
+		RateLimitRejections, RateLimitRedisUp, RateLimitLocalFallbacks,
 		ParkedMessages, ParkedOldestAge, Parked, ParkedReleased,
 	)
 }
