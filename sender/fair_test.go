@@ -288,13 +288,13 @@ func partitionOf(tenant string) int {
 	return (&kafka.Murmur2Balancer{}).Balance(kafka.Message{Key: []byte(tenant)}, parts...)
 }
 
-// maxWindow is the most receipts in any one-second window, and when it began.
-func maxWindow(ts []time.Time) (int, time.Time) {
+// maxWindow is the most receipts in any window of width w, and when it began.
+func maxWindow(ts []time.Time, w time.Duration) (int, time.Time) {
 	slices.SortFunc(ts, func(a, b time.Time) int { return a.Compare(b) })
 	best, j := 0, 0
 	var at time.Time
 	for i := range ts {
-		for ts[i].Sub(ts[j]) >= time.Second {
+		for ts[i].Sub(ts[j]) >= w {
 			j++
 		}
 		if i-j+1 > best {
@@ -362,11 +362,17 @@ func TestOneDrainPerNumberAcrossInstancesAndRebalances(t *testing.T) {
 		}
 	}
 	for _, acct := range accts {
-		w, from := maxWindow(at[acct.PhoneNumberID])
-		t.Logf("number %s: busiest one-second window %d sends (limit %d/s), %v after its first send", acct.PhoneNumberID, w, mps,
-			from.Sub(at[acct.PhoneNumberID][0]))
-		if w > mps*110/100 {
-			t.Errorf("number %s sent %d in one second, over its %d/s by more than 10%%: two drains at once", acct.PhoneNumberID, w, mps)
+		// Over two seconds: the fake stamps a send when it reads it, and on a loaded
+		// machine (the race detector, the whole suite at once) requests sent at the pace
+		// can be read in clumps of a tenth of a second; two drains at once would send at
+		// twice the rate for as long as they overlap.
+		ts := at[acct.PhoneNumberID]
+		w1, from1 := maxWindow(ts, time.Second)
+		w2, from2 := maxWindow(ts, 2*time.Second)
+		t.Logf("number %s: busiest windows: %d sends in 1 s (%v after its first send), %d in 2 s (%v); limit %d/s",
+			acct.PhoneNumberID, w1, from1.Sub(ts[0]), w2, from2.Sub(ts[0]), mps)
+		if w2 > 2*mps*110/100 {
+			t.Errorf("number %s sent %d in two seconds, over its %d/s by more than 10%%: two drains at once", acct.PhoneNumberID, w2, mps)
 		}
 	}
 	sa, sb := a.Stats(), b.Stats()

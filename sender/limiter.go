@@ -42,15 +42,11 @@ func newAdmissionLimiters(defaultMPS int) *numberLimiters {
 		burst: func(mps int) int { return max(mps/10, 1) }}
 }
 
-// burstFor is the bucket depth for mps: small (1/20 s of sends) so that over any window of
-// a second or more the pace stays within a few percent of mps, yet above 1 so that sends
-// issued concurrently are not serialized to the microsecond.
+// burstFor is the depth of a Graph calls' bucket for mps: small (1/50 s of sends, at
+// least one) so that over any window of a second or more the calls stay within 2 % of
+// mps, which leaves room for the jitter between a call and Meta's reading it.
 func burstFor(mps int) int {
-	b := mps / 20
-	if b < 1 {
-		b = 1
-	}
-	return b
+	return max(mps/50, 1)
 }
 
 // get returns the bucket of phoneNumberID, created at or adjusted to mps (≤ 0: the

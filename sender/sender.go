@@ -66,7 +66,9 @@
 // send whose recipient already has sends parked is parked behind them, not urgent
 // (message.parkSQL). The Graph calls are paced again right before the call (calls):
 // batched claims make released sends reach Graph in clumps, and the second bucket keeps
-// every second within the number's rate plus its 1/20 s burst.
+// every second within the number's rate plus its 1/50 s burst. Admission's buckets are
+// deeper (1/10 s) so that a drain held up for a moment catches up rather than losing
+// pace; every new bucket starts empty, so a hand-over admits nothing early.
 //
 // A stopped account's drain waits for the account-change notification every instance
 // receives (account.Resolver.Watch, fed by LISTEN/NOTIFY), checking again every
