@@ -61,9 +61,9 @@ func startProxyGateway(upstream string, limits *ratelimit.Limiter) (string, func
 			Upstreams:    []string{"http://" + upstream},
 			ClaimHeaders: []gateway.ClaimHeader{{Claim: "sub", Header: "X-User-Id"}},
 		},
-		Limits:         limits,
-		AccessLogLevel: slog.LevelDebug,
-		Logger:         slog.Default(),
+		Limits:       limits,
+		AccessSample: -1, // failures only
+		Logger:       slog.Default(),
 	})
 	if err != nil {
 		return "", nil, err

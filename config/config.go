@@ -28,8 +28,11 @@ type Config struct {
 	Secrets       Secrets    `koanf:"secrets"`
 	Accounts      Accounts   `koanf:"accounts"`
 	Sender        Sender     `koanf:"sender"`
+	Refresher     Refresher  `koanf:"refresher"`
 	Webhooks      Webhooks   `koanf:"webhooks"`
 	Ingest        Ingest     `koanf:"ingest"`
+	Retention     Retention  `koanf:"retention"`
+	Shutdown      Shutdown   `koanf:"shutdown"`
 	Log           Log        `koanf:"log"`
 
 	// DevMode is set by `aerogate dev`, not by configuration: it relaxes the rules
@@ -249,6 +252,27 @@ type Sender struct {
 	DefaultThroughputMPS int `koanf:"default_throughput_mps"`
 }
 
+// Refresher configures the token refresher.
+type Refresher struct {
+	// Interval is how often a pass looks for due accounts.
+	Interval time.Duration `koanf:"interval"`
+	// Window: an active token that expires within it is renewed.
+	Window time.Duration `koanf:"window"`
+	// CheckInterval is how often a token that never expires is checked with debug_token.
+	CheckInterval time.Duration `koanf:"check_interval"`
+	// Lease is how long a claimed account stays reserved for the refresher that claimed
+	// it; another one takes it over only after it lapsed (its holder crashed).
+	Lease time.Duration `koanf:"lease"`
+	// BatchSize is how many accounts one claim takes.
+	BatchSize int `koanf:"batch_size"`
+	// Concurrency is how many accounts are refreshed or checked at once.
+	Concurrency int `koanf:"concurrency"`
+	// RetryBaseDelay and RetryMaxDelay shape the backoff (exponential, full jitter)
+	// after a failed refresh or check.
+	RetryBaseDelay time.Duration `koanf:"retry_base_delay"`
+	RetryMaxDelay  time.Duration `koanf:"retry_max_delay"`
+}
+
 // Webhooks configures the edge that takes Meta's webhooks (on the gateway, and as
 // `aerogate webhooks`).
 type Webhooks struct {
@@ -271,10 +295,37 @@ type Ingest struct {
 	PendingStatusTTL time.Duration `koanf:"pending_status_ttl"`
 }
 
+// Retention configures how long stored rows are kept. Ingest removes older ones in
+// bounded batches; unfinished sends are never removed.
+type Retention struct {
+	// Messages is how long a finished send (sent, delivered, read, failed) and its
+	// statuses are kept after it was accepted.
+	Messages time.Duration `koanf:"messages"`
+	// Inbound is how long an inbound message is kept after it was stored.
+	Inbound time.Duration `koanf:"inbound"`
+	// IdempotencyKeys is how long an Idempotency-Key stays bound to its first request.
+	IdempotencyKeys time.Duration `koanf:"idempotency_keys"`
+	// Interval is how often a sweep runs; BatchSize bounds the rows one statement removes.
+	Interval  time.Duration `koanf:"interval"`
+	BatchSize int           `koanf:"batch_size"`
+}
+
+// Shutdown configures the graceful stop on SIGTERM or SIGINT.
+type Shutdown struct {
+	// Grace bounds the whole stop: past it the process exits at once.
+	Grace time.Duration `koanf:"grace"`
+	// DrainDelay is how long a process answers /readyz with 503 before it stops taking
+	// requests, for load balancers to stop sending it new ones.
+	DrainDelay time.Duration `koanf:"drain_delay"`
+}
+
 // Log configures logging.
 type Log struct {
 	Level  string `koanf:"level"`  // debug, info, warn, error
 	Format string `koanf:"format"` // text or json
+	// AccessSample logs one in this many successful HTTP requests at info (1: all of
+	// them; 0: none); failed ones are always logged.
+	AccessSample int `koanf:"access_sample"`
 }
 
 // Default returns the configuration every other source overrides.
@@ -345,6 +396,16 @@ func Default() Config {
 			PausedRetryDelay:     time.Minute,
 			DefaultThroughputMPS: 80,
 		},
+		Refresher: Refresher{
+			Interval:       time.Hour,
+			Window:         240 * time.Hour,
+			CheckInterval:  24 * time.Hour,
+			Lease:          2 * time.Minute,
+			BatchSize:      100,
+			Concurrency:    4,
+			RetryBaseDelay: 5 * time.Minute,
+			RetryMaxDelay:  6 * time.Hour,
+		},
 		Webhooks: Webhooks{
 			Addr:         "127.0.0.1:8082",
 			MaxBodyBytes: 3 << 20,
@@ -355,6 +416,14 @@ func Default() Config {
 			BatchMax:         100,
 			PendingStatusTTL: 24 * time.Hour,
 		},
-		Log: Log{Level: "info", Format: "text"},
+		Retention: Retention{
+			Messages:        30 * 24 * time.Hour,
+			Inbound:         30 * 24 * time.Hour,
+			IdempotencyKeys: 30 * 24 * time.Hour,
+			Interval:        time.Minute,
+			BatchSize:       1000,
+		},
+		Shutdown: Shutdown{Grace: 30 * time.Second},
+		Log:      Log{Level: "info", Format: "text", AccessSample: 1},
 	}
 }

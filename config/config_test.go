@@ -372,6 +372,24 @@ func TestValidateFor(t *testing.T) {
 			c.Secrets.TokenKeys = nil
 		}, keys: []string{"kafka.brokers", "secrets.token_keys"}},
 		{name: "admin.addr for both", roles: []Role{RoleSender}, edit: func(c *Config) { c.Admin.Addr = "nope" }, keys: []string{"admin.addr"}},
+		{name: "refresher needs the meta app", roles: []Role{RoleRefresher}, edit: func(c *Config) {},
+			keys: []string{"meta.app_id", "meta.app_secret"}},
+		{name: "refresher needs no kafka nor jwt", roles: []Role{RoleRefresher}, edit: func(c *Config) {
+			c.Meta.AppID, c.Meta.AppSecret = "1234", "app-secret"
+			c.Kafka.Brokers, c.JWT.Secret = nil, ""
+		}},
+		{name: "refresher keys", roles: []Role{RoleRefresher}, edit: func(c *Config) {
+			c.Meta.AppID, c.Meta.AppSecret = "1234", "app-secret"
+			c.Refresher.Interval = 0
+			c.Refresher.Window = 60 * 24 * time.Hour
+			c.Refresher.CheckInterval = -time.Second
+			c.Refresher.Lease = c.Graph.Timeout // must outlast a Graph call
+			c.Refresher.BatchSize = 0
+			c.Refresher.Concurrency = 1000
+			c.Refresher.RetryMaxDelay = time.Second
+		}, keys: []string{"refresher.interval", "refresher.window", "refresher.check_interval", "refresher.lease",
+			"refresher.batch_size", "refresher.concurrency", "refresher.retry_max_delay"}},
+		{name: "gateway ignores refresher", roles: []Role{RoleGateway}, edit: func(c *Config) { c.Refresher.Lease = 0 }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

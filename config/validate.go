@@ -40,6 +40,8 @@ const (
 	RoleSender   Role = "sender"
 	RoleIngest   Role = "ingest"
 	RoleWebhooks Role = "webhooks"
+	// RoleRefresher renews expiring tenant tokens and checks the ones that never expire.
+	RoleRefresher Role = "refresher"
 )
 
 // roleSections are the configuration sections (the first part of a key) each role reads;
@@ -47,11 +49,14 @@ const (
 var roleSections = map[Role][]string{
 	// The gateway calls Graph for Embedded Signup and the test message.
 	RoleGateway: {"http", "admin", "database", "kafka", "jwt", "secrets", "accounts", "proxy", "ratelimit", "log",
-		"graph", "meta", "public_base_url", "frontend", "onboarding", "webhooks"},
-	RoleSender: {"admin", "database", "kafka", "graph", "meta", "secrets", "accounts", "sender", "log"},
-	RoleIngest: {"admin", "database", "kafka", "secrets", "accounts", "ingest", "log"},
+		"graph", "meta", "public_base_url", "frontend", "onboarding", "webhooks", "shutdown"},
+	RoleSender: {"admin", "database", "kafka", "graph", "meta", "secrets", "accounts", "sender", "log", "shutdown"},
+	// Ingest also removes rows past their retention.
+	RoleIngest: {"admin", "database", "kafka", "secrets", "accounts", "ingest", "retention", "log", "shutdown"},
 	// The standalone webhook edge needs Kafka and the Meta app's secrets, no database.
-	RoleWebhooks: {"http", "admin", "kafka", "meta", "webhooks", "log"},
+	RoleWebhooks: {"http", "admin", "kafka", "meta", "webhooks", "log", "shutdown"},
+	// The refresher needs no Kafka: it reads and writes whatsapp_accounts and calls Graph.
+	RoleRefresher: {"admin", "database", "graph", "meta", "secrets", "accounts", "refresher", "log", "shutdown"},
 }
 
 // KeyError is one problem with one configuration key. Its message starts with the key.
@@ -81,6 +86,15 @@ func (c Config) ValidateFor(roles ...Role) error {
 		section, _, _ := strings.Cut(err.Key, ".")
 		if want[section] {
 			errs = append(errs, err)
+		}
+	}
+	if slices.Contains(roles, RoleRefresher) && !c.DevMode {
+		// Renewing a token and debug_token both need the Meta app.
+		if c.Meta.AppID == "" {
+			errs = append(errs, &KeyError{Key: "meta.app_id", Err: errors.New("required by the refresher (the token exchange and debug_token are the app's calls)")})
+		}
+		if c.Meta.AppSecret == "" {
+			errs = append(errs, &KeyError{Key: "meta.app_secret", Err: errors.New("required by the refresher (the token exchange and debug_token are the app's calls)")})
 		}
 	}
 	return errors.Join(errs...)
@@ -245,11 +259,74 @@ func (c Config) problems() []*KeyError {
 	positive("ingest.batch_max", c.Ingest.BatchMax)
 	positiveDur("ingest.pending_status_ttl", c.Ingest.PendingStatusTTL)
 
+	for _, r := range []struct {
+		key string
+		d   time.Duration
+	}{{"retention.messages", c.Retention.Messages}, {"retention.inbound", c.Retention.Inbound},
+		{"retention.idempotency_keys", c.Retention.IdempotencyKeys}} {
+		// A row younger than an hour may belong to a send or a retry still in flight.
+		if r.d < time.Hour {
+			bad(r.key, "must be at least 1h, got %s", r.d)
+		}
+	}
+	if c.Retention.Interval < time.Second {
+		bad("retention.interval", "must be at least 1s, got %s", c.Retention.Interval)
+	}
+	if n := c.Retention.BatchSize; n < 1 || n > 100000 {
+		bad("retention.batch_size", "must be 1-100000, got %d", n)
+	}
+	positiveDur("shutdown.grace", c.Shutdown.Grace)
+	if d := c.Shutdown.DrainDelay; d < 0 || d >= c.Shutdown.Grace {
+		bad("shutdown.drain_delay", "must be 0 or more and below shutdown.grace (%s), got %s", c.Shutdown.Grace, d)
+	}
+	errs = append(errs, c.Refresher.validate(c.Graph.Timeout)...)
+
 	if !slices.Contains([]string{"debug", "info", "warn", "error"}, strings.ToLower(c.Log.Level)) {
 		bad("log.level", "must be debug, info, warn or error, got %q", c.Log.Level)
 	}
 	if c.Log.Format != "text" && c.Log.Format != "json" {
 		bad("log.format", "must be text or json, got %q", c.Log.Format)
+	}
+	if c.Log.AccessSample < 0 {
+		bad("log.access_sample", "must be 0 or more, got %d", c.Log.AccessSample)
+	}
+	return errs
+}
+
+// maxRefreshWindow keeps refresher.window below the life of a renewed token (60 days):
+// a wider window would renew every token at every pass.
+const maxRefreshWindow = 59 * 24 * time.Hour
+
+func (r Refresher) validate(graphTimeout time.Duration) []*KeyError {
+	var errs []*KeyError
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, &KeyError{Key: key, Err: fmt.Errorf(format, args...)})
+	}
+	if r.Interval < time.Second {
+		bad("refresher.interval", "must be at least 1s, got %s", r.Interval)
+	}
+	if r.Window < time.Minute || r.Window > maxRefreshWindow {
+		bad("refresher.window", "must be 1m-%s (a renewed token lives 60 days), got %s", maxRefreshWindow, r.Window)
+	}
+	if r.CheckInterval < time.Second {
+		bad("refresher.check_interval", "must be at least 1s, got %s", r.CheckInterval)
+	}
+	// A lease must outlast the Graph call it covers, or another refresher could take the
+	// account over while the call runs and renew the token a second time.
+	if r.Lease < time.Second || (graphTimeout > 0 && r.Lease <= graphTimeout+time.Second) {
+		bad("refresher.lease", "must be at least 1s and longer than graph.timeout (%s) plus 1s, got %s", graphTimeout, r.Lease)
+	}
+	if r.BatchSize < 1 || r.BatchSize > 10000 {
+		bad("refresher.batch_size", "must be 1-10000, got %d", r.BatchSize)
+	}
+	if r.Concurrency < 1 || r.Concurrency > 256 {
+		bad("refresher.concurrency", "must be 1-256, got %d", r.Concurrency)
+	}
+	if r.RetryBaseDelay <= 0 {
+		bad("refresher.retry_base_delay", "must be a positive duration, got %s", r.RetryBaseDelay)
+	}
+	if r.RetryMaxDelay < r.RetryBaseDelay {
+		bad("refresher.retry_max_delay", "must not be below refresher.retry_base_delay (%s), got %s", r.RetryBaseDelay, r.RetryMaxDelay)
 	}
 	return errs
 }

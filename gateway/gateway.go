@@ -22,6 +22,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/aerostic/aerogate/config"
+	"github.com/aerostic/aerogate/internal/accesslog"
 	"github.com/aerostic/aerogate/internal/account"
 	"github.com/aerostic/aerogate/internal/auth"
 	"github.com/aerostic/aerogate/internal/inbound"
@@ -112,10 +113,10 @@ type Options struct {
 	IdleTimeout  time.Duration // default 60s
 	Concurrency  int           // fasthttp's connection limit; default 256 Ki
 
-	// AccessLogLevel is the level of the access log line of a request answered below
-	// 400 (default Info; Run uses Debug, so a busy gateway logs only failures). 4xx
-	// answers are logged at Info or above, 5xx at Error.
-	AccessLogLevel slog.Level
+	// AccessSample logs one in this many requests answered below 400 at info (0: the
+	// default, every one; negative: none). 4xx answers are always logged at info, 5xx
+	// at error (internal/accesslog).
+	AccessSample int
 
 	Logger *slog.Logger
 	Now    func() time.Time
@@ -147,6 +148,7 @@ type Server struct {
 	proxy       *proxy
 	handler     fasthttp.RequestHandler
 	health      *role.Health
+	access      *accesslog.Logger
 	unmatched   *routeMetrics // requests no route matched
 	srv         *fasthttp.Server
 	rec         *recorder
@@ -258,6 +260,11 @@ func New(opts Options) (*Server, error) {
 	}
 
 	s.health = role.NewHealth(s.log, opts.ReadyChecks...)
+	sample := opts.AccessSample
+	if sample == 0 {
+		sample = 1
+	}
+	s.access = accesslog.New(s.log, sample)
 	s.unmatched = newRouteMetrics("unmatched")
 
 	r := router.New()

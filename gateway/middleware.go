@@ -3,13 +3,13 @@ package gateway
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"net"
 	"runtime/debug"
 	"time"
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/aerostic/aerogate/internal/accesslog"
 	"github.com/aerostic/aerogate/internal/auth"
 )
 
@@ -56,34 +56,31 @@ func (s *Server) setRequestID(ctx *fasthttp.RequestCtx) {
 	ctx.Response.Header.SetBytesV(headerRequestID, buf[:])
 }
 
-// accessLog logs one line per request: at AccessLogLevel below 400, at least Info for
-// 4xx, and Error for 5xx. The path is logged without its query string.
+// tenantKey is the request user value under which authed leaves the verified tenant id
+// for the access log.
+type tenantKey struct{}
+
+// accessLog logs the request's access line (internal/accesslog): 5xx at error, 4xx at
+// info, successes at info as sampled. The path is logged without its query string.
 func (s *Server) accessLog(ctx *fasthttp.RequestCtx, start time.Time) {
 	status := ctx.Response.StatusCode()
-	level := s.opts.AccessLogLevel
-	switch {
-	case status >= 500:
-		level = slog.LevelError
-	case status >= 400:
-		level = max(level, slog.LevelInfo)
-	}
-	if !s.log.Enabled(ctx, level) {
+	level, ok := s.access.Level(ctx, status)
+	if !ok {
 		return
 	}
-	attrs := [...]slog.Attr{
-		slog.String("request_id", string(ctx.Response.Header.Peek(headerRequestID))),
-		slog.String("method", string(ctx.Method())),
-		slog.String("path", string(ctx.Path())),
-		slog.Int("status", status),
-		slog.Int("bytes_in", bytesIn(ctx)),
-		slog.String("remote", ctx.RemoteIP().String()),
-		slog.Duration("duration", since(start)),
-	}
-	n := len(attrs)
-	if start.IsZero() {
-		n-- // not measured: the line's level was not enabled when the request began
-	}
-	s.log.LogAttrs(context.Background(), level, "http request", attrs[:n]...)
+	tenant, _ := ctx.UserValue(tenantKey{}).(string)
+	s.access.Write(context.Background(), level, accesslog.Line{
+		RequestID: string(ctx.Response.Header.Peek(headerRequestID)),
+		Method:    string(ctx.Method()),
+		Route:     s.routeOf(ctx).route,
+		Path:      string(ctx.Path()),
+		Status:    status,
+		Tenant:    tenant,
+		BytesIn:   bytesIn(ctx),
+		BytesOut:  len(ctx.Response.Body()),
+		Remote:    ctx.RemoteIP().String(),
+		Duration:  since(start),
+	})
 }
 
 // authed verifies the bearer token and hands the tenant's claims to h. The tenant is
@@ -111,6 +108,7 @@ func (s *Server) authed(h func(ctx *fasthttp.RequestCtx, claims auth.Claims)) fa
 			writeError(ctx, apiErr)
 			return
 		}
+		ctx.SetUserValue(tenantKey{}, claims.TenantID)
 		h(ctx, claims)
 	}
 }

@@ -19,9 +19,6 @@ import (
 	"github.com/aerostic/aerogate/internal/webhook"
 )
 
-// shutdownTimeout bounds the graceful shutdown after ctx is cancelled.
-const shutdownTimeout = 15 * time.Second
-
 // Run serves the gateway on cfg.HTTP.Addr and returns after a graceful shutdown once ctx
 // is cancelled (or with the error that stopped it). role.Open checks the keys the gateway
 // reads (the graph and meta settings too, for Embedded Signup) and builds what every role shares: the Postgres pool, the
@@ -36,6 +33,8 @@ func Run(ctx context.Context, cfg config.Config) error {
 		return fmt.Errorf("gateway: %w", err)
 	}
 	defer deps.Close()
+	// Serve until the drain that follows a signal: readiness is false by then.
+	ctx = deps.Context()
 	log := deps.Log
 
 	claimHeaders, err := ProxyClaimHeaders(cfg.Proxy.ClaimHeaders)
@@ -130,7 +129,7 @@ func Run(ctx context.Context, cfg config.Config) error {
 		WriteTimeout:   cfg.HTTP.WriteTimeout,
 		IdleTimeout:    cfg.HTTP.IdleTimeout,
 		Concurrency:    cfg.HTTP.Concurrency,
-		AccessLogLevel: slog.LevelDebug,
+		AccessSample:   accessSample(cfg.Log.AccessSample),
 		Logger:         log,
 	})
 	if err != nil {
@@ -155,13 +154,21 @@ func Run(ctx context.Context, cfg config.Config) error {
 			runErr = errors.New("gateway: server stopped unexpectedly")
 		}
 	}
-	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.Shutdown.Grace)
 	defer scancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("gateway shutdown", "error", err.Error())
 	}
 	log.Info("gateway stopped", "accepted", srv.Metrics().Accepted)
 	return runErr
+}
+
+// accessSample maps log.access_sample (0: none) to Options.AccessSample (0: every one).
+func accessSample(n int) int {
+	if n <= 0 {
+		return -1
+	}
+	return n
 }
 
 // ProxyClaimHeaders parses proxy.claim_headers.

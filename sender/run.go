@@ -25,6 +25,8 @@ func Run(ctx context.Context, cfg config.Config, tune ...func(*Options)) error {
 		return fmt.Errorf("sender: %w", err)
 	}
 	defer deps.Close()
+	// Serve until the drain that follows a signal: readiness is false by then.
+	ctx = deps.Context()
 
 	kafka := deps.Kafka
 	kafka.ClientID = cfg.Kafka.ClientID + "-sender"

@@ -15,14 +15,12 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/aerostic/aerogate/config"
+	"github.com/aerostic/aerogate/internal/accesslog"
 	"github.com/aerostic/aerogate/internal/metrics"
 	"github.com/aerostic/aerogate/internal/queue"
 	"github.com/aerostic/aerogate/internal/role"
 	"github.com/aerostic/aerogate/internal/webhook"
 )
-
-// shutdownTimeout bounds the graceful shutdown after ctx is cancelled.
-const shutdownTimeout = 15 * time.Second
 
 // Run serves the webhook edge on cfg.Webhooks.Addr until ctx is cancelled, then shuts
 // down gracefully (requests in flight get their answer).
@@ -32,6 +30,8 @@ func Run(ctx context.Context, cfg config.Config) error {
 		return fmt.Errorf("webhooks: %w", err)
 	}
 	defer deps.Close()
+	// Serve until the drain that follows a signal: readiness is false by then.
+	ctx = deps.Context()
 	log := deps.Log
 	kafka := deps.Kafka
 	tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -46,6 +46,7 @@ func Run(ctx context.Context, cfg config.Config) error {
 	defer closeEdge()
 
 	r := router.New()
+	r.SaveMatchedRoutePath = true // for the access line's route
 	r.GET(webhook.Path, edge.Handshake)
 	r.POST(webhook.Path, edge.Receive)
 	r.GET("/healthz", deps.Health.Healthz)
@@ -53,7 +54,7 @@ func Run(ctx context.Context, cfg config.Config) error {
 	r.GET("/metrics", metrics.Handler())
 
 	srv := &fasthttp.Server{
-		Handler:                      r.Handler,
+		Handler:                      accesslog.New(log, cfg.Log.AccessSample).Handler(r.Handler),
 		Name:                         "aerogate",
 		ReadTimeout:                  cfg.HTTP.ReadTimeout,
 		WriteTimeout:                 cfg.HTTP.WriteTimeout,
@@ -79,7 +80,7 @@ func Run(ctx context.Context, cfg config.Config) error {
 	case err := <-serveErr:
 		runErr = fmt.Errorf("webhooks: serving: %w", err)
 	}
-	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.Shutdown.Grace)
 	defer scancel()
 	if err := srv.ShutdownWithContext(sctx); err != nil {
 		log.Warn("webhooks shutdown", "error", err.Error())

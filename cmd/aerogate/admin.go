@@ -7,6 +7,7 @@ import (
 	"io"
 	iofs "io/fs"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -66,8 +67,11 @@ func accountsFlags(fs *pflag.FlagSet) {
 
 func runAccounts(ctx context.Context, cfg config.Config, fs *pflag.FlagSet, stdout io.Writer) error {
 	args := fs.Args()
-	if len(args) != 1 || (args[0] != "add" && args[0] != "list" && args[0] != "remove") {
-		return errors.New("usage: aerogate accounts add|list|remove --tenant T [flags]")
+	if len(args) != 1 || !slices.Contains([]string{"add", "list", "remove", "rotate-keys"}, args[0]) {
+		return errors.New("usage: aerogate accounts add|list|remove --tenant T [flags], or aerogate accounts rotate-keys")
+	}
+	if args[0] == "rotate-keys" {
+		return rotateKeys(ctx, cfg, stdout)
 	}
 	tenant, _ := fs.GetString("tenant")
 	if strings.TrimSpace(tenant) == "" {
@@ -144,6 +148,31 @@ func runAccounts(ctx context.Context, cfg config.Config, fs *pflag.FlagSet, stdo
 		return err
 	}
 	return printAccounts(stdout, []account.Account{*a})
+}
+
+// rotateKeys re-encrypts every stored token and PIN with the first key of
+// secrets.token_keys. Rotation: put the new key first and keep the old one after it,
+// roll the processes, run this, then remove the old key and roll again.
+func rotateKeys(ctx context.Context, cfg config.Config, stdout io.Writer) error {
+	if err := applyDevKeys(&cfg); err != nil {
+		return err
+	}
+	keys, err := secret.ParseKeyRing(cfg.Secrets.TokenKeys)
+	if err != nil {
+		return fmt.Errorf("secrets.token_keys: %w", err)
+	}
+	pool, err := store.Open(ctx, cfg.Database.URL, 2)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	res, err := account.NewRepository(pool, keys).RotateKeys(ctx)
+	if err != nil {
+		return fmt.Errorf("rotating keys (%d accounts done): %w", res.Accounts, err)
+	}
+	_, err = fmt.Fprintf(stdout, "key %s: %d accounts, %d tokens and %d PINs re-encrypted, %d already under it\n",
+		res.KeyID, res.Accounts, res.Tokens, res.PINs, res.Unchanged)
+	return err
 }
 
 // parseExpiry turns --expires-in (Go duration, or whole days as "60d") or --expires-at

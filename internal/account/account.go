@@ -437,8 +437,9 @@ type KeyCheck struct {
 // deleted or regenerated, database kept) instead of when traffic fails. It returns one
 // KeyCheck per key id, ordered by key id; an error only when the table cannot be read.
 func (r *Repository) CheckTokenKeys(ctx context.Context) ([]KeyCheck, error) {
+	// A disconnected account has no token (and no key id) to check.
 	rows, err := r.pool.Query(ctx, `SELECT DISTINCT ON (token_key_id) token_key_id, id::text, tenant_id, access_token
-		FROM whatsapp_accounts ORDER BY token_key_id, updated_at DESC`)
+		FROM whatsapp_accounts WHERE token_key_id <> '' ORDER BY token_key_id, updated_at DESC`)
 	if err != nil {
 		return nil, fmt.Errorf("reading token key ids: %w", err)
 	}

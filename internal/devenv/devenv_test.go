@@ -95,3 +95,32 @@ func TestLoadKeysRejectsAGarbledFile(t *testing.T) {
 		t.Fatal("LoadOrCreateKeys silently replaced a garbled keys file")
 	}
 }
+
+// TestApplyKeysFromASubdirectory: `aerogate token` run below the directory dev runs in
+// finds dev's keys through the relative dev.data_dir, as git finds .git.
+func TestApplyKeysFromASubdirectory(t *testing.T) {
+	root := t.TempDir()
+	want, err := LoadOrCreateKeys(filepath.Join(root, ".aerogate"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := filepath.Join(root, "a", "b")
+	if err := os.MkdirAll(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(sub)
+	cfg := config.Default()
+	if ok, err := ApplyKeys(&cfg); err != nil || !ok {
+		t.Fatalf("ApplyKeys from a subdirectory = %v, %v; want the keys of %s", ok, err, root)
+	}
+	if cfg.JWT.Secret != want.JWTSecret || cfg.Secrets.TokenKeys[0] != want.TokenKeys[0] {
+		t.Fatal("ApplyKeys filled other keys than dev's")
+	}
+
+	// Elsewhere there are none: the error says so.
+	t.Chdir(t.TempDir())
+	cfg = config.Default()
+	if _, err := ApplyKeys(&cfg); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("ApplyKeys with no dev data dir above = %v, want fs.ErrNotExist", err)
+	}
+}

@@ -88,6 +88,8 @@ type injected struct {
 //	GET  /_fake/messages[?phone_number_id=]      what was received (JSON array of Received)
 //	POST /_fake/reset                            forget received messages and injected errors
 //	POST /_fake/tokens                           {"phone_number_id","token"}: SetToken
+//	POST /_fake/tokens/revoke                    {"token"}: RevokeToken
+//	POST /_fake/tokens/state                     {"token"}: Token (known, expiry, revoked, renewals)
 //	POST /_fake/errors                           {"phone_number_id" or "to","n","error":ErrorSpec}: FailNext / FailRecipient
 //	POST /_fake/throughput                       {"phone_number_id","mps"}: SetThroughput
 //	POST /_fake/latency                          {"latency_ms"}: SetLatency
@@ -96,7 +98,9 @@ type injected struct {
 // and Meta's Embedded Signup side (oauth.go):
 //
 //	GET  /{version}/dialog/oauth                 consents at once: redirects to redirect_uri with a code and the state
-//	GET  /{version}/oauth/access_token           the code exchange (codes live 30 s, exchange once)
+//	GET  /{version}/oauth/access_token           the code exchange (codes live 30 s, exchange once), and
+//	                                             with grant_type=fb_exchange_token the renewal of a token
+//	                                             (60 days; expired and revoked tokens refused; counted)
 //	GET  /{version}/debug_token                  expiry, validity and granted WABAs of a token
 //	GET  /{version}/{waba_id}/phone_numbers      the WABA's numbers
 //	POST /{version}/{waba_id}/subscribed_apps    webhook subscription
@@ -170,6 +174,8 @@ func (s *Server) Handler() fasthttp.RequestHandler {
 	r.GET("/_fake/messages", s.handleList)
 	r.POST("/_fake/reset", s.handleReset)
 	r.POST("/_fake/tokens", s.handleTokens)
+	r.POST("/_fake/tokens/revoke", s.handleRevoke)
+	r.POST("/_fake/tokens/state", s.handleTokenState)
 	r.POST("/_fake/errors", s.handleErrors)
 	r.POST("/_fake/throughput", s.handleThroughput)
 	r.POST("/_fake/latency", s.handleLatency)
@@ -444,7 +450,8 @@ func (s *Server) check(hasBearer bool, phone, token string, validJSON bool, body
 	case known && subtle.ConstantTimeCompare([]byte(want), []byte(token)) == 1:
 	case s.grantsNumber(token, phone):
 		// A business token issued in a code exchange works for every number of its WABA.
-	case !known && s.opts.AcceptAnyToken:
+	case !known && s.opts.AcceptAnyToken && !s.refused(token):
+		// Any token, but one the fake knows to be revoked or expired.
 	default:
 		return ErrorSpec{HTTPStatus: fasthttp.StatusUnauthorized, Code: CodeAccessToken, Subcode: 463,
 			Title: "Error validating access token: Session has expired or the token is invalid."}, false

@@ -24,7 +24,14 @@ const (
 	StepPhoneNumbers = "phone_numbers"   // GET /{version}/{waba_id}/phone_numbers
 	StepSubscribe    = "subscribed_apps" // POST /{version}/{waba_id}/subscribed_apps
 	StepRegister     = "register"        // POST /{version}/{phone_number_id}/register
+	// StepRenew is GET /{version}/oauth/access_token?grant_type=fb_exchange_token, the
+	// renewal of a 60-day token; StepRenew+":"+token names one token's renewals.
+	StepRenew = "fb_exchange_token"
 )
+
+// RenewedLifetime is the life of a token renewed with fb_exchange_token: 60 days, less
+// the few minutes Meta takes off (its expires_in is 5183944 seconds).
+const RenewedLifetime = 5183944 * time.Second
 
 // CodeLifetime is how long an authorization code can be exchanged, as at Meta.
 const CodeLifetime = 30 * time.Second
@@ -72,6 +79,14 @@ type code struct {
 type issuedToken struct {
 	grant     Grant
 	expiresAt time.Time // zero: never
+	revoked   bool
+	exchanges int    // times it was renewed with fb_exchange_token
+	from      string // the token it was renewed from, if any
+}
+
+// usable reports whether the token is neither revoked nor expired at now.
+func (it *issuedToken) usable(now time.Time) bool {
+	return !it.revoked && (it.expiresAt.IsZero() || now.Before(it.expiresAt))
 }
 
 // Registration is one successful POST /{phone_number_id}/register the fake saw.
@@ -203,6 +218,87 @@ func (s *Server) IssuedTokens() []string {
 	return out
 }
 
+// KnownToken is a token the fake did not issue itself but must know, as Meta would: one
+// an operator added with `aerogate accounts add` against `aerogate dev`.
+type KnownToken struct {
+	WABAID        string
+	PhoneNumberID string    // added to the WABA's numbers when it is not there yet
+	ExpiresAt     time.Time // zero: never expires
+}
+
+// KnowToken makes token known, granted on the WABA with its expiry, so that sends,
+// debug_token and fb_exchange_token treat it as a token Meta issued. A token the fake
+// knows already keeps what it has; KnowToken reports whether it added it.
+func (s *Server) KnowToken(token string, k KnownToken) bool {
+	if token == "" || k.WABAID == "" {
+		return false
+	}
+	m := s.meta
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.issued[token]; ok {
+		return false
+	}
+	m.issued[token] = &issuedToken{grant: Grant{WABAID: k.WABAID,
+		Scopes: []string{"whatsapp_business_management", "whatsapp_business_messaging"}}, expiresAt: k.ExpiresAt}
+	if k.PhoneNumberID != "" && !slices.ContainsFunc(m.wabas[k.WABAID], func(p Phone) bool { return p.ID == k.PhoneNumberID }) {
+		m.wabas[k.WABAID] = append(m.wabas[k.WABAID], Phone{ID: k.PhoneNumberID, Registered: true})
+	}
+	return true
+}
+
+// RevokeToken revokes a token, as a customer removing the app in Business Settings does:
+// from now on Graph answers its calls with code 190, debug_token says is_valid false, and
+// it cannot be renewed. It reports whether the fake knew the token.
+func (s *Server) RevokeToken(token string) bool {
+	m := s.meta
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	it := m.issued[token]
+	if it != nil {
+		it.revoked = true
+	}
+	return it != nil
+}
+
+// TokenState is what the fake knows of a token.
+type TokenState struct {
+	Known     bool      `json:"known"`
+	ExpiresAt time.Time `json:"expires_at,omitzero"` // zero: never
+	Revoked   bool      `json:"revoked"`
+	// Exchanges counts the token's renewals with fb_exchange_token.
+	Exchanges int `json:"exchanges"`
+	// RenewedFrom is the token this one was renewed from, if any.
+	RenewedFrom string `json:"renewed_from,omitempty"`
+}
+
+// Token tells what the fake knows of token.
+func (s *Server) Token(token string) TokenState {
+	m := s.meta
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	it := m.issued[token]
+	if it == nil {
+		return TokenState{}
+	}
+	return TokenState{Known: true, ExpiresAt: it.expiresAt, Revoked: it.revoked, Exchanges: it.exchanges, RenewedFrom: it.from}
+}
+
+// Exchanges returns how many times token was renewed with fb_exchange_token.
+func (s *Server) Exchanges(token string) int { return s.Token(token).Exchanges }
+
+// TotalExchanges returns how many renewals with fb_exchange_token the fake granted.
+func (s *Server) TotalExchanges() int {
+	m := s.meta
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for _, it := range m.issued {
+		n += it.exchanges
+	}
+	return n
+}
+
 // takeFault applies the step's fault, if any: it sleeps out a delay and reports an error
 // to answer with.
 func (s *Server) takeFault(step, object string) (ErrorSpec, bool) {
@@ -283,8 +379,13 @@ func oauthError(code, subcode int, title string) ErrorSpec {
 var errBadToken = ErrorSpec{HTTPStatus: fasthttp.StatusBadRequest, Code: CodeAccessToken,
 	Title: "Invalid OAuth access token - Cannot parse access token"}
 
-// handleExchange is GET /{version}/oauth/access_token.
+// handleExchange is GET /{version}/oauth/access_token: the code exchange, or with
+// grant_type=fb_exchange_token the renewal of a token.
 func (s *Server) handleExchange(ctx *fasthttp.RequestCtx) {
+	if string(ctx.QueryArgs().Peek("grant_type")) == "fb_exchange_token" {
+		s.handleRenew(ctx)
+		return
+	}
 	if spec, ok := s.takeFault(StepExchange, ""); ok {
 		writeError(ctx, spec, "")
 		return
@@ -337,6 +438,59 @@ func (s *Server) handleExchange(ctx *fasthttp.RequestCtx) {
 	writeJSON(ctx, fasthttp.StatusOK, ans)
 }
 
+// errRevoked and errExpired are Meta's answers to a call made with a revoked or an
+// expired token.
+var (
+	errRevoked = ErrorSpec{HTTPStatus: fasthttp.StatusBadRequest, Code: CodeAccessToken, Subcode: 458,
+		Title: "Error validating access token: The user has not authorized application."}
+	errExpired = ErrorSpec{HTTPStatus: fasthttp.StatusBadRequest, Code: CodeAccessToken, Subcode: 463,
+		Title: "Error validating access token: Session has expired."}
+)
+
+// handleRenew is GET /{version}/oauth/access_token?grant_type=fb_exchange_token: a token
+// the fake knows, neither expired nor revoked, is renewed for a new one that lives
+// RenewedLifetime; the fake counts the renewals of each token.
+func (s *Server) handleRenew(ctx *fasthttp.RequestCtx) {
+	q := ctx.QueryArgs()
+	old := string(q.Peek("fb_exchange_token"))
+	if spec, ok := s.takeFault(StepRenew, old); ok {
+		writeError(ctx, spec, "")
+		return
+	}
+	if s.opts.AppID == "" || string(q.Peek("client_id")) != s.opts.AppID {
+		writeError(ctx, oauthError(101, 0, "Error validating application. Invalid application ID."), "")
+		return
+	}
+	if subtle.ConstantTimeCompare(q.Peek("client_secret"), []byte(s.opts.AppSecret)) != 1 {
+		writeError(ctx, oauthError(1, 0, "Error validating client secret."), "")
+		return
+	}
+	m := s.meta
+	m.mu.Lock()
+	it := m.issued[old]
+	now := s.now()
+	var spec *ErrorSpec
+	switch {
+	case it == nil:
+		spec = &errBadToken
+	case it.revoked:
+		spec = &errRevoked
+	case !it.usable(now):
+		spec = &errExpired
+	}
+	if spec != nil {
+		m.mu.Unlock()
+		writeError(ctx, *spec, "")
+		return
+	}
+	it.exchanges++
+	tok := "EAAG" + randomHex(32)
+	m.issued[tok] = &issuedToken{grant: it.grant, expiresAt: now.Add(RenewedLifetime), from: old}
+	m.mu.Unlock()
+	writeJSON(ctx, fasthttp.StatusOK, map[string]any{"access_token": tok, "token_type": "bearer",
+		"expires_in": int64(RenewedLifetime / time.Second)})
+}
+
 // handleDebugToken is GET /{version}/debug_token?input_token=, with the app token.
 func (s *Server) handleDebugToken(ctx *fasthttp.RequestCtx) {
 	if spec, ok := s.takeFault(StepDebugToken, ""); ok {
@@ -368,6 +522,14 @@ func (s *Server) handleDebugToken(ctx *fasthttp.RequestCtx) {
 	if !it.expiresAt.IsZero() {
 		exp = it.expiresAt.Unix()
 	}
+	if it.revoked {
+		writeJSON(ctx, fasthttp.StatusOK, map[string]any{"data": map[string]any{
+			"app_id": s.opts.AppID, "type": "SYSTEM_USER", "application": "aerogate fake",
+			"expires_at": exp, "is_valid": false, "scopes": it.grant.Scopes,
+			"error": map[string]any{"code": errRevoked.Code, "subcode": errRevoked.Subcode, "message": errRevoked.Title},
+		}})
+		return
+	}
 	var granular []map[string]any
 	for _, sc := range it.grant.Scopes {
 		if strings.HasPrefix(sc, "whatsapp_business_") {
@@ -388,6 +550,16 @@ func (s *Server) handleDebugToken(ctx *fasthttp.RequestCtx) {
 	}})
 }
 
+// refused reports whether token is one the fake knows and that is revoked or expired: it
+// is refused even where unknown tokens are accepted (Options.AcceptAnyToken).
+func (s *Server) refused(token string) bool {
+	m := s.meta
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	it := m.issued[token]
+	return it != nil && !it.usable(s.now())
+}
+
 // grantsNumber reports whether token is a business token the fake issued, not expired,
 // whose WABA has the phone number: such a token may send from it, as at Meta (several
 // tokens can be valid for one number at once).
@@ -396,7 +568,7 @@ func (s *Server) grantsNumber(token, phone string) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	it := m.issued[token]
-	if it == nil || (!it.expiresAt.IsZero() && !s.now().Before(it.expiresAt)) {
+	if it == nil || !it.usable(s.now()) {
 		return false
 	}
 	return slices.ContainsFunc(m.wabas[it.grant.WABAID], func(p Phone) bool { return p.ID == phone })
@@ -410,7 +582,7 @@ func (s *Server) grantFor(ctx *fasthttp.RequestCtx, wabaID string) (*issuedToken
 	m.mu.Lock()
 	it := m.issued[tok]
 	m.mu.Unlock()
-	if it == nil || (!it.expiresAt.IsZero() && !s.now().Before(it.expiresAt)) {
+	if it == nil || !it.usable(s.now()) {
 		writeError(ctx, ErrorSpec{HTTPStatus: fasthttp.StatusUnauthorized, Code: CodeAccessToken, Subcode: 463,
 			Title: "Error validating access token: Session has expired or the token is invalid."}, "")
 		return nil, false
@@ -576,4 +748,34 @@ func (s *Server) handleCodes(ctx *fasthttp.RequestCtx) {
 	s.meta.mu.Unlock()
 	writeJSON(ctx, fasthttp.StatusOK, map[string]any{"code": c, "waba_id": waba, "phone_number_ids": ids,
 		"expires_in": int(CodeLifetime / time.Second)})
+}
+
+// handleRevoke is POST /_fake/tokens/revoke: {"token"}, RevokeToken.
+func (s *Server) handleRevoke(ctx *fasthttp.RequestCtx) {
+	var req struct {
+		Token string `json:"token"`
+	}
+	if !decodeControl(ctx, &req) {
+		return
+	}
+	if req.Token == "" {
+		controlError(ctx, "token is required")
+		return
+	}
+	if !s.RevokeToken(req.Token) {
+		writeJSON(ctx, fasthttp.StatusNotFound, map[string]string{"error": "the fake does not know this token"})
+		return
+	}
+	ctx.SetStatusCode(fasthttp.StatusNoContent)
+}
+
+// handleTokenState is POST /_fake/tokens/state: {"token"}, answered with its TokenState.
+func (s *Server) handleTokenState(ctx *fasthttp.RequestCtx) {
+	var req struct {
+		Token string `json:"token"`
+	}
+	if !decodeControl(ctx, &req) {
+		return
+	}
+	writeJSON(ctx, fasthttp.StatusOK, s.Token(req.Token))
 }

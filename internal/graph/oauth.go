@@ -152,6 +152,45 @@ func (c *Client) ExchangeCode(ctx context.Context, code, redirectURI string) (st
 	return ans.AccessToken, nil
 }
 
+// maxExpiresIn bounds a renewed token's expires_in (ten years, in seconds): a larger
+// one is not a usable answer.
+const maxExpiresIn = 10 * 366 * 24 * 3600
+
+// ExchangedToken is a renewed token and its life.
+type ExchangedToken struct {
+	AccessToken string
+	// ExpiresIn is how long it lives; 0 when Meta gave no expiry (it never expires).
+	ExpiresIn time.Duration
+}
+
+// ExchangeToken renews a token that expires (a 60-day token) for a new one that lives
+// 60 days: GET oauth/access_token with grant_type=fb_exchange_token. The answer is a
+// different string that replaces token. An expired or revoked token cannot be renewed:
+// Meta answers code 190, and the tenant must connect the account again. Neither token
+// appears in an error.
+func (c *Client) ExchangeToken(ctx context.Context, token string) (ExchangedToken, error) {
+	if err := c.needApp(); err != nil {
+		return ExchangedToken{}, err
+	}
+	if !validToken(token) {
+		return ExchangedToken{}, &Error{HTTPStatus: fasthttp.StatusUnauthorized, Code: CodeAccessToken, Title: "missing or malformed access token (not sent)"}
+	}
+	q := []string{"grant_type", "fb_exchange_token", "client_id", c.app.id, "client_secret", c.app.secret,
+		"set_token_expires_in_60_days", "true", "fb_exchange_token", token}
+	body, err := c.call(ctx, "exchange_token", fasthttp.MethodGet, "oauth/access_token", q, "", nil, token, c.app.secret)
+	if err != nil {
+		return ExchangedToken{}, err
+	}
+	var ans struct {
+		AccessToken string `json:"access_token"`
+		ExpiresIn   int64  `json:"expires_in"`
+	}
+	if err := json.Unmarshal(body, &ans); err != nil || !validToken(ans.AccessToken) || ans.ExpiresIn < 0 || ans.ExpiresIn > maxExpiresIn {
+		return ExchangedToken{}, &Error{HTTPStatus: fasthttp.StatusOK, Title: "token exchange answered without a usable access_token"}
+	}
+	return ExchangedToken{AccessToken: ans.AccessToken, ExpiresIn: time.Duration(ans.ExpiresIn) * time.Second}, nil
+}
+
 // DebugToken asks debug_token, with the app token, what token is: its app, validity,
 // expiry and granted scopes.
 func (c *Client) DebugToken(ctx context.Context, token string) (TokenInfo, error) {

@@ -2,6 +2,7 @@ package graph
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -132,5 +133,41 @@ func BenchmarkAppSecretProof(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		buf = a.appendProofQuery(buf[:0], '?', "EAAGm0PX4ZCpsBAKZAZCEXAMPLETOKENWITHSOMELENGTH1234567890")
+	}
+}
+
+// TestExchangeToken renews a token the fake knows, and is refused (code 190, no token in
+// the error) for an unknown, expired or revoked one.
+func TestExchangeToken(t *testing.T) {
+	s := fake(t, fakemeta.Options{AppID: appID, AppSecret: appSecret, RequireAppSecretProof: true})
+	c, err := New(Config{BaseURL: s.URL(), Timeout: 2 * time.Second, AppID: appID, AppSecret: appSecret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	s.KnowToken("EAAG-good-token-0001", fakemeta.KnownToken{WABAID: "1", ExpiresAt: time.Now().Add(time.Hour)})
+	s.KnowToken("EAAG-expired-token-01", fakemeta.KnownToken{WABAID: "1", ExpiresAt: time.Now().Add(-time.Hour)})
+	s.KnowToken("EAAG-revoked-token-01", fakemeta.KnownToken{WABAID: "1"})
+	s.RevokeToken("EAAG-revoked-token-01")
+
+	ex, err := c.ExchangeToken(ctx, "EAAG-good-token-0001")
+	if err != nil || ex.AccessToken == "" || ex.AccessToken == "EAAG-good-token-0001" || ex.ExpiresIn != fakemeta.RenewedLifetime {
+		t.Fatalf("ExchangeToken = %+v, %v", ex, err)
+	}
+	if st := s.Token(ex.AccessToken); st.RenewedFrom != "EAAG-good-token-0001" || s.Exchanges("EAAG-good-token-0001") != 1 {
+		t.Errorf("the fake's record: %+v", st)
+	}
+	for _, tok := range []string{"EAAG-unknown-token-1", "EAAG-expired-token-01", "EAAG-revoked-token-01"} {
+		_, err := c.ExchangeToken(ctx, tok)
+		var ge *Error
+		if !errors.As(err, &ge) || ge.Code != CodeAccessToken || ge.Action() != ActionStopAccount {
+			t.Errorf("ExchangeToken(%s): %v, want code 190", tok, err)
+		}
+		if err != nil && (strings.Contains(err.Error(), tok) || strings.Contains(err.Error(), appSecret)) {
+			t.Errorf("error holds a secret: %v", err)
+		}
+	}
+	if _, err := c.ExchangeToken(ctx, "bad token"); err == nil {
+		t.Error("a malformed token was sent")
 	}
 }

@@ -118,6 +118,33 @@ var (
 		Help: "Verified-JWT cache lookups by result (hit, miss).",
 	}, []string{"result"})
 
+	// Accounts counts whatsapp_accounts rows by token status (the refresher updates it).
+	Accounts = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "accounts",
+		Help: "WhatsApp accounts by token status (active, expired, invalid, needs_reconnect, disconnected).",
+	}, []string{"token_status"})
+	// AccountsExpiring counts active accounts whose token expires within refresher.window.
+	AccountsExpiring = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "accounts_expiring",
+		Help: "Active accounts whose token expires within refresher.window.",
+	})
+	// TokenEarliestExpiry is the time left before the soonest expiry of an active token
+	// (negative once it passed; +Inf when no active token expires).
+	TokenEarliestExpiry = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "token_earliest_expiry_seconds",
+		Help: "Seconds until the soonest expiry of an active account's token (+Inf when none expires).",
+	})
+	// TokenRefreshes counts renewals by outcome (refreshed, failed, needs_reconnect, lost).
+	TokenRefreshes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "token_refreshes_total",
+		Help: "Token renewals by outcome (refreshed, failed, needs_reconnect, lost).",
+	}, []string{"outcome"})
+	// TokenChecks counts debug_token checks of tokens that never expire, by outcome
+	// (valid, needs_reconnect, failed, lost).
+	TokenChecks = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "token_checks_total",
+		Help: "debug_token checks of tokens that never expire, by outcome (valid, needs_reconnect, failed, lost).",
+	}, []string{"outcome"})
 	// WebhookRequests counts Meta webhook requests at the edge by role and result
 	// (accepted, invalid_signature, too_large, unavailable, verified, verify_refused).
 	WebhookRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -162,6 +189,12 @@ var (
 		Namespace: namespace, Name: "parked_released_total",
 		Help: "Parked sends released by the drains and finished (sent, failed or retried).",
 	})
+
+	// RetentionDeleted counts rows removed past their retention, by table.
+	RetentionDeleted = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "retention_deleted_rows_total",
+		Help: "Rows removed past their retention, by table.",
+	}, []string{"table"})
 
 	// Ready is 1 while a readiness check passes and 0 while it fails, by check name.
 	Ready = prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -217,9 +250,11 @@ func init() {
 		Sends, GraphDuration, RateLimitWaits, RateLimitWaitSeconds,
 		AccountCache, AccountCacheInvalidations, JWTCache,
 		Ready,
+		Accounts, AccountsExpiring, TokenEarliestExpiry, TokenRefreshes, TokenChecks,
 		WebhookRequests, IngestItems, EventsPublished,
 		ProxyRequests, ProxyDuration, ProxyUpstreamUp,
 		RateLimitRejections, RateLimitRedisUp, RateLimitLocalFallbacks,
+		RetentionDeleted,
 		ParkedMessages, ParkedOldestAge, Parked, ParkedReleased,
 	)
 }

@@ -22,6 +22,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -43,7 +44,11 @@ const startCheckTimeout = 5 * time.Second
 const listenWait = 3 * time.Second
 
 // usesGraph are the roles that call the Graph API, so Open builds a client for them.
-var usesGraph = []config.Role{config.RoleSender, config.RoleGateway}
+var usesGraph = []config.Role{config.RoleSender, config.RoleGateway, config.RoleRefresher}
+
+// noKafka are the roles that neither produce nor consume (the refresher): Open neither
+// checks the brokers for them nor reports them on /readyz.
+var noKafka = []config.Role{config.RoleRefresher}
 
 // noDatabase are the roles that use Kafka only (the standalone webhook edge): Open opens
 // no pool, no key ring and no account resolver for them, and checks only the brokers.
@@ -56,13 +61,16 @@ type Deps struct {
 	Pool     *pgxpool.Pool
 	Keys     *secret.KeyRing
 	Accounts *account.Live
-	Kafka    queue.Cluster // brokers, client id, TLS and SASL
+	Kafka    queue.Cluster // brokers, client id, TLS and SASL (zero for a role without Kafka)
 	Graph    *graph.Client // for roles that call Graph (the sender)
 	Health   *Health       // postgres, kafka, account_listener, token_keys
 
-	admin   *Admin
-	stopped chan struct{}
-	stop    context.CancelFunc
+	admin       *Admin
+	stopped     chan struct{}
+	stop        context.CancelFunc
+	draining    atomic.Bool
+	serving     context.Context
+	stopServing context.CancelFunc
 }
 
 // Open validates the keys role reads (config.ValidateFor), builds the components that
@@ -75,9 +83,13 @@ func Open(ctx context.Context, cfg config.Config, role config.Role) (_ *Deps, er
 		return nil, err
 	}
 	log := slog.Default().With("role", string(role))
-	cluster, err := queue.NewCluster(cfg.Kafka)
-	if err != nil {
-		return nil, err
+	LogStart(log, cfg, string(role))
+	kafka := !slices.Contains(noKafka, role)
+	var cluster queue.Cluster
+	if kafka {
+		if cluster, err = queue.NewCluster(cfg.Kafka); err != nil {
+			return nil, err
+		}
 	}
 	if slices.Contains(noDatabase, role) {
 		return openKafkaOnly(ctx, cfg, cluster, log)
@@ -116,11 +128,13 @@ func Open(ctx context.Context, cfg config.Config, role config.Role) (_ *Deps, er
 	// (it keeps trying in the background, and /readyz shows it until it does).
 	waitListening(ctx, d.Accounts.Resolver, listenWait)
 
-	pctx, cancel := context.WithTimeout(ctx, startCheckTimeout)
-	if err := cluster.Ping(pctx); err != nil {
-		log.Warn("kafka brokers do not answer; not ready until they do", "brokers", cluster.Brokers, "error", err.Error())
+	if kafka {
+		pctx, cancel := context.WithTimeout(ctx, startCheckTimeout)
+		if err := cluster.Ping(pctx); err != nil {
+			log.Warn("kafka brokers do not answer; not ready until they do", "brokers", cluster.Brokers, "error", err.Error())
+		}
+		cancel()
 	}
-	cancel()
 
 	tokens := &tokenKeyCheck{repo: d.Accounts.Repository, log: log}
 	kctx, cancel := context.WithTimeout(ctx, startCheckTimeout)
@@ -128,9 +142,11 @@ func Open(ctx context.Context, cfg config.Config, role config.Role) (_ *Deps, er
 	cancel()
 
 	resolver := d.Accounts.Resolver
-	d.Health = NewHealth(log,
-		Check{Name: "postgres", Check: d.Pool.Ping},
-		Check{Name: "kafka", Check: cluster.Ping},
+	checks := []Check{{Name: "postgres", Check: d.Pool.Ping}}
+	if kafka {
+		checks = append(checks, Check{Name: "kafka", Check: cluster.Ping})
+	}
+	if err := d.serve(ctx, append(checks,
 		Check{Name: "account_listener", Check: func(context.Context) error {
 			if !resolver.Listening() {
 				return errors.New("not listening for account changes")
@@ -138,18 +154,8 @@ func Open(ctx context.Context, cfg config.Config, role config.Role) (_ *Deps, er
 			return nil
 		}},
 		Check{Name: "token_keys", Check: tokens.check, Public: true},
-	)
-	lctx, stop := context.WithCancel(context.WithoutCancel(ctx))
-	d.stop = stop
-	go func() {
-		defer close(d.stopped)
-		d.Health.Watch(lctx, watchInterval)
-	}()
-
-	if cfg.Admin.Addr != "" {
-		if d.admin, err = ServeAdmin(cfg.Admin.Addr, d.Health, log); err != nil {
-			return nil, &config.KeyError{Key: "admin.addr", Err: err}
-		}
+	)...); err != nil {
+		return nil, err
 	}
 	return d, nil
 }
@@ -167,20 +173,73 @@ func openKafkaOnly(ctx context.Context, cfg config.Config, cluster queue.Cluster
 		log.Warn("kafka brokers do not answer; not ready until they do", "brokers", cluster.Brokers, "error", err.Error())
 	}
 	cancel()
-	d.Health = NewHealth(log, Check{Name: "kafka", Check: cluster.Ping})
-	lctx, stop := context.WithCancel(context.WithoutCancel(ctx))
-	d.stop = stop
-	go func() {
-		defer close(d.stopped)
-		d.Health.Watch(lctx, watchInterval)
-	}()
-	if cfg.Admin.Addr != "" {
-		if d.admin, err = ServeAdmin(cfg.Admin.Addr, d.Health, log); err != nil {
-			return nil, &config.KeyError{Key: "admin.addr", Err: err}
-		}
+	if err := d.serve(ctx, Check{Name: "kafka", Check: cluster.Ping}); err != nil {
+		return nil, err
 	}
 	return d, nil
 }
+
+// ErrShuttingDown is the shutdown readiness check's error once the process was asked to
+// stop.
+var ErrShuttingDown = errors.New("shutting down")
+
+// serve builds the readiness checks (checks, then shutdown), keeps them current, starts
+// the admin listener when admin.addr is set, and starts the drain: when ctx ends,
+// readiness turns false at once, and Context ends shutdown.drain_delay later.
+func (d *Deps) serve(ctx context.Context, checks ...Check) error {
+	d.Health = NewHealth(d.Log, append(checks, Check{Name: "shutdown", Public: true,
+		Check: func(context.Context) error {
+			if d.draining.Load() {
+				return ErrShuttingDown
+			}
+			return nil
+		}})...)
+	lctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	d.stop = stop
+	d.serving, d.stopServing = context.WithCancel(context.WithoutCancel(ctx))
+	go func() {
+		defer close(d.stopped)
+		go d.drain(ctx, lctx)
+		d.Health.Watch(lctx, watchInterval)
+	}()
+	if d.Config.Admin.Addr != "" {
+		var err error
+		if d.admin, err = ServeAdmin(d.Config.Admin.Addr, d.Health, d.Log); err != nil {
+			return &config.KeyError{Key: "admin.addr", Err: err}
+		}
+	}
+	return nil
+}
+
+// drain waits for ctx (the process's: a signal) to end, turns readiness false, waits
+// shutdown.drain_delay for load balancers to notice, then ends Context. It returns
+// early when the Deps close first.
+func (d *Deps) drain(ctx, closed context.Context) {
+	select {
+	case <-ctx.Done():
+	case <-closed.Done():
+		d.stopServing()
+		return
+	}
+	d.draining.Store(true)
+	d.Health.Ready(closed) // the aerogate_ready gauge says so at once
+	delay := d.Config.Shutdown.DrainDelay
+	d.Log.Info("stopping: not ready any more", "drain_delay", delay, "grace", d.Config.Shutdown.Grace)
+	if delay > 0 {
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-closed.Done():
+		}
+		t.Stop()
+	}
+	d.stopServing()
+}
+
+// Context is the context a role serves under: it ends shutdown.drain_delay after the
+// context given to Open ended (readiness turned false at that moment). Roles stop taking
+// work when it ends, then finish what is in flight.
+func (d *Deps) Context() context.Context { return d.serving }
 
 // Close stops the admin listener and the readiness watch, then releases the account
 // resolver and the pool. It is safe on a partly opened Deps.

@@ -254,3 +254,63 @@ func TestNewGraphClientNamesKey(t *testing.T) {
 		t.Errorf("default graph settings: %v", err)
 	}
 }
+
+// TestStopTurnsUnreadyFirst: when the process's context ends, /readyz answers 503 naming
+// shutdown at once, and the role's Context ends shutdown.drain_delay later; the admin
+// listener still answers meanwhile.
+func TestStopTurnsUnreadyFirst(t *testing.T) {
+	s := newStack(t)
+	cfg := s.config(keySpec(t, "k1"))
+	cfg.Admin.Addr = freeAddr(t)
+	cfg.Shutdown.DrainDelay = 500 * time.Millisecond
+	ctx, stop := context.WithCancel(context.Background())
+	deps, err := role.Open(ctx, cfg, config.RoleIngest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer deps.Close()
+	if status, r, body := readyz(t, deps.AdminAddr()); status != http.StatusOK || r.Checks["shutdown"] != "ok" {
+		t.Fatalf("before the stop: /readyz = %d %s", status, body)
+	}
+
+	stopped := time.Now()
+	stop()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		status, r, body := readyz(t, deps.AdminAddr())
+		if status == http.StatusServiceUnavailable {
+			if r.Errors["shutdown"] != role.ErrShuttingDown.Error() {
+				t.Fatalf("unready for another reason: %s", body)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still ready after the stop: %s", body)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	select {
+	case <-deps.Context().Done():
+		if d := time.Since(stopped); d < cfg.Shutdown.DrainDelay {
+			t.Fatalf("the role's context ended %v after the stop, before shutdown.drain_delay", d)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the role's context did not end after the drain")
+	}
+}
+
+// TestContextEndsOnClose: a role closed without a stop (it failed) does not leave its
+// Context running.
+func TestContextEndsOnClose(t *testing.T) {
+	s := newStack(t)
+	deps, err := role.Open(context.Background(), s.config(keySpec(t, "k1")), config.RoleWebhooks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deps.Close()
+	select {
+	case <-deps.Context().Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("Context still running after Close")
+	}
+}
