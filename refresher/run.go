@@ -35,7 +35,9 @@ func Run(ctx context.Context, cfg config.Config) error {
 	if err != nil {
 		return err
 	}
-	return r.Loop(ctx)
+	// Work until the drain that follows a signal: readiness is false by then, and a pass
+	// in flight finishes its Graph calls and records them (leases bound the rest).
+	return r.Loop(deps.Context())
 }
 
 // Loop makes a pass now and every refresher.interval, updating the account gauges after

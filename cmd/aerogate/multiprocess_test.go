@@ -316,6 +316,8 @@ func startMPStack(t *testing.T) *mpStack {
 	}
 	a := admin()
 	s.roles = append(s.roles, newProc("ingest", "http://"+a+"/readyz", []string{"AEROGATE_ADMIN_ADDR=" + a}, "ingest"))
+	a = admin()
+	s.roles = append(s.roles, newProc("refresher", "http://"+a+"/readyz", []string{"AEROGATE_ADMIN_ADDR=" + a}, "refresher"))
 	for _, p := range s.roles {
 		p.start(t)
 	}
