@@ -130,6 +130,16 @@ type Graph struct {
 	Version         string        `koanf:"version"`
 	Timeout         time.Duration `koanf:"timeout"`
 	MaxConnsPerHost int           `koanf:"max_conns_per_host"`
+	// MaxMediaBytes is the largest media upload or download the Graph passthrough
+	// streams; WhatsApp's own per-type limits (image 5 MiB, ...) apply below it.
+	MaxMediaBytes int `koanf:"max_media_bytes"`
+	// MediaTimeout bounds one media transfer through the passthrough (upload to Meta,
+	// or download from Meta's media URL), end to end.
+	MediaTimeout time.Duration `koanf:"media_timeout"`
+	// MediaHosts are the hosts (besides base_url's) the passthrough fetches media
+	// from with a tenant's token: Meta's media URLs point there. Any other host in a
+	// media URL is refused, so a token is never sent elsewhere.
+	MediaHosts []string `koanf:"media_hosts"`
 }
 
 // JWT configures tenant token verification.
@@ -363,6 +373,9 @@ func Default() Config {
 			Version:         "v22.0",
 			Timeout:         15 * time.Second,
 			MaxConnsPerHost: 512,
+			MaxMediaBytes:   100 << 20,
+			MediaTimeout:    2 * time.Minute,
+			MediaHosts:      []string{"lookaside.fbsbx.com"},
 		},
 		JWT: JWT{
 			TenantClaim: "tenantId",

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/aerostic/aerogate/internal/auth"
 	"github.com/aerostic/aerogate/internal/jsonguard"
+	"github.com/aerostic/aerogate/internal/whatsapp"
 )
 
 // TokenKeySize is the size of a secrets.token_keys key (AES-256).
@@ -28,8 +28,6 @@ const maxWebhookBodyBytes = 7 << 20
 // minHeaderBytes is the smallest http.max_header_bytes: room for a request line, a
 // few headers and a small JWT.
 const minHeaderBytes = 1 << 10
-
-var graphVersion = regexp.MustCompile(`^v[0-9]{1,3}\.[0-9]{1,2}$`)
 
 // Role names a kind of process, for ValidateFor.
 type Role string
@@ -189,11 +187,20 @@ func (c Config) problems() []*KeyError {
 	if err := checkBaseURL(c.Graph.BaseURL); err != nil {
 		bad("graph.base_url", "%v", err)
 	}
-	if !graphVersion.MatchString(c.Graph.Version) {
-		bad("graph.version", "must look like v22.0, got %q", c.Graph.Version)
+	if _, err := whatsapp.ParseGraphVersion(c.Graph.Version); err != nil {
+		bad("graph.version", "%v, got %q", err, c.Graph.Version)
 	}
 	positiveDur("graph.timeout", c.Graph.Timeout)
 	positive("graph.max_conns_per_host", c.Graph.MaxConnsPerHost)
+	if c.Graph.MaxMediaBytes <= 0 || c.Graph.MaxMediaBytes > 1<<30 {
+		bad("graph.max_media_bytes", "must be 1 to 1073741824 bytes, got %d", c.Graph.MaxMediaBytes)
+	}
+	positiveDur("graph.media_timeout", c.Graph.MediaTimeout)
+	for i, h := range c.Graph.MediaHosts {
+		if h == "" || strings.ContainsAny(h, "/:@?#[] ") {
+			bad(fmt.Sprintf("graph.media_hosts[%d]", i), "must be a host name, got %q", h)
+		}
+	}
 
 	errs = append(errs, c.JWT.validate(c.DevMode)...)
 
@@ -244,8 +251,8 @@ func (c Config) problems() []*KeyError {
 	}
 	positiveDur("sender.in_process_retry_max", c.Sender.InProcessRetryMax)
 	positiveDur("sender.paused_retry_delay", c.Sender.PausedRetryDelay)
-	if n := c.Sender.DefaultThroughputMPS; n < 1 || n > 1000 {
-		bad("sender.default_throughput_mps", "must be 1-1000, got %d", n)
+	if _, err := whatsapp.ParseThroughput(c.Sender.DefaultThroughputMPS); err != nil {
+		bad("sender.default_throughput_mps", "%v, got %d", err, c.Sender.DefaultThroughputMPS)
 	}
 
 	hostPort("webhooks.addr", c.Webhooks.Addr, false)

@@ -11,28 +11,30 @@ import (
 	"github.com/valyala/fastjson"
 
 	"github.com/aerostic/aerogate/internal/queue"
+	"github.com/aerostic/aerogate/internal/whatsapp"
 )
 
 func FuzzParseSendRequest(f *testing.F) {
 	for _, seed := range []string{
 		`{"messaging_product":"whatsapp","to":"15551234567","type":"text","text":{"body":"hi"}}`,
-		`{"messaging_product":"whatsapp","phone_number_id":"123","tenantId":"t1","to":"+1","type":"contacts","contacts":[{}]}`,
-		`{"messaging_product":"whatsapp","to":"1","type":"template","template":{"name":"x","components":[{"type":"body","parameters":[{"type":"text","text":"\u00e9\n"}]}]}}`,
-		`{"messaging_product":"whatsapp","to":"1","t\u0079pe":"image","image":{"id":"1"}}`,
-		`{"tenantId":"t2"}`, `[]`, `"x"`, `{"a":NaN}`, `{"messaging_product":"whatsapp","to":"1","type":"text","text":{"body":1e999}}`,
+		`{"messaging_product":"whatsapp","phone_number_id":"123","tenantId":"t1","to":"+15551234567","type":"contacts","contacts":[{}]}`,
+		`{"messaging_product":"whatsapp","to":"15551234567","type":"template","template":{"name":"x","components":[{"type":"body","parameters":[{"type":"text","text":"\u00e9\n"}]}]}}`,
+		`{"messaging_product":"whatsapp","to":"15551234567","t\u0079pe":"image","image":{"id":"1"}}`,
+		`{"tenantId":"t2"}`, `[]`, `"x"`, `{"a":NaN}`, `{"messaging_product":"whatsapp","to":"15551234567","type":"text","text":{"body":1e999}}`,
 		strings.Repeat("[", 300), strings.Repeat(`{"a":`, 70) + "1" + strings.Repeat("}", 70),
-		`{"messaging_product":"whatsapp","to":"1","type":"text","text":{"body":"` + strings.Repeat(`\u00e9`, 50) + `"}}`,
+		`{"messaging_product":"whatsapp","to":"15551234567","type":"text","text":{"body":"` + strings.Repeat(`\u00e9`, 50) + `"}}`,
 	} {
 		f.Add([]byte(seed))
 	}
 	var p fastjson.Parser
+	var a fastjson.Arena
 	f.Fuzz(func(t *testing.T, body []byte) {
 		// The work budget: allocations and allocated bytes at most linear in the body.
-		allocs, allocated := workOf(2, func() { _, _, _ = parseSendRequest(&p, body, "t1", tenantFields, nil, 0) })
+		allocs, allocated := workOf(2, func() { _, _, _ = parseSendRequest(&p, &a, body, "t1", tenantFields, nil, 0) })
 		if n := float64(len(body)); allocs > 16+n/4 || allocated > 64<<10+256*n {
 			t.Fatalf("%d-byte body cost %.0f allocations and %.0f bytes", len(body), allocs, allocated)
 		}
-		req, buf, err := parseSendRequest(&p, body, "t1", tenantFields, nil, 0)
+		req, buf, err := parseSendRequest(&p, &a, body, "t1", tenantFields, nil, 0)
 		if err != nil {
 			return
 		}
@@ -42,10 +44,11 @@ func FuzzParseSendRequest(f *testing.F) {
 		if !json.Valid(body) || !json.Valid(payload) || len(payload) == 0 || payload[0] != '{' {
 			t.Fatalf("accepted invalid JSON: body %q payload %q", body, payload)
 		}
-		if !validTo(req.to) {
-			t.Fatalf("accepted to %q", req.to)
+		wa, err2 := whatsapp.ParseRecipient(string(req.to))
+		if err2 != nil || string(wa) != string(req.recipient()) {
+			t.Fatalf("accepted to %q as %q", req.to, req.recipient())
 		}
-		if req.phoneNumberID != nil && !validPhoneNumberID(req.phoneNumberID) {
+		if req.phoneNumberID != nil && whatsapp.CheckPhoneNumberID(req.phoneNumberID) != nil {
 			t.Fatalf("accepted phone_number_id %q", req.phoneNumberID)
 		}
 		var top map[string]json.RawMessage
@@ -57,13 +60,14 @@ func FuzzParseSendRequest(f *testing.F) {
 				t.Fatalf("payload kept %s: %s", field, payload)
 			}
 		}
-		// The forwarded payload re-validates, to the same message.
+		// The forwarded payload re-validates, to the same message, with `to` as its digits.
 		var p2 fastjson.Parser
-		req2, _, err := parseSendRequest(&p2, payload, "t1", tenantFields, buf[len(buf):], 0)
+		var a2 fastjson.Arena
+		req2, _, err := parseSendRequest(&p2, &a2, payload, "t1", tenantFields, buf[len(buf):], 0)
 		if err != nil {
 			t.Fatalf("accepted payload does not re-validate: %v: %q", err, payload)
 		}
-		if !bytes.Equal(req2.to, req.to) || req2.msgType != req.msgType || req2.phoneNumberID != nil {
+		if !bytes.Equal(req2.to, req.recipient()) || !bytes.Equal(req2.recipient(), req.recipient()) || req2.msgType != req.msgType || req2.phoneNumberID != nil {
 			t.Fatalf("re-validation differs: %+v vs %+v", req2, req)
 		}
 	})
@@ -103,7 +107,7 @@ func (c *captureSink) WriteMessages(_ context.Context, msgs ...kafka.Message) er
 // send publishes an envelope that queue.Decode reads back with the tenant as key.
 func FuzzSendHandler(f *testing.F) {
 	f.Add([]byte(benchBody), []byte("k1"), []byte("/v1/messages"))
-	f.Add([]byte(`{"messaging_product":"whatsapp","phone_number_id":"1001","tenantId":"t1","to":"1","type":"contacts","contacts":[{"a":"\u00e9"}]}`), []byte(""), []byte("/v22.0/1001/messages"))
+	f.Add([]byte(`{"messaging_product":"whatsapp","phone_number_id":"1001","tenantId":"t1","to":"15551234567","type":"contacts","contacts":[{"a":"\u00e9"}]}`), []byte(""), []byte("/v22.0/1001/messages"))
 	f.Add([]byte(`{}`), []byte("\x00"), []byte("/v1/messages?tenantId=t2"))
 	sink := &captureSink{}
 	s, tok := unitServer(f, &fixedResolver{acct: testAccount()}, sink)

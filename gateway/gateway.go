@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,8 +26,10 @@ import (
 	"github.com/aerostic/aerogate/internal/accesslog"
 	"github.com/aerostic/aerogate/internal/account"
 	"github.com/aerostic/aerogate/internal/auth"
+	"github.com/aerostic/aerogate/internal/graph"
 	"github.com/aerostic/aerogate/internal/inbound"
 	"github.com/aerostic/aerogate/internal/jsonguard"
+	"github.com/aerostic/aerogate/internal/media"
 	"github.com/aerostic/aerogate/internal/message"
 	"github.com/aerostic/aerogate/internal/metrics"
 	"github.com/aerostic/aerogate/internal/onboarding"
@@ -72,6 +75,9 @@ type Options struct {
 	// Onboarding serves Embedded Signup, the test message and the accounts API; nil
 	// answers them 503 onboarding_not_configured.
 	Onboarding *onboarding.Service
+	// Graph serves the Graph API passthrough (media, templates, business profile, the
+	// number's fields); nil answers it 503 passthrough_not_configured.
+	Graph *Passthrough
 
 	// ReadyChecks are what /readyz checks (role.Open's Health.Checks() in Run).
 	ReadyChecks []ReadyCheck
@@ -122,6 +128,28 @@ type Options struct {
 	Now    func() time.Time
 }
 
+// Passthrough is what the Graph API passthrough needs.
+type Passthrough struct {
+	Client *graph.Client
+	// WABAs finds the tenant's phone number on a WABA (*account.Repository).
+	WABAs interface {
+		WABANumber(ctx context.Context, tenantID, wabaID string) (string, error)
+	}
+	// Media records and finds the tenant's media ids (*media.Repository).
+	Media interface {
+		Record(ctx context.Context, tenantID, mediaID, phoneNumberID string, src media.Source) error
+		Owner(ctx context.Context, tenantID, mediaID string) (string, error)
+		Forget(ctx context.Context, tenantID, mediaID string) error
+	}
+	// MaxMediaBytes bounds a media upload or download (graph.max_media_bytes);
+	// MediaTimeout one media transfer (graph.media_timeout).
+	MaxMediaBytes int
+	MediaTimeout  time.Duration
+	// PublicBaseURL is where backends reach the gateway: Meta's paging links and media
+	// URLs are rewritten onto it.
+	PublicBaseURL string
+}
+
 // MinHeaderBytes is the smallest header buffer New accepts.
 const MinHeaderBytes = 1 << 10
 
@@ -150,10 +178,14 @@ type Server struct {
 	health      *role.Health
 	access      *accesslog.Logger
 	unmatched   *routeMetrics // requests no route matched
-	srv         *fasthttp.Server
-	rec         *recorder
-	ridPrefix   [9]byte
-	ridCounter  atomic.Uint64
+
+	// The passthrough's routes (matched after the router's, in graphRoute).
+	passthroughObject *routeMetrics
+	passthroughEdge   *routeMetrics
+	srv               *fasthttp.Server
+	rec               *recorder
+	ridPrefix         [9]byte
+	ridCounter        atomic.Uint64
 
 	accepted       atomic.Uint64
 	publishErrors  atomic.Uint64
@@ -229,6 +261,18 @@ func New(opts Options) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if g := opts.Graph; g != nil {
+		if g.Client == nil || g.WABAs == nil || g.Media == nil {
+			return nil, errors.New("gateway: Graph needs Client, WABAs and Media")
+		}
+		if g.MaxMediaBytes <= 0 {
+			g.MaxMediaBytes = d.Graph.MaxMediaBytes
+		}
+		if g.MediaTimeout <= 0 {
+			g.MediaTimeout = d.Graph.MediaTimeout
+		}
+		g.PublicBaseURL = strings.TrimRight(g.PublicBaseURL, "/")
+	}
 	realClock := opts.Now == nil
 	if realClock {
 		opts.Now = time.Now
@@ -266,13 +310,26 @@ func New(opts Options) (*Server, error) {
 	}
 	s.access = accesslog.New(s.log, sample)
 	s.unmatched = newRouteMetrics("unmatched")
+	s.passthroughObject = newRouteMetrics("/{version}/{object_id}")
+	s.passthroughEdge = newRouteMetrics("/{version}/{object_id}/{edge}")
 
 	r := router.New()
 	r.RedirectTrailingSlash = false
 	r.RedirectFixedPath = false
 	r.HandleMethodNotAllowed = true
-	r.NotFound = func(ctx *fasthttp.RequestCtx) { writeError(ctx, errNotFound) }
-	r.MethodNotAllowed = func(ctx *fasthttp.RequestCtx) { writeError(ctx, errMethodNotAllowed) }
+	// The Graph passthrough's paths, /{version}/{object_id}[/{edge}], are matched when no
+	// route is: as routes they would shadow the router's 404 and 405 answers of every
+	// two- and three-segment path.
+	r.NotFound = func(ctx *fasthttp.RequestCtx) {
+		if !s.graphRoute(ctx) {
+			writeError(ctx, errNotFound)
+		}
+	}
+	r.MethodNotAllowed = func(ctx *fasthttp.RequestCtx) {
+		if !s.graphRoute(ctx) {
+			writeError(ctx, errMethodNotAllowed)
+		}
+	}
 	// Each route is registered through handle, which labels its requests with the
 	// route's pattern (never the raw path) for aerogate_http_requests_total.
 	handle(r, fasthttp.MethodGet, "/healthz", s.health.Healthz)
@@ -303,6 +360,7 @@ func New(opts Options) (*Server, error) {
 		handle(r, fasthttp.MethodPost, webhook.Path, opts.Webhooks.Receive)
 	}
 	s.onboardingRoutes(r)
+	handle(r, fasthttp.MethodGet, "/v1/media/{media_id}/content", s.authed(s.limited(ratelimit.API, s.mediaContent)))
 	s.handler = s.middleware(r.Handler)
 
 	s.srv = &fasthttp.Server{
@@ -318,9 +376,11 @@ func New(opts Options) (*Server, error) {
 		// header limit (431 past it), and so the real bound on a bearer token.
 		ReadBufferSize:               opts.MaxHeaderBytes,
 		DisablePreParseMultipartForm: true,
-		// Bodies stream: the proxy forwards large uploads as they arrive; every other
-		// route reads its body whole, bounded, in the middleware (boundBody).
+		// Bodies stream: the proxy forwards large uploads as they arrive, and so does the
+		// Graph passthrough's media upload; every other route reads its body whole,
+		// bounded, in the middleware (boundBody).
 		StreamRequestBody:     true,
+		HeaderReceived:        s.mediaTimeouts,
 		NoDefaultContentType:  true,
 		CloseOnShutdown:       true,
 		SecureErrorLogMessage: true,

@@ -86,12 +86,12 @@ func newEnv(t *testing.T, cfg envConfig) *env {
 	past := time.Now().Add(-time.Hour)
 	future := time.Now().Add(60 * 24 * time.Hour)
 	for _, in := range []account.UpsertInput{
-		{TenantID: tenantA, WABAID: "waba-a", PhoneNumberID: "1001", AccessToken: accessTokenA, TokenExpiresAt: &future, IsDefault: true},
-		{TenantID: tenantA, WABAID: "waba-a", PhoneNumberID: "1002", AccessToken: "tok-1002", TokenExpiresAt: &past},
-		{TenantID: tenantA, WABAID: "waba-a", PhoneNumberID: "1003", AccessToken: "tok-1003"},
-		{TenantID: tenantA, WABAID: "waba-a", PhoneNumberID: "1004", AccessToken: "tok-1004"},
-		{TenantID: tenantA, WABAID: "waba-a", PhoneNumberID: "1005", AccessToken: "tok-1005"},
-		{TenantID: tenantB, WABAID: "waba-b", PhoneNumberID: "2001", AccessToken: "tok-2001", IsDefault: true},
+		{TenantID: tenantA, WABAID: "102290129340398", PhoneNumberID: "1001", AccessToken: accessTokenA, TokenExpiresAt: &future, IsDefault: true},
+		{TenantID: tenantA, WABAID: "102290129340398", PhoneNumberID: "1002", AccessToken: "tok-1002", TokenExpiresAt: &past},
+		{TenantID: tenantA, WABAID: "102290129340398", PhoneNumberID: "1003", AccessToken: "tok-1003"},
+		{TenantID: tenantA, WABAID: "102290129340398", PhoneNumberID: "1004", AccessToken: "tok-1004"},
+		{TenantID: tenantA, WABAID: "102290129340398", PhoneNumberID: "1005", AccessToken: "tok-1005"},
+		{TenantID: tenantB, WABAID: "102290129340399", PhoneNumberID: "2001", AccessToken: "tok-2001", IsDefault: true},
 	} {
 		a, err := e.repo.Upsert(ctx, in)
 		if err != nil {
@@ -186,14 +186,41 @@ type response struct {
 	status int
 	header http.Header
 	body   []byte
+	path   string // the request's path, without the query
 }
 
+// errorCode is the stable code of an error answer, in either shape.
 func (r response) errorCode() string {
 	var v struct {
-		Error struct{ Code, Message, RequestID string } `json:"error"`
+		Error struct {
+			Code      any `json:"code"`
+			ErrorData struct {
+				AerogateCode string `json:"aerogate_code"`
+			} `json:"error_data"`
+		} `json:"error"`
 	}
 	_ = json.Unmarshal(r.body, &v)
-	return v.Error.Code
+	if s, ok := v.Error.Code.(string); ok {
+		return s
+	}
+	return v.Error.ErrorData.AerogateCode
+}
+
+// metaError is the Graph API error body.
+type metaErrorBody struct {
+	Error struct {
+		Message      string `json:"message"`
+		Type         string `json:"type"`
+		Code         *int   `json:"code"`
+		ErrorSubcode int    `json:"error_subcode"`
+		IsTransient  bool   `json:"is_transient"`
+		ErrorData    struct {
+			MessagingProduct string `json:"messaging_product"`
+			Details          string `json:"details"`
+			AerogateCode     string `json:"aerogate_code"`
+		} `json:"error_data"`
+		FBTraceID string `json:"fbtrace_id"`
+	} `json:"error"`
 }
 
 // withoutRequestID drops the request id so two error bodies can be compared.
@@ -204,6 +231,7 @@ func (r response) withoutRequestID(t *testing.T) string {
 		t.Fatalf("error body is not JSON: %v: %s", err, r.body)
 	}
 	delete(v["error"], "request_id")
+	delete(v["error"], "fbtrace_id")
 	b, _ := json.Marshal(v)
 	return string(b)
 }
@@ -232,7 +260,7 @@ func (e *env) do(t *testing.T, method, path, bearer string, body []byte, hdr map
 	if err != nil {
 		t.Fatal(err)
 	}
-	return response{resp.StatusCode, resp.Header, b}
+	return response{resp.StatusCode, resp.Header, b, req.URL.Path}
 }
 
 func textBody(extra string) []byte {
@@ -240,9 +268,15 @@ func textBody(extra string) []byte {
 }
 
 // checkError asserts an error answer: status, code, JSON shape, request id, and that
-// no secret leaked into it.
+// no secret leaked into it. status and code are the /v1 answer's; on the
+// Cloud-API-compatible path the answer is checked in Meta's shape instead, with the
+// status metaErrorOf gives (TestMetaErrorShape pins that mapping down).
 func checkError(t *testing.T, r response, status int, code string, secrets ...string) {
 	t.Helper()
+	if gateway.OnGraphPath(r.path) {
+		checkMetaError(t, r, gateway.MetaStatus(status, code), code, secrets...)
+		return
+	}
 	if r.status != status || r.errorCode() != code {
 		t.Fatalf("got %d %s, want %d with code %s", r.status, r.body, status, code)
 	}
@@ -267,6 +301,36 @@ func checkError(t *testing.T, r response, status int, code string, secrets ...st
 			t.Errorf("answer leaks a secret: %s", r.body)
 		}
 	}
+}
+
+// checkMetaError asserts an answer in the Graph API's error shape: the status, the
+// stable code in error_data.aerogate_code, message, type and a numeric code, fbtrace_id
+// equal to the request id, and no secret in it.
+func checkMetaError(t *testing.T, r response, status int, code string, secrets ...string) metaErrorBody {
+	t.Helper()
+	var v metaErrorBody
+	if err := json.Unmarshal(r.body, &v); err != nil {
+		t.Fatalf("error body is not JSON: %v: %s", err, r.body)
+	}
+	if r.status != status || v.Error.ErrorData.AerogateCode != code {
+		t.Fatalf("got %d %s, want %d with aerogate_code %s", r.status, r.body, status, code)
+	}
+	if ct := r.header.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("Content-Type = %q", ct)
+	}
+	if v.Error.Message == "" || v.Error.Type == "" || v.Error.Code == nil || *v.Error.Code <= 0 ||
+		v.Error.ErrorData.MessagingProduct != "whatsapp" || v.Error.ErrorData.Details == "" {
+		t.Errorf("error body %s lacks Meta's fields", r.body)
+	}
+	if v.Error.FBTraceID == "" || v.Error.FBTraceID != r.header.Get("X-Request-Id") {
+		t.Errorf("fbtrace_id %q differs from X-Request-Id %q", v.Error.FBTraceID, r.header.Get("X-Request-Id"))
+	}
+	for _, s := range secrets {
+		if s != "" && (bytes.Contains(r.body, []byte(s)) || strings.Contains(fmt.Sprint(r.header), s)) {
+			t.Errorf("answer leaks a secret: %s", r.body)
+		}
+	}
+	return v
 }
 
 func signed(t *testing.T, method jwt.SigningMethod, key any, claims jwt.MapClaims) string {
@@ -332,15 +396,18 @@ func TestGateway(t *testing.T) {
 			{"not json", `hello`, 400, "invalid_json"},
 			{"empty", ``, 400, "invalid_json"},
 			{"json array", `[]`, 400, "invalid_json"},
-			{"wrong messaging_product", `{"messaging_product":"sms","to":"1","type":"text","text":{"body":"x"}}`, 400, "invalid_messaging_product"},
+			{"wrong messaging_product", `{"messaging_product":"sms","to":"15551234567","type":"text","text":{"body":"x"}}`, 400, "invalid_messaging_product"},
 			{"missing to", `{"messaging_product":"whatsapp","type":"text","text":{"body":"x"}}`, 400, "invalid_to"},
 			{"non-numeric to", `{"messaging_product":"whatsapp","to":"call-me","type":"text","text":{"body":"x"}}`, 400, "invalid_to"},
-			{"unknown type", `{"messaging_product":"whatsapp","to":"1","type":"fax","fax":{}}`, 400, "invalid_type"},
-			{"missing type object", `{"messaging_product":"whatsapp","to":"1","type":"image"}`, 400, "invalid_message_object"},
-			{"duplicate field", `{"messaging_product":"whatsapp","to":"1","to":"2","type":"text","text":{"body":"x"}}`, 400, "duplicate_field"},
-			{"bad phone_number_id", `{"messaging_product":"whatsapp","phone_number_id":"a/b","to":"1","type":"text","text":{"body":"x"}}`, 400, "invalid_phone_number_id"},
-			{"over the send limit", `{"messaging_product":"whatsapp","to":"1","type":"text","text":{"body":"` + strings.Repeat("x", 64<<10) + `"}}`, 413, "body_too_large"},
-			{"over every limit", `{"messaging_product":"whatsapp","to":"1","type":"text","text":{"body":"` + strings.Repeat("x", 3<<20) + `"}}`, 413, "body_too_large"},
+			{"unknown type", `{"messaging_product":"whatsapp","to":"15551234567","type":"fax","fax":{}}`, 400, "invalid_type"},
+			{"missing type object", `{"messaging_product":"whatsapp","to":"15551234567","type":"image"}`, 400, "invalid_message_object"},
+			{"duplicate field", `{"messaging_product":"whatsapp","to":"15551234567","to":"2","type":"text","text":{"body":"x"}}`, 400, "duplicate_field"},
+			{"bad phone_number_id", `{"messaging_product":"whatsapp","phone_number_id":"a/b","to":"15551234567","type":"text","text":{"body":"x"}}`, 400, "invalid_phone_number_id"},
+			{"dev phone_number_id", `{"messaging_product":"whatsapp","phone_number_id":"dev-1","to":"15551234567","type":"text","text":{"body":"x"}}`, 400, "invalid_phone_number_id"},
+			{"text of 4,097 characters", `{"messaging_product":"whatsapp","to":"15551234567","type":"text","text":{"body":"` + strings.Repeat("ü", 4097) + `"}}`, 400, "invalid_text_body"},
+			{"to of 16 digits", `{"messaging_product":"whatsapp","to":"+1234 5678 9012 3456","type":"text","text":{"body":"x"}}`, 400, "invalid_to"},
+			{"over the send limit", `{"messaging_product":"whatsapp","to":"15551234567","type":"text","text":{"body":"` + strings.Repeat("x", 64<<10) + `"}}`, 413, "body_too_large"},
+			{"over every limit", `{"messaging_product":"whatsapp","to":"15551234567","type":"text","text":{"body":"` + strings.Repeat("x", 3<<20) + `"}}`, 413, "body_too_large"},
 		}
 		for _, tc := range tests {
 			t.Run(tc.name, func(t *testing.T) {
@@ -485,8 +552,8 @@ func TestGateway(t *testing.T) {
 		if err := json.Unmarshal(env.Payload, &payload); err != nil {
 			t.Fatal(err)
 		}
-		if _, ok := payload["phone_number_id"]; ok || payload["to"] != "+15551230000" || payload["type"] != "text" || payload["messaging_product"] != "whatsapp" {
-			t.Errorf("payload = %s, want the Cloud API body without phone_number_id", env.Payload)
+		if _, ok := payload["phone_number_id"]; ok || payload["to"] != "15551230000" || payload["type"] != "text" || payload["messaging_product"] != "whatsapp" {
+			t.Errorf("payload = %s, want the Cloud API body without phone_number_id, to as digits", env.Payload)
 		}
 	})
 
@@ -564,9 +631,53 @@ func TestGateway(t *testing.T) {
 		}
 
 		checkError(t, e.do(t, "POST", "/22.0/1001/messages", tokA, textBody(""), nil), 400, "invalid_version")
+		checkError(t, e.do(t, "POST", "/v22.0/dev-1/messages", tokA, textBody(""), nil), 400, "invalid_phone_number_id")
 		checkError(t, e.do(t, "POST", "/v22.0/1001/messages", tokA, textBody(`,"phone_number_id":"1002"`), nil), 400, "phone_number_id_mismatch")
 		if r := e.do(t, "POST", "/v22.0/1001/messages", tokA, textBody(`,"phone_number_id":"1001"`), nil); r.status != 200 {
 			t.Errorf("equal phone_number_id in path and body: %d %s", r.status, r.body)
+		}
+	})
+
+	t.Run("recipient formats and the text limit", func(t *testing.T) {
+		long := strings.Repeat("ü", 4096) // 4,096 characters, 8,192 bytes
+		for _, path := range []string{"/v1/messages", "/v22.0/1001/messages"} {
+			r := e.do(t, "POST", path, tokA, []byte(`{"messaging_product":"whatsapp","to":"+91 98765 43210","type":"text","text":{"body":"`+long+`"}}`), nil)
+			if r.status != 200 && r.status != 202 {
+				t.Fatalf("%s with 4,096 characters: %d %s", path, r.status, r.body)
+			}
+			var v struct {
+				ID       string
+				Contacts []struct {
+					Input string `json:"input"`
+					WaID  string `json:"wa_id"`
+				}
+				Messages []struct{ ID string }
+			}
+			if err := json.Unmarshal(r.body, &v); err != nil {
+				t.Fatal(err)
+			}
+			if path != "/v1/messages" {
+				if len(v.Contacts) != 1 || v.Contacts[0].Input != "+91 98765 43210" || v.Contacts[0].WaID != "919876543210" || len(v.Messages) != 1 {
+					t.Fatalf("Cloud API answer %s", r.body)
+				}
+				v.ID = v.Messages[0].ID
+			}
+			env, err := queue.Decode(readEnvelope(t, e.brokers, v.ID).Value)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var payload struct {
+				To   string `json:"to"`
+				Text struct {
+					Body string `json:"body"`
+				} `json:"text"`
+			}
+			if err := json.Unmarshal(env.Payload, &payload); err != nil {
+				t.Fatal(err)
+			}
+			if env.Recipient != "919876543210" || payload.To != "919876543210" || payload.Text.Body != long {
+				t.Errorf("%s: envelope to %q, payload to %q, body intact %v", path, env.Recipient, payload.To, payload.Text.Body == long)
+			}
 		}
 	})
 

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"runtime/debug"
 	"time"
@@ -77,10 +78,34 @@ func (s *Server) accessLog(ctx *fasthttp.RequestCtx, start time.Time) {
 		Status:    status,
 		Tenant:    tenant,
 		BytesIn:   bytesIn(ctx),
-		BytesOut:  len(ctx.Response.Body()),
+		BytesOut:  bytesOut(ctx),
 		Remote:    ctx.RemoteIP().String(),
 		Duration:  since(start),
 	})
+}
+
+// bytesOut is the answer's size for the access log: a streamed answer (a proxied
+// response, a media download) by its Content-Length (0 when unknown), never by reading
+// it, which would hold the whole stream in memory before it is sent.
+func bytesOut(ctx *fasthttp.RequestCtx) int {
+	if ctx.Response.IsBodyStream() {
+		return max(ctx.Response.Header.ContentLength(), 0)
+	}
+	return len(ctx.Response.Body())
+}
+
+// drainRequest reads and discards what is left of a streamed request body, at most
+// maxDrainBytes within maxDrainTime, and closes the connection after the answer.
+func (s *Server) drainRequest(ctx *fasthttp.RequestCtx) {
+	ctx.SetConnectionClose()
+	stream := ctx.RequestBodyStream()
+	if stream == nil {
+		return
+	}
+	if c := ctx.Conn(); c != nil {
+		_ = c.SetReadDeadline(time.Now().Add(maxDrainTime))
+	}
+	_, _ = io.CopyN(io.Discard, stream, maxDrainBytes)
 }
 
 // authed verifies the bearer token and hands the tenant's claims to h. The tenant is

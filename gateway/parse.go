@@ -6,27 +6,27 @@ import (
 	"github.com/valyala/fastjson"
 
 	"github.com/aerostic/aerogate/internal/jsonguard"
+	"github.com/aerostic/aerogate/internal/whatsapp"
 )
 
 // sendRequest is a validated Cloud API message body. Its byte slices point into the
 // request body or into the parser's memory and are valid until either is reused.
 type sendRequest struct {
-	to            []byte // as sent, e.g. "+15551234567"
+	to            []byte // as sent, e.g. "+91 98765 43210"
 	phoneNumberID []byte // from the body; nil when absent
 	urgent        bool   // the body's "priority" is "urgent"
 	msgType       string
 	// payload is the Cloud API body to forward: the body itself, or, when it held
-	// aerogate-only fields, the body re-marshalled once without them.
+	// aerogate-only fields or a `to` that is not bare digits, the body re-marshalled once
+	// without those fields and with `to` as its digits.
 	payload []byte
+	// waID holds to's digits (whatsapp.AppendRecipient), e.g. 919876543210.
+	waID digits
 }
 
-// recipient is to without its leading '+': the wa_id Meta answers with.
-func (r *sendRequest) recipient() []byte {
-	if len(r.to) > 0 && r.to[0] == '+' {
-		return r.to[1:]
-	}
-	return r.to
-}
+// recipient is to normalized to its digits: the wa_id Meta answers with, and what the
+// envelope and the Graph call carry.
+func (r *sendRequest) recipient() []byte { return r.waID.b[:r.waID.n] }
 
 // messageType returns the Cloud API message type named by b (as a static string, so
 // the request keeps no pointer into the parser for it) and whether its object is an array.
@@ -93,8 +93,6 @@ func hasDuplicateKey(obj *fastjson.Object) bool {
 	return false
 }
 
-const maxToDigits = 20
-
 // checkJSON is the structure guard every JSON body from outside passes before a parser
 // sees it: one linear pass for strict RFC 8259 syntax, valid UTF-8 and the nesting
 // limit. The fastjson parser behind it is lenient (NaN, bare control characters, bad
@@ -115,9 +113,10 @@ func checkJSON(body []byte, maxDepth int) *apiError {
 // parseSendRequest validates body as a Cloud API message. tenant is the verified tenant
 // and tenantFields the names under which a body may repeat it (an equal value is
 // dropped, another is errTenantMismatch). payloadBuf is reused for the payload when
-// fields have to be removed. maxDepth bounds the nesting of arrays and objects
-// (jsonguard.Check). The parser's memory backs the result until its next use.
-func parseSendRequest(p *fastjson.Parser, body []byte, tenant string, tenantFields []string, payloadBuf []byte, maxDepth int) (sendRequest, []byte, *apiError) {
+// fields have to be removed or `to` normalized; a holds the normalized `to`. maxDepth
+// bounds the nesting of arrays and objects (jsonguard.Check). The parser's and the
+// arena's memory back the result until their next use.
+func parseSendRequest(p *fastjson.Parser, a *fastjson.Arena, body []byte, tenant string, tenantFields []string, payloadBuf []byte, maxDepth int) (sendRequest, []byte, *apiError) {
 	var req sendRequest
 	if apiErr := checkJSON(body, maxDepth); apiErr != nil {
 		return req, payloadBuf, apiErr
@@ -149,9 +148,13 @@ func parseSendRequest(p *fastjson.Parser, body []byte, tenant string, tenantFiel
 		return req, payloadBuf, errInvalidTo
 	}
 	req.to = to.GetStringBytes()
-	if !validTo(req.to) {
+	wa, err := whatsapp.AppendRecipient(req.waID.b[:0], req.to)
+	if err != nil {
 		return req, payloadBuf, errInvalidTo
 	}
+	req.waID.n = int8(len(wa))
+	normalizeTo := !bytes.Equal(wa, req.to)
+	strip = normalizeTo
 
 	typ = obj.Get("type")
 	if typ == nil || typ.Type() != fastjson.TypeString {
@@ -173,6 +176,12 @@ func parseSendRequest(p *fastjson.Parser, body []byte, tenant string, tenantFiel
 	} else if inner.Type() != want {
 		return req, payloadBuf, errInvalidMessageObject
 	}
+	if req.msgType == "text" {
+		tb := inner.Get("body")
+		if tb == nil || tb.Type() != fastjson.TypeString || whatsapp.CheckTextBody(tb.GetStringBytes()) != nil {
+			return req, payloadBuf, errInvalidTextBody
+		}
+	}
 
 	pnid = obj.Get("phone_number_id")
 	if pnid != nil {
@@ -180,7 +189,7 @@ func parseSendRequest(p *fastjson.Parser, body []byte, tenant string, tenantFiel
 			return req, payloadBuf, errInvalidPhoneNumberID
 		}
 		req.phoneNumberID = pnid.GetStringBytes()
-		if !validPhoneNumberID(req.phoneNumberID) {
+		if whatsapp.CheckPhoneNumberID(req.phoneNumberID) != nil {
 			return req, payloadBuf, errInvalidPhoneNumberID
 		}
 		strip = true
@@ -219,62 +228,13 @@ func parseSendRequest(p *fastjson.Parser, body []byte, tenant string, tenantFiel
 		obj.Del(name)
 	}
 	obj.Del("priority")
+	if normalizeTo {
+		a.Reset()
+		obj.Set("to", a.NewStringBytes(req.recipient()))
+	}
 	payloadBuf = v.MarshalTo(payloadBuf[:0])
 	req.payload = payloadBuf
 	return req, payloadBuf, nil
-}
-
-// validTo accepts digits with an optional leading '+'.
-func validTo(b []byte) bool {
-	if len(b) > 0 && b[0] == '+' {
-		b = b[1:]
-	}
-	if len(b) == 0 || len(b) > maxToDigits {
-		return false
-	}
-	for _, c := range b {
-		if c < '0' || c > '9' {
-			return false
-		}
-	}
-	return true
-}
-
-// validPhoneNumberID accepts Meta's numeric ids and the letters, '-', '_' and '.' that
-// test and dev ids use; anything else could never name an account.
-func validPhoneNumberID(b []byte) bool {
-	if len(b) == 0 || len(b) > 64 {
-		return false
-	}
-	for _, c := range b {
-		switch {
-		case c >= '0' && c <= '9', c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c == '-', c == '_', c == '.':
-		default:
-			return false
-		}
-	}
-	return true
-}
-
-// validGraphVersion accepts "v" + digits + optional "." + digits, e.g. v22.0.
-func validGraphVersion(s string) bool {
-	if len(s) < 2 || len(s) > 8 || s[0] != 'v' {
-		return false
-	}
-	dot := false
-	prevDigit := false
-	for i := 1; i < len(s); i++ {
-		switch c := s[i]; {
-		case c >= '0' && c <= '9':
-			prevDigit = true
-		case c == '.' && !dot && prevDigit:
-			dot = true
-			prevDigit = false
-		default:
-			return false
-		}
-	}
-	return prevDigit
 }
 
 // validIdempotencyKey accepts 1 to 255 printable ASCII characters.

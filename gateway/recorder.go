@@ -11,12 +11,13 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/aerostic/aerogate/internal/message"
+	"github.com/aerostic/aerogate/internal/whatsapp"
 )
 
 // digits holds a recipient inline so handing a record over allocates nothing.
 type digits struct {
 	n int8
-	b [maxToDigits]byte
+	b [whatsapp.MaxRecipientDigits]byte
 }
 
 func newDigits(b []byte) digits {

@@ -11,6 +11,7 @@ import (
 	"github.com/aerostic/aerogate/config"
 	"github.com/aerostic/aerogate/internal/auth"
 	"github.com/aerostic/aerogate/internal/inbound"
+	"github.com/aerostic/aerogate/internal/media"
 	"github.com/aerostic/aerogate/internal/message"
 	"github.com/aerostic/aerogate/internal/onboarding"
 	"github.com/aerostic/aerogate/internal/queue"
@@ -99,7 +100,15 @@ func Run(ctx context.Context, cfg config.Config) error {
 	}
 
 	srv, err := New(Options{
-		Onboarding:          signup,
+		Onboarding: signup,
+		Graph: &Passthrough{
+			Client:        deps.Graph,
+			WABAs:         deps.Accounts.Repository,
+			Media:         media.NewRepository(deps.Pool),
+			MaxMediaBytes: cfg.Graph.MaxMediaBytes,
+			MediaTimeout:  cfg.Graph.MediaTimeout,
+			PublicBaseURL: cfg.PublicBaseURL,
+		},
 		Verifier:            verifier,
 		Resolver:            deps.Accounts.Resolver,
 		Messages:            message.NewRepository(deps.Pool),

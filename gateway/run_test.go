@@ -27,7 +27,7 @@ func TestRun(t *testing.T) {
 	t.Cleanup(broker.Close)
 	spec, keys := testKeys(t)
 	if _, err := account.NewRepository(pool, keys).Upsert(context.Background(), account.UpsertInput{
-		TenantID: tenantA, WABAID: "w", PhoneNumberID: "1001", AccessToken: accessTokenA, IsDefault: true,
+		TenantID: tenantA, WABAID: "102290129340398", PhoneNumberID: "1001", AccessToken: accessTokenA, IsDefault: true,
 	}); err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/aerostic/aerogate/internal/auth"
 	"github.com/aerostic/aerogate/internal/message"
 	"github.com/aerostic/aerogate/internal/queue"
+	"github.com/aerostic/aerogate/internal/whatsapp"
 )
 
 const headerIdempotencyKey = "Idempotency-Key"
@@ -36,6 +37,9 @@ type sendState struct {
 	fp      []byte // a keyed request's fingerprint
 	out     []byte
 	msgs    [1]kafka.Message
+
+	// arena holds the normalized `to` of a re-marshalled payload.
+	arena fastjson.Arena
 }
 
 var sendStates = sync.Pool{New: func() any { return new(sendState) }}
@@ -60,12 +64,12 @@ func (s *Server) sendV1(ctx *fasthttp.RequestCtx, claims auth.Claims) {
 // the same send, answered with Meta's response shape and status (200).
 func (s *Server) sendGraph(ctx *fasthttp.RequestCtx, claims auth.Claims) {
 	version, _ := ctx.UserValue("version").(string)
-	if !validGraphVersion(version) {
+	if whatsapp.CheckGraphVersion(version) != nil {
 		writeError(ctx, errInvalidGraphAPIVersion)
 		return
 	}
 	pnid, _ := ctx.UserValue("phone_number_id").(string)
-	if !validPhoneNumberID([]byte(pnid)) {
+	if whatsapp.CheckPhoneNumberID(pnid) != nil {
 		writeError(ctx, errInvalidPhoneNumberID)
 		return
 	}
@@ -86,7 +90,7 @@ func (s *Server) send(ctx *fasthttp.RequestCtx, claims auth.Claims, pathPNID str
 	}
 
 	st := sendStates.Get().(*sendState)
-	req, payload, apiErr := parseSendRequest(&st.parser, body, claims.TenantID, s.tenantField, st.payload, s.opts.MaxJSONDepth)
+	req, payload, apiErr := parseSendRequest(&st.parser, &st.arena, body, claims.TenantID, s.tenantField, st.payload, s.opts.MaxJSONDepth)
 	st.payload = payload
 	if apiErr != nil {
 		st.release()
@@ -194,7 +198,7 @@ func (s *Server) send(ctx *fasthttp.RequestCtx, claims auth.Claims, pathPNID str
 			tenantID:  claims.TenantID,
 			accountID: acct.ID,
 			phone:     acct.PhoneNumberID,
-			recipient: newDigits(req.recipient()),
+			recipient: req.waID,
 			key:       string(key),
 			at:        now,
 		})

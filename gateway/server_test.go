@@ -92,7 +92,7 @@ func TestPanicRecovery(t *testing.T) {
 		req.SetRequestURI("http://" + ln.Addr().String() + "/v1/messages")
 		req.Header.SetMethod("POST")
 		req.Header.Set("Authorization", "Bearer "+tok)
-		req.SetBodyString(`{"messaging_product":"whatsapp","to":"1","type":"text","text":{"body":"x"}}`)
+		req.SetBodyString(`{"messaging_product":"whatsapp","to":"15551234567","type":"text","text":{"body":"x"}}`)
 		if err := c.DoTimeout(req, resp, 5*time.Second); err != nil {
 			t.Fatal(err)
 		}
@@ -125,7 +125,7 @@ func TestPublishFailureNeverAccepts(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s, tok := unitServer(t, &fixedResolver{acct: testAccount()}, failingSink{tc.err})
-			ctx := sendCtx(tok, `{"messaging_product":"whatsapp","to":"1","type":"text","text":{"body":"x"}}`)
+			ctx := sendCtx(tok, `{"messaging_product":"whatsapp","to":"15551234567","type":"text","text":{"body":"x"}}`)
 			s.Handler()(ctx)
 			var v struct{ Error struct{ Code, ID string } }
 			if err := json.Unmarshal(ctx.Response.Body(), &v); err != nil || ctx.Response.StatusCode() != tc.status ||
@@ -197,6 +197,12 @@ func BenchmarkSendHandler(b *testing.B) {
 		}, benchBody, "")
 	})
 	b.Run("send", func(b *testing.B) { run(b, h, benchBody, "") })
+	// `to` as bare digits is forwarded as it came; "+15551234567" (benchBody) and
+	// "+1 555 123 4567" are re-marshalled once with `to` as digits.
+	b.Run("send-to-digits", func(b *testing.B) { run(b, h, strings.Replace(benchBody, `"+15551234567"`, `"15551234567"`, 1), "") })
+	b.Run("send-to-spaces", func(b *testing.B) {
+		run(b, h, strings.Replace(benchBody, `"+15551234567"`, `"+1 555 123 4567"`, 1), "")
+	})
 	b.Run("send-idempotency-key", func(b *testing.B) { run(b, h, benchBody, "order-4711") })
 	b.Run("send-strip-phone_number_id", func(b *testing.B) {
 		run(b, h, strings.Replace(benchBody, `"to"`, `"phone_number_id":"1001","to"`, 1), "")

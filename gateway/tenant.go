@@ -29,13 +29,15 @@ func (s *Server) checkTenantQuery(ctx *fasthttp.RequestCtx, tenant string) *apiE
 	return nil
 }
 
-// boundBody reads the body of a request for any route but the proxy's whole, up to
+// boundBody reads the body of a request for any route but the proxy's and the media
+// upload's whole, up to
 // the server's MaxRequestBodySize (the largest any route takes), as the server did
 // before bodies streamed; past the limit it
 // answers 413 and closes the connection. It reports whether to go on.
 func (s *Server) boundBody(ctx *fasthttp.RequestCtx) bool {
 	stream := ctx.RequestBodyStream()
-	if stream == nil || (s.proxy != nil && bytes.HasPrefix(ctx.Path(), proxyPrefix)) {
+	if stream == nil || (s.proxy != nil && bytes.HasPrefix(ctx.Path(), proxyPrefix)) ||
+		(s.opts.Graph != nil && isMediaUpload(ctx.Method(), ctx.Path())) {
 		return true
 	}
 	limit := int(s.srv.MaxRequestBodySize) // the largest any route takes; each checks its own

@@ -11,8 +11,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/aerostic/aerogate/internal/account"
 	"github.com/aerostic/aerogate/internal/webhook"
+	"github.com/aerostic/aerogate/internal/whatsapp"
 )
 
 // Results of an item, the values of the result label of aerogate_ingest_items_total.
@@ -247,7 +247,7 @@ SELECT (SELECT count(*) FROM acct), (SELECT count(*) FROM upd)`
 func storeQuality(ctx context.Context, tx pgx.Tx, w *work) error {
 	it := &w.item
 	var matched, changed int
-	err := tx.QueryRow(ctx, raiseThroughputSQL, it.WABAID, it.DisplayPhoneNumber, account.MaxThroughputMPS,
+	err := tx.QueryRow(ctx, raiseThroughputSQL, it.WABAID, it.DisplayPhoneNumber, int(whatsapp.MaxThroughput),
 		w.body.receivedAt, it.Event, it.Limit).Scan(&matched, &changed)
 	if err != nil {
 		return fmt.Errorf("raising throughput of WABA %s: %w", it.WABAID, err)

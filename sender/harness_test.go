@@ -206,7 +206,7 @@ func (e *testEnv) runSender(cfg config.Sender, gc graph.Config, tune ...func(*se
 func (e *testEnv) addAccount(tenant, number, token string, mps int) *account.Account {
 	e.t.Helper()
 	a, err := e.accounts.Upsert(context.Background(), account.UpsertInput{
-		TenantID: tenant, WABAID: "waba-" + tenant, PhoneNumberID: number, AccessToken: token, ThroughputMPS: mps,
+		TenantID: tenant, WABAID: "102290129340398", PhoneNumberID: number, AccessToken: token, ThroughputMPS: mps,
 	})
 	if err != nil {
 		e.t.Fatalf("adding account %s/%s: %v", tenant, number, err)

@@ -7,10 +7,12 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/aerostic/aerogate/internal/whatsapp"
 )
 
 // MaxThroughputMPS is the highest per-number throughput Meta grants.
-const MaxThroughputMPS = 1000
+const MaxThroughputMPS = int(whatsapp.MaxThroughput)
 
 // numberLimiters holds one token bucket per phone number id, at that account's
 // throughput_mps.

@@ -142,7 +142,7 @@ func TestStoppedAccountsWaitWhileOthersFlow(t *testing.T) {
 	e.fake.SetToken("5002", "token-revoked-new")
 	past := time.Now().Add(-time.Hour)
 	expired, err := e.accounts.Upsert(context.Background(), account.UpsertInput{
-		TenantID: "tenant-expired", WABAID: "waba-x", PhoneNumberID: "5003", AccessToken: "token-expired-old", TokenExpiresAt: &past,
+		TenantID: "tenant-expired", WABAID: "102290129340398", PhoneNumberID: "5003", AccessToken: "token-expired-old", TokenExpiresAt: &past,
 	})
 	if err != nil {
 		t.Fatal(err)

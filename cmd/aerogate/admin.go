@@ -21,6 +21,7 @@ import (
 	"github.com/aerostic/aerogate/internal/devenv"
 	"github.com/aerostic/aerogate/internal/secret"
 	"github.com/aerostic/aerogate/internal/store"
+	"github.com/aerostic/aerogate/internal/whatsapp"
 )
 
 func tokenFlags(fs *pflag.FlagSet) {
@@ -77,6 +78,13 @@ func runAccounts(ctx context.Context, cfg config.Config, fs *pflag.FlagSet, stdo
 	if strings.TrimSpace(tenant) == "" {
 		return errors.New("--tenant is required")
 	}
+	var in account.UpsertInput
+	if args[0] == "add" {
+		var err error
+		if in, err = addInput(fs, tenant); err != nil {
+			return err
+		}
+	}
 	if err := applyDevKeys(&cfg); err != nil {
 		return err
 	}
@@ -116,6 +124,15 @@ func runAccounts(ctx context.Context, cfg config.Config, fs *pflag.FlagSet, stdo
 		return printAccounts(stdout, []account.Account{s.Account})
 	}
 
+	a, err := repo.Upsert(ctx, in)
+	if err != nil {
+		return err
+	}
+	return printAccounts(stdout, []account.Account{*a})
+}
+
+// addInput reads and checks the flags of `accounts add`, before any connection is made.
+func addInput(fs *pflag.FlagSet, tenant string) (account.UpsertInput, error) {
 	in := account.UpsertInput{TenantID: tenant}
 	in.WABAID, _ = fs.GetString("waba-id")
 	in.PhoneNumberID, _ = fs.GetString("phone-number-id")
@@ -128,26 +145,32 @@ func runAccounts(ctx context.Context, cfg config.Config, fs *pflag.FlagSet, stdo
 	}
 	switch {
 	case in.WABAID == "":
-		return errors.New("--waba-id is required")
+		return in, errors.New("--waba-id is required")
 	case in.PhoneNumberID == "":
-		return errors.New("--phone-number-id is required")
+		return in, errors.New("--phone-number-id is required")
 	case in.AccessToken == "":
-		return errors.New("--access-token (or AEROGATE_ACCESS_TOKEN) is required")
-	case in.ThroughputMPS < 0 || in.ThroughputMPS > 1000:
-		return errors.New("--throughput-mps must be between 1 and 1000")
+		return in, errors.New("--access-token (or AEROGATE_ACCESS_TOKEN) is required")
+	}
+	// The repository checks these too; here the answer names the flag.
+	if _, err := whatsapp.ParseWABAID(in.WABAID); err != nil {
+		return in, fmt.Errorf("--waba-id: %w", err)
+	}
+	if _, err := whatsapp.ParsePhoneNumberID(in.PhoneNumberID); err != nil {
+		return in, fmt.Errorf("--phone-number-id: %w", err)
+	}
+	if in.ThroughputMPS != 0 {
+		if _, err := whatsapp.ParseThroughput(in.ThroughputMPS); err != nil {
+			return in, fmt.Errorf("--throughput-mps: %w", err)
+		}
 	}
 	expiresIn, _ := fs.GetString("expires-in")
 	expiresAt, _ := fs.GetString("expires-at")
 	exp, err := parseExpiry(time.Now(), expiresIn, expiresAt)
 	if err != nil {
-		return err
+		return in, err
 	}
 	in.TokenExpiresAt = exp
-	a, err := repo.Upsert(ctx, in)
-	if err != nil {
-		return err
-	}
-	return printAccounts(stdout, []account.Account{*a})
+	return in, nil
 }
 
 // rotateKeys re-encrypts every stored token and PIN with the first key of

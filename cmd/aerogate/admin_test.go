@@ -1,8 +1,11 @@
 package main
 
 import (
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/spf13/pflag"
 )
 
 func TestParseExpiry(t *testing.T) {
@@ -40,5 +43,39 @@ func TestParseExpiry(t *testing.T) {
 		case !tt.never && (got == nil || !got.Equal(tt.want)):
 			t.Errorf("parseExpiry(%q, %q) = %v, want %v", tt.in, tt.at, got, tt.want)
 		}
+	}
+}
+
+// `accounts add` refuses ids Meta never issues, naming the flag, before it connects to
+// anything (the configuration here points at no database).
+func TestAccountsAddChecksValues(t *testing.T) {
+	base := []string{"add", "--tenant", "acme", "--waba-id", "102290129340398", "--phone-number-id", "106540352242922", "--access-token", "EAAG-x"}
+	tests := []struct {
+		name string
+		args []string
+		want string // "" means the input is accepted
+	}{
+		{"valid", nil, ""},
+		{"dev phone number id", []string{"--phone-number-id", "dev-1"}, "--phone-number-id: invalid phone number id"},
+		{"waba id with letters", []string{"--waba-id", "waba-a"}, "--waba-id: invalid WhatsApp Business Account id"},
+		{"throughput over Meta's highest", []string{"--throughput-mps", "1001"}, "--throughput-mps: invalid throughput"},
+		{"negative throughput", []string{"--throughput-mps", "-5"}, "--throughput-mps: invalid throughput"},
+		{"throughput of a raised number", []string{"--throughput-mps", "1000"}, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := pflag.NewFlagSet("accounts", pflag.ContinueOnError)
+			accountsFlags(fs)
+			if err := fs.Parse(append(append([]string(nil), base...), tc.args...)); err != nil {
+				t.Fatal(err)
+			}
+			_, err := addInput(fs, "acme")
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("addInput: %v", err)
+			case tc.want != "" && (err == nil || !strings.HasPrefix(err.Error(), tc.want)):
+				t.Fatalf("addInput = %v, want an error starting %q", err, tc.want)
+			}
+		})
 	}
 }

@@ -57,7 +57,7 @@ func startStack(t *testing.T) *stack {
 		t.Fatal(err)
 	}
 	if _, err := account.NewRepository(pool, keys).Upsert(context.Background(), account.UpsertInput{
-		TenantID: stackTenant, WABAID: "waba-acme", PhoneNumberID: stackNumber, AccessToken: "meta-token-acme",
+		TenantID: stackTenant, WABAID: "102290129340398", PhoneNumberID: stackNumber, AccessToken: "meta-token-acme",
 		ThroughputMPS: 1000, IsDefault: true,
 	}); err != nil {
 		t.Fatal(err)
@@ -165,8 +165,18 @@ type answer struct {
 	status int
 	body   []byte
 	// id is the message id the answer names: {"id"} (202), messages[0].id (200 on the
-	// Cloud API path) or error.id (504).
+	// Cloud API path) or error.id (504; error.error_data.message_id on the Cloud API
+	// path, whose errors are in Meta's shape). code is the stable error code in either.
 	id, code, msgStatus string
+}
+
+// reusedStatus is the status of idempotency_key_reused on path: 422 on /v1, 400 (Meta's
+// code 100) on the Cloud API path.
+func reusedStatus(path string) int {
+	if strings.HasPrefix(path, "/v1/") {
+		return 422
+	}
+	return 400
 }
 
 func (s *stack) send(t *testing.T, path, key, text string) answer {
@@ -193,10 +203,24 @@ func (s *stack) send(t *testing.T, path, key, text string) answer {
 			ID     string `json:"id"`
 			Status string `json:"message_status"`
 		} `json:"messages"`
-		Error struct{ Code, ID string } `json:"error"`
+		Error struct {
+			Code      any    `json:"code"` // a string on /v1, Meta's number on the Cloud API path
+			ID        string `json:"id"`
+			ErrorData struct {
+				AerogateCode string `json:"aerogate_code"`
+				MessageID    string `json:"message_id"`
+			} `json:"error_data"`
+		} `json:"error"`
 	}
 	_ = json.Unmarshal(b, &v)
-	a.id, a.code, a.msgStatus = v.ID, v.Error.Code, v.Status
+	a.id, a.msgStatus = v.ID, v.Status
+	a.code, _ = v.Error.Code.(string)
+	if a.code == "" {
+		a.code = v.Error.ErrorData.AerogateCode
+	}
+	if v.Error.ErrorData.MessageID != "" {
+		a.id = v.Error.ErrorData.MessageID
+	}
 	if len(v.Messages) == 1 {
 		a.id, a.msgStatus = v.Messages[0].ID, v.Messages[0].Status
 	}
@@ -286,8 +310,8 @@ func TestFrozenBrokerAnswersTellTheTruth(t *testing.T) {
 	if again.status != 504 || again.id != retried.a.id {
 		t.Errorf("same key, same body, still frozen: %d %s, want 504 with id %s", again.status, again.body, retried.a.id)
 	}
-	if r := s.send(t, retried.path, retried.key, "another body"); r.status != 422 || r.code != "idempotency_key_reused" {
-		t.Errorf("same key, another body: %d %s, want 422 idempotency_key_reused", r.status, r.body)
+	if r := s.send(t, retried.path, retried.key, "another body"); r.status != reusedStatus(retried.path) || r.code != "idempotency_key_reused" {
+		t.Errorf("same key, another body: %d %s, want %d idempotency_key_reused", r.status, r.body, reusedStatus(retried.path))
 	}
 	waitFor(t, 10*time.Second, func() bool {
 		for _, m := range all {
@@ -345,8 +369,8 @@ func TestIdempotencyKeyBoundToItsRequest(t *testing.T) {
 		{"/v1/messages", "key body B"},
 		{"/v22.0/" + stackNumber + "/messages", "key body A"}, // another path is another request
 	} {
-		if r := s.send(t, tc.path, "order-1", tc.text); r.status != 422 || r.code != "idempotency_key_reused" {
-			t.Errorf("reuse on %s with %q: %d %s, want 422 idempotency_key_reused", tc.path, tc.text, r.status, r.body)
+		if r := s.send(t, tc.path, "order-1", tc.text); r.status != reusedStatus(tc.path) || r.code != "idempotency_key_reused" {
+			t.Errorf("reuse on %s with %q: %d %s, want %d idempotency_key_reused", tc.path, tc.text, r.status, r.body, reusedStatus(tc.path))
 		}
 	}
 

@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/aerostic/aerogate/internal/secret"
+	"github.com/aerostic/aerogate/internal/whatsapp"
 )
 
 // TokenStatus is the state of an account's access token.
@@ -56,12 +57,6 @@ var (
 	// out-of-range value; the message names the field.
 	ErrInvalidInput = errors.New("invalid account input")
 )
-
-// DefaultThroughputMPS is Meta's default per-number throughput.
-const DefaultThroughputMPS = 80
-
-// MaxThroughputMPS is the highest per-number throughput Meta grants.
-const MaxThroughputMPS = 1000
 
 const redacted = "[redacted]"
 
@@ -139,7 +134,7 @@ type UpsertInput struct {
 	AccessToken        string
 	TokenExpiresAt     *time.Time
 	IsDefault          bool
-	ThroughputMPS      int // 0: keep the current value, or the default for a new row
+	ThroughputMPS      int // 0: keep the current value, or Meta's default (80) for a new row
 }
 
 func (in *UpsertInput) validate() error {
@@ -159,8 +154,17 @@ func (in *UpsertInput) validate() error {
 	if strings.IndexByte(in.DisplayPhoneNumber, 0) >= 0 {
 		return fmt.Errorf("%w: display phone number contains a NUL byte", ErrInvalidInput)
 	}
-	if in.ThroughputMPS < 0 || in.ThroughputMPS > MaxThroughputMPS {
-		return fmt.Errorf("%w: throughput %d is outside 1..%d messages per second", ErrInvalidInput, in.ThroughputMPS, MaxThroughputMPS)
+	// The ids must be Meta's, or no send through this account could ever succeed.
+	if _, err := whatsapp.ParseWABAID(in.WABAID); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidInput, err)
+	}
+	if _, err := whatsapp.ParsePhoneNumberID(in.PhoneNumberID); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidInput, err)
+	}
+	if in.ThroughputMPS != 0 {
+		if _, err := whatsapp.ParseThroughput(in.ThroughputMPS); err != nil {
+			return fmt.Errorf("%w: throughput %d: %w", ErrInvalidInput, in.ThroughputMPS, err)
+		}
 	}
 	return nil
 }
@@ -292,7 +296,7 @@ func (r *Repository) upsertTx(ctx context.Context, tx pgx.Tx, in UpsertInput) (*
 	} else {
 		mps := in.ThroughputMPS
 		if mps == 0 {
-			mps = DefaultThroughputMPS
+			mps = int(whatsapp.DefaultThroughput)
 		}
 		// ON CONFLICT: another tenant may have inserted this phone number id since our
 		// SELECT (the tenant lock does not cover other tenants).

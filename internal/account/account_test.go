@@ -17,6 +17,7 @@ import (
 	"github.com/aerostic/aerogate/internal/account"
 	"github.com/aerostic/aerogate/internal/secret"
 	"github.com/aerostic/aerogate/internal/store/storetest"
+	"github.com/aerostic/aerogate/internal/whatsapp"
 )
 
 type env struct {
@@ -53,7 +54,7 @@ func newEnv(t testing.TB) *env {
 func (e *env) upsert(t testing.TB, in account.UpsertInput) *account.Account {
 	t.Helper()
 	if in.WABAID == "" {
-		in.WABAID = "waba-" + in.TenantID
+		in.WABAID = "102290129340398"
 	}
 	a, err := e.repo.Upsert(context.Background(), in)
 	if err != nil {
@@ -68,9 +69,9 @@ func TestUpsertGetListRoundTrip(t *testing.T) {
 	ctx := context.Background()
 	exp := time.Now().Add(60 * 24 * time.Hour).UTC().Truncate(time.Microsecond)
 
-	a1 := e.upsert(t, account.UpsertInput{TenantID: "t1", WABAID: "w1", PhoneNumberID: "1002",
+	a1 := e.upsert(t, account.UpsertInput{TenantID: "t1", WABAID: "2001", PhoneNumberID: "1002",
 		DisplayPhoneNumber: "+1 555 0102", AccessToken: "EAAtoken-one", TokenExpiresAt: &exp})
-	a2 := e.upsert(t, account.UpsertInput{TenantID: "t1", WABAID: "w1", PhoneNumberID: "1001",
+	a2 := e.upsert(t, account.UpsertInput{TenantID: "t1", WABAID: "2001", PhoneNumberID: "1001",
 		AccessToken: "EAAtoken-two", ThroughputMPS: 250})
 	e.upsert(t, account.UpsertInput{TenantID: "t2", PhoneNumberID: "2001", AccessToken: "EAAtoken-three"})
 
@@ -88,9 +89,9 @@ func TestUpsertGetListRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := account.Account{ID: a1.ID, TenantID: "t1", WABAID: "w1", PhoneNumberID: "1002",
+	want := account.Account{ID: a1.ID, TenantID: "t1", WABAID: "2001", PhoneNumberID: "1002",
 		DisplayPhoneNumber: "+1 555 0102", AccessToken: "EAAtoken-one", TokenStatus: account.StatusActive,
-		IsDefault: true, ThroughputMPS: account.DefaultThroughputMPS}
+		IsDefault: true, ThroughputMPS: int(whatsapp.DefaultThroughput)}
 	if got.ID != want.ID || got.TenantID != want.TenantID || got.WABAID != want.WABAID ||
 		got.PhoneNumberID != want.PhoneNumberID || got.DisplayPhoneNumber != want.DisplayPhoneNumber ||
 		got.AccessToken.Reveal() != want.AccessToken.Reveal() || got.TokenStatus != want.TokenStatus ||
@@ -159,8 +160,9 @@ func TestUpsertDefaults(t *testing.T) {
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tenant := fmt.Sprintf("tenant-%d", i)
+			prefix := fmt.Sprintf("4%02d0", i) // phone number ids are digits
 			for _, s := range tt.steps {
-				e.upsert(t, account.UpsertInput{TenantID: tenant, PhoneNumberID: tenant + "-" + s.pnid,
+				e.upsert(t, account.UpsertInput{TenantID: tenant, PhoneNumberID: prefix + s.pnid,
 					AccessToken: "tok", IsDefault: s.isDefault})
 			}
 			list, err := e.repo.List(ctx, tenant)
@@ -170,14 +172,14 @@ func TestUpsertDefaults(t *testing.T) {
 			var defaults []string
 			for _, a := range list {
 				if a.IsDefault {
-					defaults = append(defaults, strings.TrimPrefix(a.PhoneNumberID, tenant+"-"))
+					defaults = append(defaults, strings.TrimPrefix(a.PhoneNumberID, prefix))
 				}
 			}
 			if len(defaults) != 1 || defaults[0] != tt.wantDefault {
 				t.Fatalf("defaults %v, want [%s]", defaults, tt.wantDefault)
 			}
 			def, err := e.repo.Get(ctx, tenant, "")
-			if err != nil || def.PhoneNumberID != tenant+"-"+tt.wantDefault {
+			if err != nil || def.PhoneNumberID != prefix+tt.wantDefault {
 				t.Fatalf("Get default = %v, %v", def, err)
 			}
 		})
@@ -188,7 +190,7 @@ func TestUpsertNewTokenResetsState(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
-	a := e.upsert(t, account.UpsertInput{TenantID: "t1", PhoneNumberID: "p1", DisplayPhoneNumber: "+1 555",
+	a := e.upsert(t, account.UpsertInput{TenantID: "t1", PhoneNumberID: "1001", DisplayPhoneNumber: "+1 555",
 		AccessToken: "old", ThroughputMPS: 300})
 	if err := e.repo.SetTokenStatus(ctx, a.ID, account.StatusInvalid, "Graph error 190"); err != nil {
 		t.Fatal(err)
@@ -199,7 +201,7 @@ func TestUpsertNewTokenResetsState(t *testing.T) {
 	if _, err := e.pool.Exec(ctx, `UPDATE whatsapp_accounts SET refresh_attempts = 3, next_refresh_at = now() WHERE id = $1`, a.ID); err != nil {
 		t.Fatal(err)
 	}
-	before, err := e.repo.Get(ctx, "t1", "p1")
+	before, err := e.repo.Get(ctx, "t1", "1001")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,8 +210,8 @@ func TestUpsertNewTokenResetsState(t *testing.T) {
 		t.Fatalf("status and pause not stored: %+v", before)
 	}
 
-	e.upsert(t, account.UpsertInput{TenantID: "t1", WABAID: "w2", PhoneNumberID: "p1", AccessToken: "new"})
-	after, err := e.repo.Get(ctx, "t1", "p1")
+	e.upsert(t, account.UpsertInput{TenantID: "t1", WABAID: "2002", PhoneNumberID: "1001", AccessToken: "new"})
+	after, err := e.repo.Get(ctx, "t1", "1001")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -221,7 +223,7 @@ func TestUpsertNewTokenResetsState(t *testing.T) {
 		after.PausedReason != "" || after.NextRefreshAt != nil {
 		t.Fatalf("new token did not reset the token state: %+v", after)
 	}
-	if after.WABAID != "w2" {
+	if after.WABAID != "2002" {
 		t.Fatalf("waba id %q, want w2", after.WABAID)
 	}
 	if after.ThroughputMPS != 300 || after.DisplayPhoneNumber != "+1 555" {
@@ -236,12 +238,12 @@ func TestPhoneNumberTaken(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
-	e.upsert(t, account.UpsertInput{TenantID: "t1", PhoneNumberID: "p1", AccessToken: "t1-token"})
-	_, err := e.repo.Upsert(ctx, account.UpsertInput{TenantID: "t2", WABAID: "w", PhoneNumberID: "p1", AccessToken: "t2-token"})
+	e.upsert(t, account.UpsertInput{TenantID: "t1", PhoneNumberID: "1001", AccessToken: "t1-token"})
+	_, err := e.repo.Upsert(ctx, account.UpsertInput{TenantID: "t2", WABAID: "2000", PhoneNumberID: "1001", AccessToken: "t2-token"})
 	if !errors.Is(err, account.ErrPhoneNumberTaken) {
 		t.Fatalf("err = %v, want ErrPhoneNumberTaken", err)
 	}
-	got, err := e.repo.Get(ctx, "t1", "p1")
+	got, err := e.repo.Get(ctx, "t1", "1001")
 	if err != nil || got.AccessToken.Reveal() != "t1-token" || got.TenantID != "t1" {
 		t.Fatalf("owner's account changed: %+v, %v", got, err)
 	}
@@ -261,8 +263,8 @@ func TestConcurrentUpserts(t *testing.T) {
 	errs := make([]error, n)
 	for i := range n {
 		wg.Go(func() {
-			_, errs[i] = e.repo.Upsert(ctx, account.UpsertInput{TenantID: "t1", WABAID: "w",
-				PhoneNumberID: fmt.Sprintf("p%d", i), AccessToken: "tok"})
+			_, errs[i] = e.repo.Upsert(ctx, account.UpsertInput{TenantID: "t1", WABAID: "2000",
+				PhoneNumberID: fmt.Sprintf("30%02d", i), AccessToken: "tok"})
 		})
 	}
 	wg.Wait()
@@ -282,8 +284,8 @@ func TestConcurrentUpserts(t *testing.T) {
 	// One number claimed by many tenants at once: exactly one wins.
 	for i := range n {
 		wg.Go(func() {
-			_, errs[i] = e.repo.Upsert(ctx, account.UpsertInput{TenantID: fmt.Sprintf("tenant-%d", i), WABAID: "w",
-				PhoneNumberID: "contested", AccessToken: "tok"})
+			_, errs[i] = e.repo.Upsert(ctx, account.UpsertInput{TenantID: fmt.Sprintf("tenant-%d", i), WABAID: "2000",
+				PhoneNumberID: "1999", AccessToken: "tok"})
 		})
 	}
 	wg.Wait()
@@ -305,13 +307,13 @@ func TestCrossTenantGetIsNotFound(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
-	e.upsert(t, account.UpsertInput{TenantID: "t1", PhoneNumberID: "p1", AccessToken: "tok"})
+	e.upsert(t, account.UpsertInput{TenantID: "t1", PhoneNumberID: "1001", AccessToken: "tok"})
 	tests := []struct{ tenant, pnid string }{
-		{"t2", "p1"},
+		{"t2", "1001"},
 		{"t2", ""},
-		{"t1", "p2"},
-		{"T1", "p1"},
-		{"t1\x00", "p1"},
+		{"t1", "1002"},
+		{"T1", "1001"},
+		{"t1\x00", "1001"},
 		{"t1", "p1\x00"},
 	}
 	for _, tt := range tests {
@@ -326,7 +328,7 @@ func TestTokenNotStoredInClear(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	const token = "EAAGsecretTOKENvalue1234567890"
-	e.upsert(t, account.UpsertInput{TenantID: "t1", PhoneNumberID: "p1", AccessToken: token})
+	e.upsert(t, account.UpsertInput{TenantID: "t1", PhoneNumberID: "1001", AccessToken: token})
 
 	for _, q := range []string{
 		`SELECT access_token::text FROM whatsapp_accounts`,
@@ -354,9 +356,9 @@ func TestCiphertextBoundToRow(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
-	a := e.upsert(t, account.UpsertInput{TenantID: "t1", PhoneNumberID: "p1", AccessToken: "token-of-t1"})
-	e.upsert(t, account.UpsertInput{TenantID: "t2", PhoneNumberID: "p2", AccessToken: "token-of-t2"})
-	e.upsert(t, account.UpsertInput{TenantID: "t1", PhoneNumberID: "p3", AccessToken: "token-of-t1-p3"})
+	a := e.upsert(t, account.UpsertInput{TenantID: "t1", PhoneNumberID: "1001", AccessToken: "token-of-t1"})
+	e.upsert(t, account.UpsertInput{TenantID: "t2", PhoneNumberID: "1002", AccessToken: "token-of-t2"})
+	e.upsert(t, account.UpsertInput{TenantID: "t1", PhoneNumberID: "1003", AccessToken: "token-of-t1-p3"})
 
 	// An attacker with write access to the table copies t1's ciphertext into other rows.
 	if _, err := e.pool.Exec(ctx, `UPDATE whatsapp_accounts SET (access_token, token_key_id) =
@@ -364,7 +366,7 @@ func TestCiphertextBoundToRow(t *testing.T) {
 		WHERE id <> $1`, a.ID); err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range []struct{ tenant, pnid string }{{"t2", "p2"}, {"t1", "p3"}} {
+	for _, k := range []struct{ tenant, pnid string }{{"t2", "1002"}, {"t1", "1003"}} {
 		got, err := e.repo.Get(ctx, k.tenant, k.pnid)
 		if !errors.Is(err, secret.ErrDecrypt) {
 			t.Fatalf("Get(%s, %s) = %v, %v; want ErrDecrypt", k.tenant, k.pnid, got, err)
@@ -374,7 +376,7 @@ func TestCiphertextBoundToRow(t *testing.T) {
 		}
 	}
 	// The original row still reads.
-	if got, err := e.repo.Get(ctx, "t1", "p1"); err != nil || got.AccessToken.Reveal() != "token-of-t1" {
+	if got, err := e.repo.Get(ctx, "t1", "1001"); err != nil || got.AccessToken.Reveal() != "token-of-t1" {
 		t.Fatalf("original row: %v", err)
 	}
 }
@@ -396,17 +398,17 @@ func TestKeyRotation(t *testing.T) {
 	onlyNew, _ := secret.ParseKeyRing([]string{newSpec})
 
 	if _, err := account.NewRepository(e.pool, oldRing).Upsert(ctx, account.UpsertInput{
-		TenantID: "t1", WABAID: "w", PhoneNumberID: "p1", AccessToken: "tok-old"}); err != nil {
+		TenantID: "t1", WABAID: "2000", PhoneNumberID: "1001", AccessToken: "tok-old"}); err != nil {
 		t.Fatal(err)
 	}
 	repo := account.NewRepository(e.pool, rotated)
-	if got, err := repo.Get(ctx, "t1", "p1"); err != nil || got.AccessToken.Reveal() != "tok-old" {
+	if got, err := repo.Get(ctx, "t1", "1001"); err != nil || got.AccessToken.Reveal() != "tok-old" {
 		t.Fatalf("rotated ring reading the old key: %v", err)
 	}
-	if _, err := account.NewRepository(e.pool, onlyNew).Get(ctx, "t1", "p1"); !errors.Is(err, secret.ErrUnknownKey) {
+	if _, err := account.NewRepository(e.pool, onlyNew).Get(ctx, "t1", "1001"); !errors.Is(err, secret.ErrUnknownKey) {
 		t.Fatalf("ring without the old key: err = %v, want ErrUnknownKey", err)
 	}
-	if _, err := repo.Upsert(ctx, account.UpsertInput{TenantID: "t1", WABAID: "w", PhoneNumberID: "p1", AccessToken: "tok-new"}); err != nil {
+	if _, err := repo.Upsert(ctx, account.UpsertInput{TenantID: "t1", WABAID: "2000", PhoneNumberID: "1001", AccessToken: "tok-new"}); err != nil {
 		t.Fatal(err)
 	}
 	var kid string
@@ -416,7 +418,7 @@ func TestKeyRotation(t *testing.T) {
 	if kid != "new" {
 		t.Fatalf("re-upsert sealed under %q, want the current key", kid)
 	}
-	if got, err := account.NewRepository(e.pool, onlyNew).Get(ctx, "t1", "p1"); err != nil || got.AccessToken.Reveal() != "tok-new" {
+	if got, err := account.NewRepository(e.pool, onlyNew).Get(ctx, "t1", "1001"); err != nil || got.AccessToken.Reveal() != "tok-new" {
 		t.Fatalf("after re-upsert: %v", err)
 	}
 }
@@ -424,7 +426,7 @@ func TestKeyRotation(t *testing.T) {
 func TestUpsertValidation(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	ok := account.UpsertInput{TenantID: "t", WABAID: "w", PhoneNumberID: "p", AccessToken: "tok"}
+	ok := account.UpsertInput{TenantID: "t", WABAID: "2000", PhoneNumberID: "1000", AccessToken: "tok"}
 	tests := []struct {
 		name   string
 		mutate func(*account.UpsertInput)
@@ -437,6 +439,9 @@ func TestUpsertValidation(t *testing.T) {
 		{"NUL in tenant", func(in *account.UpsertInput) { in.TenantID = "a\x00b" }},
 		{"negative mps", func(in *account.UpsertInput) { in.ThroughputMPS = -1 }},
 		{"mps over 1000", func(in *account.UpsertInput) { in.ThroughputMPS = 1001 }},
+		{"dev phone number id", func(in *account.UpsertInput) { in.PhoneNumberID = "dev-1" }},
+		{"phone number id of 33 digits", func(in *account.UpsertInput) { in.PhoneNumberID = strings.Repeat("1", 33) }},
+		{"waba id with letters", func(in *account.UpsertInput) { in.WABAID = "waba-a" }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -457,7 +462,7 @@ func TestSetTokenStatusAndPauseErrors(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
-	a := e.upsert(t, account.UpsertInput{TenantID: "t1", PhoneNumberID: "p1", AccessToken: "tok"})
+	a := e.upsert(t, account.UpsertInput{TenantID: "t1", PhoneNumberID: "1001", AccessToken: "tok"})
 	tests := []struct {
 		name string
 		call func() error
@@ -481,7 +486,7 @@ func TestSetTokenStatusAndPauseErrors(t *testing.T) {
 			}
 		})
 	}
-	got, err := e.repo.Get(ctx, "t1", "p1")
+	got, err := e.repo.Get(ctx, "t1", "1001")
 	if err != nil {
 		t.Fatal(err)
 	}

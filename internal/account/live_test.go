@@ -31,7 +31,7 @@ func TestOpenLiveFollowsChanges(t *testing.T) {
 	}
 
 	other := account.NewRepository(e.pool, e.keys)
-	if _, err := other.Upsert(context.Background(), account.UpsertInput{TenantID: "acme", WABAID: "waba-acme", PhoneNumberID: "5550001", AccessToken: "new-token"}); err != nil {
+	if _, err := other.Upsert(context.Background(), account.UpsertInput{TenantID: "acme", WABAID: "2003", PhoneNumberID: "5550001", AccessToken: "new-token"}); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, time.Second, "refreshed token", func() error {

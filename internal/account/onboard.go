@@ -193,3 +193,25 @@ func (r *Repository) RegistrationPIN(ctx context.Context, tenantID, phoneNumberI
 	}
 	return string(pin), nil
 }
+
+// WABANumber returns the phone number id through which the tenant reaches the WABA:
+// one of the tenant's accounts on it, an active one first, then the default, then the
+// oldest. ErrNotFound when the tenant has no account on that WABA (another tenant's
+// WABA is not found either).
+func (r *Repository) WABANumber(ctx context.Context, tenantID, wabaID string) (string, error) {
+	if strings.IndexByte(tenantID, 0) >= 0 || strings.IndexByte(wabaID, 0) >= 0 {
+		return "", ErrNotFound
+	}
+	var pnid string
+	err := r.pool.QueryRow(ctx, `SELECT phone_number_id FROM whatsapp_accounts
+		WHERE tenant_id = $1 AND waba_id = $2
+		ORDER BY token_status = 'active' DESC, is_default DESC, created_at, phone_number_id LIMIT 1`,
+		tenantID, wabaID).Scan(&pnid)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return "", ErrNotFound
+	case err != nil:
+		return "", fmt.Errorf("finding the tenant's account on WABA %q: %w", wabaID, err)
+	}
+	return pnid, nil
+}

@@ -12,7 +12,7 @@ import (
 func TestDisconnectAndReconnect(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	a := e.upsert(t, account.UpsertInput{TenantID: "acme", WABAID: "w", PhoneNumberID: "1", AccessToken: "tok-1", IsDefault: true})
+	a := e.upsert(t, account.UpsertInput{TenantID: "acme", WABAID: "2000", PhoneNumberID: "1", AccessToken: "tok-1", IsDefault: true})
 
 	if _, err := e.repo.Disconnect(ctx, "globex", "1"); !errors.Is(err, account.ErrNotFound) {
 		t.Fatalf("another tenant's disconnect: %v", err)
@@ -39,7 +39,7 @@ func TestDisconnectAndReconnect(t *testing.T) {
 		t.Fatalf("second Disconnect = %+v, %v", s2, err)
 	}
 	// Connecting again brings a token and status active back.
-	e.upsert(t, account.UpsertInput{TenantID: "acme", WABAID: "w", PhoneNumberID: "1", AccessToken: "tok-2"})
+	e.upsert(t, account.UpsertInput{TenantID: "acme", WABAID: "2000", PhoneNumberID: "1", AccessToken: "tok-2"})
 	if got, err := e.repo.Get(ctx, "acme", "1"); err != nil || got.AccessToken.Reveal() != "tok-2" || got.Usable(time.Now()) != nil {
 		t.Fatalf("after reconnecting: %+v, %v", got, err)
 	}

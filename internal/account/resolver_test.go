@@ -75,10 +75,10 @@ func TestResolverServesFromCache(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
-	e.upsert(t, account.UpsertInput{TenantID: "t1", PhoneNumberID: "p1", AccessToken: "tok-1"})
+	e.upsert(t, account.UpsertInput{TenantID: "t1", PhoneNumberID: "1001", AccessToken: "tok-1"})
 	r := newResolver(t, e.repo, account.ResolverOptions{})
 
-	for _, pnid := range []string{"p1", ""} {
+	for _, pnid := range []string{"1001", ""} {
 		a, err := r.Resolve(ctx, "t1", pnid)
 		if err != nil || a.AccessToken.Reveal() != "tok-1" {
 			t.Fatalf("Resolve(t1, %q) = %v, %v", pnid, a, err)
@@ -96,7 +96,7 @@ func TestResolverServesFromCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	for range 3 {
-		for _, pnid := range []string{"p1", ""} {
+		for _, pnid := range []string{"1001", ""} {
 			if tok, err := resolveToken(r, "t1", pnid); err != nil || tok != "tok-1" {
 				t.Fatalf("cached Resolve(t1, %q) = %q, %v", pnid, tok, err)
 			}
@@ -108,12 +108,12 @@ func TestResolverServesFromCache(t *testing.T) {
 
 	// Another tenant asking for the same number is a different key and is not served
 	// the cached account.
-	if _, err := r.Resolve(ctx, "t2", "p1"); !errors.Is(err, account.ErrNotFound) {
+	if _, err := r.Resolve(ctx, "t2", "1001"); !errors.Is(err, account.ErrNotFound) {
 		t.Fatalf("cross-tenant Resolve: %v, want ErrNotFound", err)
 	}
 
-	r.Invalidate("t1", "p1")
-	for _, pnid := range []string{"p1", ""} {
+	r.Invalidate("t1", "1001")
+	for _, pnid := range []string{"1001", ""} {
 		if _, err := r.Resolve(ctx, "t1", pnid); !errors.Is(err, account.ErrNotFound) {
 			t.Fatalf("Resolve(t1, %q) after Invalidate: %v, want ErrNotFound", pnid, err)
 		}
@@ -123,15 +123,15 @@ func TestResolverServesFromCache(t *testing.T) {
 func TestResolverTTL(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	e.upsert(t, account.UpsertInput{TenantID: "t1", PhoneNumberID: "p1", AccessToken: "tok-1"})
+	e.upsert(t, account.UpsertInput{TenantID: "t1", PhoneNumberID: "1001", AccessToken: "tok-1"})
 	r := newResolver(t, e.repo, account.ResolverOptions{TTL: 100 * time.Millisecond})
-	if tok, err := resolveToken(r, "t1", "p1"); err != nil || tok != "tok-1" {
+	if tok, err := resolveToken(r, "t1", "1001"); err != nil || tok != "tok-1" {
 		t.Fatal(tok, err)
 	}
 	// No listener: only the TTL can bring the change in.
-	e.upsert(t, account.UpsertInput{TenantID: "t1", PhoneNumberID: "p1", AccessToken: "tok-2"})
+	e.upsert(t, account.UpsertInput{TenantID: "t1", PhoneNumberID: "1001", AccessToken: "tok-2"})
 	eventually(t, 5*time.Second, "TTL expiry", func() error {
-		tok, err := resolveToken(r, "t1", "p1")
+		tok, err := resolveToken(r, "t1", "1001")
 		if err != nil || tok != "tok-2" {
 			return fmt.Errorf("got %q, %v", tok, err)
 		}
@@ -145,7 +145,7 @@ func TestResolverNegativeCache(t *testing.T) {
 	r := newResolver(t, e.repo, account.ResolverOptions{NegativeTTL: 200 * time.Millisecond})
 	ctx := context.Background()
 
-	tests := []struct{ tenant, pnid string }{{"t1", "p1"}, {"t1", ""}, {"t1\x00x", "p"}, {"", "p1"}}
+	tests := []struct{ tenant, pnid string }{{"t1", "1001"}, {"t1", ""}, {"t1\x00x", "1000"}, {"", "1001"}}
 	for _, tt := range tests {
 		if _, err := r.Resolve(ctx, tt.tenant, tt.pnid); !errors.Is(err, account.ErrNotFound) {
 			t.Fatalf("Resolve(%q, %q) = %v, want ErrNotFound", tt.tenant, tt.pnid, err)
@@ -157,7 +157,7 @@ func TestResolverNegativeCache(t *testing.T) {
 	}
 	r.WaitForTest()
 	for range 5 {
-		if _, err := r.Resolve(ctx, "t1", "p1"); !errors.Is(err, account.ErrNotFound) {
+		if _, err := r.Resolve(ctx, "t1", "1001"); !errors.Is(err, account.ErrNotFound) {
 			t.Fatal(err)
 		}
 	}
@@ -166,9 +166,9 @@ func TestResolverNegativeCache(t *testing.T) {
 	}
 
 	// The number appears; without a listener the negative entry holds until NegativeTTL.
-	e.upsert(t, account.UpsertInput{TenantID: "t1", PhoneNumberID: "p1", AccessToken: "tok"})
+	e.upsert(t, account.UpsertInput{TenantID: "t1", PhoneNumberID: "1001", AccessToken: "tok"})
 	eventually(t, 5*time.Second, "negative entry expiry", func() error {
-		_, err := r.Resolve(ctx, "t1", "p1")
+		_, err := r.Resolve(ctx, "t1", "1001")
 		return err
 	})
 }
@@ -177,7 +177,7 @@ func TestResolverSingleFlight(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
-	e.upsert(t, account.UpsertInput{TenantID: "t1", PhoneNumberID: "p1", AccessToken: "tok"})
+	e.upsert(t, account.UpsertInput{TenantID: "t1", PhoneNumberID: "1001", AccessToken: "tok"})
 	r := newResolver(t, e.repo, account.ResolverOptions{})
 
 	// Hold the table so the first load blocks until every caller has lined up behind it.
@@ -195,7 +195,7 @@ func TestResolverSingleFlight(t *testing.T) {
 	toks := make([]string, n)
 	errs := make([]error, n)
 	for i := range n {
-		wg.Go(func() { toks[i], errs[i] = resolveToken(r, "t1", "p1") })
+		wg.Go(func() { toks[i], errs[i] = resolveToken(r, "t1", "1001") })
 	}
 	eventually(t, 10*time.Second, "callers waiting", func() error {
 		if w := r.WaitingForTest(); w != n {
@@ -221,7 +221,7 @@ func TestResolverCallerCancellation(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
-	e.upsert(t, account.UpsertInput{TenantID: "t1", PhoneNumberID: "p1", AccessToken: "tok"})
+	e.upsert(t, account.UpsertInput{TenantID: "t1", PhoneNumberID: "1001", AccessToken: "tok"})
 	r := newResolver(t, e.repo, account.ResolverOptions{})
 
 	tx, err := e.pool.Begin(ctx)
@@ -233,11 +233,11 @@ func TestResolverCallerCancellation(t *testing.T) {
 		t.Fatal(err)
 	}
 	patientDone := make(chan error, 1)
-	go func() { _, err := r.Resolve(ctx, "t1", "p1"); patientDone <- err }()
+	go func() { _, err := r.Resolve(ctx, "t1", "1001"); patientDone <- err }()
 
 	impatient, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 	defer cancel()
-	if _, err := r.Resolve(impatient, "t1", "p1"); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := r.Resolve(impatient, "t1", "1001"); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("impatient caller: %v, want DeadlineExceeded", err)
 	}
 	if err := tx.Commit(ctx); err != nil {
@@ -255,7 +255,7 @@ func TestResolverStaleLoadNotCached(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
-	e.upsert(t, account.UpsertInput{TenantID: "t1", PhoneNumberID: "p1", AccessToken: "tok"})
+	e.upsert(t, account.UpsertInput{TenantID: "t1", PhoneNumberID: "1001", AccessToken: "tok"})
 	r := newResolver(t, e.repo, account.ResolverOptions{})
 
 	tx, err := e.pool.Begin(ctx)
@@ -267,14 +267,14 @@ func TestResolverStaleLoadNotCached(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { _, err := r.Resolve(ctx, "t1", "p1"); done <- err }()
+	go func() { _, err := r.Resolve(ctx, "t1", "1001"); done <- err }()
 	eventually(t, 10*time.Second, "load in flight", func() error {
 		if r.WaitingForTest() != 1 {
 			return errors.New("no caller waiting")
 		}
 		return nil
 	})
-	r.Invalidate("t1", "p1") // as a notification arriving mid-load would
+	r.Invalidate("t1", "1001") // as a notification arriving mid-load would
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -282,7 +282,7 @@ func TestResolverStaleLoadNotCached(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.WaitForTest()
-	if _, err := r.Resolve(ctx, "t1", "p1"); err != nil {
+	if _, err := r.Resolve(ctx, "t1", "1001"); err != nil {
 		t.Fatal(err)
 	}
 	if r.Loads() != 2 {
@@ -296,8 +296,8 @@ func TestInvalidationAcrossResolvers(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
-	a := e.upsert(t, account.UpsertInput{TenantID: "t1", PhoneNumberID: "p1", AccessToken: "tok-1"})
-	e.upsert(t, account.UpsertInput{TenantID: "t1", PhoneNumberID: "p2", AccessToken: "tok-p2"})
+	a := e.upsert(t, account.UpsertInput{TenantID: "t1", PhoneNumberID: "1001", AccessToken: "tok-1"})
+	e.upsert(t, account.UpsertInput{TenantID: "t1", PhoneNumberID: "1002", AccessToken: "tok-p2"})
 
 	var rs []*account.Resolver
 	for range 2 {
@@ -310,11 +310,11 @@ func TestInvalidationAcrossResolvers(t *testing.T) {
 	warm := func() {
 		t.Helper()
 		for i, r := range rs {
-			for _, pnid := range []string{"p1", "p2", "", "p3"} {
+			for _, pnid := range []string{"1001", "1002", "", "1003"} {
 				_, _ = r.Resolve(ctx, "t1", pnid)
 			}
 			r.WaitForTest()
-			if _, err := r.Resolve(ctx, "t1", "p1"); err != nil {
+			if _, err := r.Resolve(ctx, "t1", "1001"); err != nil {
 				t.Fatalf("resolver %d: %v", i, err)
 			}
 		}
@@ -336,8 +336,8 @@ func TestInvalidationAcrossResolvers(t *testing.T) {
 	}
 
 	warm()
-	e.upsert(t, account.UpsertInput{TenantID: "t1", PhoneNumberID: "p1", AccessToken: "tok-2"})
-	expect("the new token", tokenIs("p1", "tok-2"))
+	e.upsert(t, account.UpsertInput{TenantID: "t1", PhoneNumberID: "1001", AccessToken: "tok-2"})
+	expect("the new token", tokenIs("1001", "tok-2"))
 	expect("the new token through the default", tokenIs("", "tok-2"))
 
 	warm()
@@ -345,7 +345,7 @@ func TestInvalidationAcrossResolvers(t *testing.T) {
 		t.Fatal(err)
 	}
 	expect("the revoked token", func(r *account.Resolver) error {
-		got, err := r.Resolve(ctx, "t1", "p1")
+		got, err := r.Resolve(ctx, "t1", "1001")
 		if err != nil {
 			return err
 		}
@@ -356,19 +356,19 @@ func TestInvalidationAcrossResolvers(t *testing.T) {
 	})
 
 	warm()
-	e.upsert(t, account.UpsertInput{TenantID: "t1", PhoneNumberID: "p2", AccessToken: "tok-p2", IsDefault: true})
+	e.upsert(t, account.UpsertInput{TenantID: "t1", PhoneNumberID: "1002", AccessToken: "tok-p2", IsDefault: true})
 	expect("the new default", tokenIs("", "tok-p2"))
 
 	warm()
-	e.upsert(t, account.UpsertInput{TenantID: "t1", PhoneNumberID: "p3", AccessToken: "tok-p3"})
-	expect("a number that was unknown", tokenIs("p3", "tok-p3"))
+	e.upsert(t, account.UpsertInput{TenantID: "t1", PhoneNumberID: "1003", AccessToken: "tok-p3"})
+	expect("a number that was unknown", tokenIs("1003", "tok-p3"))
 
 	warm()
-	if _, err := e.pool.Exec(ctx, `DELETE FROM whatsapp_accounts WHERE phone_number_id = 'p3'`); err != nil {
+	if _, err := e.pool.Exec(ctx, `DELETE FROM whatsapp_accounts WHERE phone_number_id = '1003'`); err != nil {
 		t.Fatal(err)
 	}
 	expect("a deleted number", func(r *account.Resolver) error {
-		if _, err := r.Resolve(ctx, "t1", "p3"); !errors.Is(err, account.ErrNotFound) {
+		if _, err := r.Resolve(ctx, "t1", "1003"); !errors.Is(err, account.ErrNotFound) {
 			return fmt.Errorf("err %v", err)
 		}
 		return nil
@@ -391,7 +391,7 @@ func TestListenReconnects(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
-	e.upsert(t, account.UpsertInput{TenantID: "t1", PhoneNumberID: "p1", AccessToken: "tok-1"})
+	e.upsert(t, account.UpsertInput{TenantID: "t1", PhoneNumberID: "1001", AccessToken: "tok-1"})
 	r := newResolver(t, e.repo, account.ResolverOptions{TTL: time.Hour})
 	listen(t, r, e.url)
 
@@ -405,7 +405,7 @@ func TestListenReconnects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := resolveToken(r, "t1", "p1"); err != nil {
+	if _, err := resolveToken(r, "t1", "1001"); err != nil {
 		t.Fatal(err)
 	}
 	r.WaitForTest()
@@ -414,9 +414,9 @@ func TestListenReconnects(t *testing.T) {
 	if _, err := e.pool.Exec(ctx, `SELECT pg_terminate_backend($1)`, pid); err != nil {
 		t.Fatal(err)
 	}
-	e.upsert(t, account.UpsertInput{TenantID: "t1", PhoneNumberID: "p1", AccessToken: "tok-2"})
+	e.upsert(t, account.UpsertInput{TenantID: "t1", PhoneNumberID: "1001", AccessToken: "tok-2"})
 	eventually(t, 5*time.Second, "change seen across the reconnect", func() error {
-		if tok, err := resolveToken(r, "t1", "p1"); err != nil || tok != "tok-2" {
+		if tok, err := resolveToken(r, "t1", "1001"); err != nil || tok != "tok-2" {
 			return fmt.Errorf("stale token (err %v)", err)
 		}
 		return nil
@@ -430,13 +430,13 @@ func TestListenReconnects(t *testing.T) {
 	})
 
 	// Notifications flow again on the new connection.
-	if _, err := resolveToken(r, "t1", "p1"); err != nil {
+	if _, err := resolveToken(r, "t1", "1001"); err != nil {
 		t.Fatal(err)
 	}
 	r.WaitForTest()
-	e.upsert(t, account.UpsertInput{TenantID: "t1", PhoneNumberID: "p1", AccessToken: "tok-3"})
+	e.upsert(t, account.UpsertInput{TenantID: "t1", PhoneNumberID: "1001", AccessToken: "tok-3"})
 	eventually(t, time.Second, "change after the reconnect", func() error {
-		if tok, err := resolveToken(r, "t1", "p1"); err != nil || tok != "tok-3" {
+		if tok, err := resolveToken(r, "t1", "1001"); err != nil || tok != "tok-3" {
 			return fmt.Errorf("stale token (err %v)", err)
 		}
 		return nil
@@ -459,7 +459,7 @@ func TestListenBadURL(t *testing.T) {
 }
 
 func FuzzParseNotice(f *testing.F) {
-	f.Add(`{"tenant_id" : "t1", "phone_number_id" : "p1"}`)
+	f.Add(`{"tenant_id" : "t1", "phone_number_id" : "1001"}`)
 	f.Add(`{"tenant_id":"t1"}`)
 	f.Add(`{}`)
 	f.Add(`not json`)
@@ -507,7 +507,7 @@ func TestResolverConcurrentInvalidation(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
-	for _, k := range []struct{ tenant, pnid string }{{"t1", "p1"}, {"t1", "p2"}, {"t2", "p3"}} {
+	for _, k := range []struct{ tenant, pnid string }{{"t1", "1001"}, {"t1", "1002"}, {"t2", "1003"}} {
 		e.upsert(t, account.UpsertInput{TenantID: k.tenant, PhoneNumberID: k.pnid, AccessToken: "tok-" + k.pnid})
 	}
 	r := newResolver(t, e.repo, account.ResolverOptions{})
@@ -517,9 +517,9 @@ func TestResolverConcurrentInvalidation(t *testing.T) {
 	for g := range 4 {
 		wg.Go(func() {
 			for i := range 300 {
-				tenant, pnid := "t1", []string{"p1", "p2", ""}[(g+i)%3]
+				tenant, pnid := "t1", []string{"1001", "1002", ""}[(g+i)%3]
 				if i%5 == 0 {
-					tenant, pnid = "t2", "p3"
+					tenant, pnid = "t2", "1003"
 				}
 				a, err := r.Resolve(ctx, tenant, pnid)
 				if err != nil {
@@ -539,7 +539,7 @@ func TestResolverConcurrentInvalidation(t *testing.T) {
 			if i%10 == 0 {
 				r.InvalidateAll()
 			} else {
-				r.Invalidate("t1", []string{"p1", "p2"}[i%2])
+				r.Invalidate("t1", []string{"1001", "1002"}[i%2])
 			}
 		}
 	})

@@ -28,23 +28,23 @@ func TestRotateKeys(t *testing.T) {
 	old := account.NewRepository(e.pool, only1)
 	const n = 7 // more than one account, fewer than a batch: the batch edge is below
 	for i := range n {
-		if _, err := old.Upsert(ctx, account.UpsertInput{TenantID: fmt.Sprintf("t%d", i%3), WABAID: "w",
-			PhoneNumberID: fmt.Sprintf("p%d", i), AccessToken: fmt.Sprintf("tok-%d", i)}); err != nil {
+		if _, err := old.Upsert(ctx, account.UpsertInput{TenantID: fmt.Sprintf("t%d", i%3), WABAID: "100",
+			PhoneNumberID: fmt.Sprintf("20%d", i), AccessToken: fmt.Sprintf("tok-%d", i)}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// A PIN, as Embedded Signup stores it.
 	if err := pgx.BeginFunc(ctx, e.pool, func(tx pgx.Tx) error {
 		_, err := old.ConnectTx(ctx, tx, []account.Connection{{UpsertInput: account.UpsertInput{TenantID: "t0",
-			WABAID: "w", PhoneNumberID: "p0", AccessToken: "tok-0"}, RegistrationPIN: "123456"}})
+			WABAID: "100", PhoneNumberID: "200", AccessToken: "tok-0"}, RegistrationPIN: "123456"}})
 		return err
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := old.Disconnect(ctx, "t1", "p1"); err != nil {
+	if _, err := old.Disconnect(ctx, "t1", "201"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := account.NewRepository(e.pool, only2).Get(ctx, "t0", "p0"); !errors.Is(err, secret.ErrUnknownKey) {
+	if _, err := account.NewRepository(e.pool, only2).Get(ctx, "t0", "200"); !errors.Is(err, secret.ErrUnknownKey) {
 		t.Fatalf("before rotation, k2 alone read a k1 token: %v", err)
 	}
 
@@ -62,12 +62,12 @@ func TestRotateKeys(t *testing.T) {
 		if i == 1 {
 			continue // disconnected
 		}
-		a, err := repo.Get(ctx, fmt.Sprintf("t%d", i%3), fmt.Sprintf("p%d", i))
+		a, err := repo.Get(ctx, fmt.Sprintf("t%d", i%3), fmt.Sprintf("20%d", i))
 		if err != nil || a.AccessToken.Reveal() != fmt.Sprintf("tok-%d", i) {
-			t.Fatalf("account p%d with only k2: %v", i, err)
+			t.Fatalf("account 20%d with only k2: %v", i, err)
 		}
 	}
-	if pin, err := repo.RegistrationPIN(ctx, "t0", "p0"); err != nil || pin != "123456" {
+	if pin, err := repo.RegistrationPIN(ctx, "t0", "200"); err != nil || pin != "123456" {
 		t.Fatalf("registration pin with only k2: %q, %v", pin, err)
 	}
 	var stale int

@@ -4,6 +4,7 @@
 package fakemeta
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
@@ -11,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"strconv"
@@ -106,6 +108,19 @@ type injected struct {
 //	POST /{version}/{waba_id}/subscribed_apps    webhook subscription
 //	POST /{version}/{phone_number_id}/register   Cloud API registration with a 6-digit PIN
 //	POST /_fake/codes                            a code for the JavaScript SDK flow (Grant as JSON)
+//
+// and the calls of the gateway's Graph passthrough (graphapi.go), each checking the token
+// and appsecret_proof and recorded (Calls):
+//
+//	POST   /{version}/{phone_number_id}/media                         media upload (multipart, to disk)
+//	GET    /{version}/{id}                                            a media id's metadata and url, or a number's fields
+//	DELETE /{version}/{media_id}                                      delete media
+//	GET    /whatsapp_business/attachments/?mid=                       the media's bytes (the url; bearer token only)
+//	GET    /{version}/{waba_id}/message_templates                     templates, paged (limit, after)
+//	POST   /{version}/{waba_id}/message_templates                     create a template (PENDING)
+//	DELETE /{version}/{waba_id}/message_templates?name=[&hsm_id=]    delete a template
+//	GET    /{version}/{phone_number_id}/whatsapp_business_profile    the business profile
+//	POST   /{version}/{phone_number_id}/whatsapp_business_profile    update it
 type Server struct {
 	opts    Options
 	log     *slog.Logger
@@ -127,7 +142,8 @@ type Server struct {
 	idPrefix string
 	idSeq    atomic.Uint64
 
-	meta *metaSide // Embedded Signup: codes, tokens, WABAs (oauth.go)
+	meta  *metaSide  // Embedded Signup: codes, tokens, WABAs (oauth.go)
+	graph *graphSide // media, templates, profiles (graphapi.go)
 
 	srv  *fasthttp.Server
 	ln   net.Listener
@@ -152,6 +168,7 @@ func New(opts Options) *Server {
 		rcptErrs:   map[string]*injected{},
 		idPrefix:   "wamid.HBgL" + hex.EncodeToString(b[:]),
 		meta:       newMetaSide(),
+		graph:      newGraphSide(),
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -170,6 +187,15 @@ func (s *Server) Handler() fasthttp.RequestHandler {
 	r.GET("/{version}/{waba_id}/phone_numbers", s.handlePhoneNumbers)
 	r.POST("/{version}/{waba_id}/subscribed_apps", s.handleSubscribe)
 	r.POST("/{version}/{phone_number_id}/register", s.handleRegister)
+	r.POST("/{version}/{phone_number_id}/media", s.handleMediaUpload)
+	r.GET("/{version}/{id}", s.handleObject)
+	r.DELETE("/{version}/{id}", s.handleObject)
+	for _, m := range []string{fasthttp.MethodGet, fasthttp.MethodPost, fasthttp.MethodDelete} {
+		r.Handle(m, "/{version}/{waba_id}/message_templates", s.handleTemplates)
+	}
+	r.GET("/{version}/{phone_number_id}/whatsapp_business_profile", s.handleProfile)
+	r.POST("/{version}/{phone_number_id}/whatsapp_business_profile", s.handleProfile)
+	r.GET("/whatsapp_business/attachments/", s.handleDownload)
 	r.POST("/_fake/codes", s.handleCodes)
 	r.GET("/_fake/messages", s.handleList)
 	r.POST("/_fake/reset", s.handleReset)
@@ -184,8 +210,25 @@ func (s *Server) Handler() fasthttp.RequestHandler {
 		writeError(ctx, ErrorSpec{HTTPStatus: fasthttp.StatusBadRequest, Code: CodeInvalidParameter,
 			Title: "Unknown path components"}, "")
 	}
-	return r.Handler
+	return func(ctx *fasthttp.RequestCtx) {
+		// Start streams bodies so a media upload goes to disk as it arrives; every
+		// other call's body is read whole first, within maxBodyBytes.
+		if ctx.Request.IsBodyStream() && !bytes.HasSuffix(ctx.Path(), []byte("/media")) {
+			b, err := io.ReadAll(io.LimitReader(ctx.RequestBodyStream(), maxBodyBytes+1))
+			if err != nil || len(b) > maxBodyBytes {
+				ctx.SetConnectionClose()
+				writeError(ctx, ErrorSpec{HTTPStatus: fasthttp.StatusRequestEntityTooLarge, Code: CodeInvalidParameter,
+					Title: "Request body too large"}, "")
+				return
+			}
+			ctx.Request.SetBody(b)
+		}
+		r.Handler(ctx)
+	}
 }
+
+// maxBodyBytes bounds the body of every call but a media upload.
+const maxBodyBytes = 1 << 20
 
 // Start listens on addr ("127.0.0.1:0" picks a port) and serves until Close.
 func (s *Server) Start(addr string) error {
@@ -202,7 +245,8 @@ func (s *Server) Start(addr string) error {
 		Name:                         "fakemeta",
 		ReadTimeout:                  60 * time.Second,
 		IdleTimeout:                  60 * time.Second,
-		MaxRequestBodySize:           1 << 20,
+		MaxRequestBodySize:           maxBodyBytes,
+		StreamRequestBody:            true,
 		NoDefaultDate:                true,
 		NoDefaultContentType:         true,
 		CloseOnShutdown:              true,
@@ -240,6 +284,7 @@ func (s *Server) Close() error {
 	// can come first, and Serve would then accept for ever.
 	_ = s.ln.Close()
 	<-s.done
+	s.closeGraph()
 	if s.notifier != nil {
 		s.notifier.close()
 	}

@@ -605,7 +605,19 @@ func (s *Server) handlePhoneNumbers(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, spec, "")
 		return
 	}
-	if _, ok := s.grantFor(ctx, waba); !ok {
+	// A business token issued for the WABA, or (the passthrough's calls) a token the
+	// fake knows for one of its numbers.
+	tok := bearerOf(ctx)
+	s.meta.mu.Lock()
+	issued := s.meta.issued[tok] != nil
+	s.meta.mu.Unlock()
+	if !issued && s.wabaToken(waba, tok) {
+		_, done, _ := s.graphCallRecord(ctx)
+		defer done()
+		if !s.authorize(ctx, tok, true) {
+			return
+		}
+	} else if _, ok := s.grantFor(ctx, waba); !ok {
 		return
 	}
 	s.meta.mu.Lock()

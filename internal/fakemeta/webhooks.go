@@ -26,6 +26,11 @@ type WebhookMessage struct {
 	Name      string // the customer's profile name (contacts[]), if any
 	Text      string
 	Timestamp time.Time
+	// MediaType (image, audio, video, document, sticker) makes it a media message of
+	// MediaID (see AddMedia), with MimeType, instead of a text.
+	MediaType string
+	MediaID   string
+	MimeType  string
 }
 
 // WebhookStatus is a status of a webhook body.
@@ -80,8 +85,13 @@ func WebhookBody(entries ...WebhookEntry) []byte {
 				if m.Name != "" {
 					contacts = append(contacts, obj{"profile": obj{"name": m.Name}, "wa_id": m.From})
 				}
-				msgs = append(msgs, obj{"from": m.From, "id": m.ID, "timestamp": unix(m.Timestamp),
-					"type": "text", "text": obj{"body": m.Text}})
+				msg := obj{"from": m.From, "id": m.ID, "timestamp": unix(m.Timestamp), "type": "text", "text": obj{"body": m.Text}}
+				if m.MediaType != "" {
+					delete(msg, "text")
+					msg["type"] = m.MediaType
+					msg[m.MediaType] = obj{"id": m.MediaID, "mime_type": m.MimeType}
+				}
+				msgs = append(msgs, msg)
 			}
 			for _, s := range c.Statuses {
 				st := obj{"id": s.ID, "status": s.Status, "timestamp": unix(s.Timestamp), "recipient_id": s.RecipientID}

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -24,6 +23,7 @@ import (
 	"github.com/aerostic/aerogate/config"
 	"github.com/aerostic/aerogate/internal/jsonguard"
 	"github.com/aerostic/aerogate/internal/metrics"
+	"github.com/aerostic/aerogate/internal/whatsapp"
 )
 
 // Config configures the client. Zero fields take config.Default()'s graph settings
@@ -39,18 +39,21 @@ type Config struct {
 	// (oauth.go) need both.
 	AppID     string
 	AppSecret string
+	// MediaTimeout bounds a media transfer (an upload through Forward, a Download);
+	// MediaHosts are the hosts besides BaseURL's that Download sends a token to.
+	MediaTimeout time.Duration
+	MediaHosts   []string
 }
 
 const (
 	maxResponseBytes = 64 << 10
 	maxFieldLen      = 300 // longest Title/Details/Type kept from an answer
-	maxPhoneIDLen    = 32
 )
 
 // Configuration errors of New, so a caller can name the setting that is wrong.
 var (
 	ErrBaseURL = errors.New("invalid graph base url")
-	ErrVersion = errors.New("invalid graph version")
+	ErrVersion = whatsapp.ErrGraphVersion // the one Graph version rule
 )
 
 // Action is what a caller does about an error.
@@ -249,12 +252,19 @@ type Client struct {
 	prefix  string // scheme://host/[path/]version/
 	timeout time.Duration
 	app     appCredentials
+
+	// The passthrough (passthrough.go): pc forwards calls to the same host with larger
+	// answers and streamed bodies; dl downloads media from Meta's media hosts.
+	pc           *fasthttp.HostClient
+	dl           *fasthttp.Client
+	mediaTimeout time.Duration
+	mediaHosts   []string
+	baseScheme   string
+	baseHost     string
 }
 
 // sendDuration is the latency child of SendMessage's Graph calls.
 var sendDuration = metrics.GraphDuration.WithLabelValues("send_message")
-
-var versionRE = regexp.MustCompile(`^v[0-9]{1,3}\.[0-9]{1,3}$`)
 
 // New returns a client, or an error naming what is wrong with cfg.
 func New(cfg Config) (*Client, error) {
@@ -271,6 +281,12 @@ func New(cfg Config) (*Client, error) {
 	if cfg.MaxConnsPerHost <= 0 {
 		cfg.MaxConnsPerHost = d.MaxConnsPerHost
 	}
+	if cfg.MediaTimeout <= 0 {
+		cfg.MediaTimeout = d.MediaTimeout
+	}
+	if cfg.MediaHosts == nil {
+		cfg.MediaHosts = d.MediaHosts
+	}
 	// The URL is never quoted: its user info, if any, may be a credential.
 	u, err := url.Parse(cfg.BaseURL)
 	if err != nil {
@@ -280,8 +296,8 @@ func New(cfg Config) (*Client, error) {
 		u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
 		return nil, fmt.Errorf("%w: want http(s)://host[:port][/path] without user info, query or fragment", ErrBaseURL)
 	}
-	if !versionRE.MatchString(cfg.Version) {
-		return nil, fmt.Errorf("%w %q: want vNN.N", ErrVersion, cfg.Version)
+	if _, err := whatsapp.ParseGraphVersion(cfg.Version); err != nil {
+		return nil, fmt.Errorf("graph version %q: %w", cfg.Version, err) // wraps ErrVersion
 	}
 	isTLS := u.Scheme == "https"
 	addr := u.Host
@@ -313,6 +329,37 @@ func New(cfg Config) (*Client, error) {
 		prefix:  u.Scheme + "://" + u.Host + path + "/" + cfg.Version + "/",
 		timeout: cfg.Timeout,
 		app:     newAppCredentials(cfg.AppID, cfg.AppSecret),
+		pc: &fasthttp.HostClient{
+			Addr:                addr,
+			IsTLS:               isTLS,
+			Name:                "aerogate",
+			MaxConns:            cfg.MaxConnsPerHost,
+			MaxConnWaitTimeout:  cfg.Timeout,
+			MaxIdleConnDuration: 10 * time.Second,
+			ReadTimeout:         cfg.MediaTimeout,
+			WriteTimeout:        cfg.MediaTimeout,
+			MaxResponseBodySize: maxAnswerBytes,
+			ReadBufferSize:      16 << 10,
+			// Passthrough calls are the client's own: each is made once.
+			RetryIfErr:    func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
+			DialDualStack: true,
+		},
+		dl: &fasthttp.Client{
+			Name:                "aerogate",
+			MaxConnsPerHost:     cfg.MaxConnsPerHost,
+			MaxConnWaitTimeout:  cfg.Timeout,
+			MaxIdleConnDuration: 10 * time.Second,
+			ReadTimeout:         cfg.MediaTimeout,
+			WriteTimeout:        cfg.Timeout,
+			ReadBufferSize:      16 << 10,
+			StreamResponseBody:  true,
+			RetryIfErr:          func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
+			DialDualStack:       true,
+		},
+		mediaTimeout: cfg.MediaTimeout,
+		mediaHosts:   append([]string(nil), cfg.MediaHosts...),
+		baseScheme:   u.Scheme,
+		baseHost:     u.Host,
 	}, nil
 }
 
@@ -324,7 +371,7 @@ func New(cfg Config) (*Client, error) {
 // digits, or a payload that is not a JSON object, as code 100 (fail); an empty or
 // malformed token as code 190 (stop the account).
 func (c *Client) SendMessage(ctx context.Context, phoneNumberID, token string, payload []byte) (SendResult, error) {
-	if !validPhoneNumberID(phoneNumberID) {
+	if whatsapp.CheckPhoneNumberID(phoneNumberID) != nil {
 		return SendResult{}, &Error{HTTPStatus: fasthttp.StatusBadRequest, Code: CodeInvalidParameter,
 			Title: "invalid phone number id (not sent)"}
 	}
@@ -485,18 +532,6 @@ func number(n json.Number) int {
 		return 0
 	}
 	return int(v)
-}
-
-func validPhoneNumberID(s string) bool {
-	if s == "" || len(s) > maxPhoneIDLen {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
 }
 
 // validToken allows what can go in a header value: printable ASCII without spaces.

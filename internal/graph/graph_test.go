@@ -364,6 +364,7 @@ func TestSendMessageRefusesBadArgumentsWithoutARequest(t *testing.T) {
 		{"slash", context.Background(), "123/456", token, body, ActionFail},
 		{"too long", context.Background(), strings.Repeat("1", 40), token, body, ActionFail},
 		{"non-ascii digits", context.Background(), "١٢٣", token, body, ActionFail},
+		{"dev id", context.Background(), "dev-1", token, body, ActionFail},
 		{"empty token", context.Background(), phone, "", body, ActionStopAccount},
 		{"header injection", context.Background(), phone, "abc\r\nX-Evil: 1", body, ActionStopAccount},
 		{"payload not json", context.Background(), phone, token, `{"messaging_product":`, ActionFail},

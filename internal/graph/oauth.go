@@ -15,6 +15,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/aerostic/aerogate/internal/metrics"
+	"github.com/aerostic/aerogate/internal/whatsapp"
 )
 
 // Scopes of a business token that Embedded Signup needs.
@@ -230,7 +231,7 @@ func (c *Client) DebugToken(ctx context.Context, token string) (TokenInfo, error
 
 // PhoneNumbers lists the WABA's phone numbers.
 func (c *Client) PhoneNumbers(ctx context.Context, token, wabaID string) ([]PhoneNumber, error) {
-	if !validPhoneNumberID(wabaID) {
+	if whatsapp.CheckWABAID(wabaID) != nil {
 		return nil, &Error{HTTPStatus: fasthttp.StatusBadRequest, Code: CodeInvalidParameter, Title: "invalid WABA id (not sent)"}
 	}
 	var out []PhoneNumber
@@ -257,7 +258,7 @@ func (c *Client) PhoneNumbers(ctx context.Context, token, wabaID string) ([]Phon
 			return nil, &Error{HTTPStatus: fasthttp.StatusOK, Title: "phone_numbers answered with invalid JSON"}
 		}
 		for _, p := range page.Data {
-			if !validPhoneNumberID(p.ID) {
+			if whatsapp.CheckPhoneNumberID(p.ID) != nil {
 				return nil, &Error{HTTPStatus: fasthttp.StatusOK, Title: "phone_numbers listed an invalid id"}
 			}
 			p.DisplayPhoneNumber = truncate(p.DisplayPhoneNumber)
@@ -275,7 +276,7 @@ func (c *Client) PhoneNumbers(ctx context.Context, token, wabaID string) ([]Phon
 
 // SubscribeApp subscribes the app to the WABA's webhooks.
 func (c *Client) SubscribeApp(ctx context.Context, token, wabaID string) error {
-	if !validPhoneNumberID(wabaID) {
+	if whatsapp.CheckWABAID(wabaID) != nil {
 		return &Error{HTTPStatus: fasthttp.StatusBadRequest, Code: CodeInvalidParameter, Title: "invalid WABA id (not sent)"}
 	}
 	body, err := c.call(ctx, "subscribed_apps", fasthttp.MethodPost, wabaID+"/subscribed_apps", nil, token, nil, token)
@@ -288,7 +289,7 @@ func (c *Client) SubscribeApp(ctx context.Context, token, wabaID string) error {
 // Register registers the phone number for the Cloud API with a two-step verification
 // PIN of 6 digits.
 func (c *Client) Register(ctx context.Context, token, phoneNumberID, pin string) error {
-	if !validPhoneNumberID(phoneNumberID) {
+	if whatsapp.CheckPhoneNumberID(phoneNumberID) != nil {
 		return &Error{HTTPStatus: fasthttp.StatusBadRequest, Code: CodeInvalidParameter, Title: "invalid phone number id (not sent)"}
 	}
 	payload, _ := json.Marshal(map[string]string{"messaging_product": "whatsapp", "pin": pin})

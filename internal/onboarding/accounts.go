@@ -7,6 +7,7 @@ import (
 
 	"github.com/aerostic/aerogate/internal/account"
 	"github.com/aerostic/aerogate/internal/graph"
+	"github.com/aerostic/aerogate/internal/whatsapp"
 )
 
 // Accounts lists the tenant's accounts, never their tokens.
@@ -38,35 +39,17 @@ func helloWorld(to string) []byte {
 		`","type":"template","template":{"name":"hello_world","language":{"code":"en_US"}}}`)
 }
 
-// validRecipient accepts a phone number: an optional + and 5-20 digits (spaces, dashes,
-// dots and parentheses, as people write numbers, are allowed and dropped).
-func validRecipient(to string) (string, bool) {
-	b := make([]byte, 0, len(to))
-	for i := 0; i < len(to); i++ {
-		c := to[i]
-		switch {
-		case c >= '0' && c <= '9':
-			b = append(b, c)
-		case c == '+' && len(b) == 0 && i == 0:
-		case c == ' ' || c == '-' || c == '.' || c == '(' || c == ')':
-		default:
-			return "", false
-		}
-	}
-	return string(b), len(b) >= 5 && len(b) <= 20
-}
-
 // TestMessage sends Meta's hello_world template (en_US) to `to` from the tenant's account
 // with that phone number id (its default account when empty), synchronously, with the
 // account's own token. Account problems are the account package's errors (ErrNotFound,
 // ErrDisconnected, ...); Meta's refusals are *Error with Graph set, and a refused token
 // (190) also marks the account invalid, as the sender does.
 func (s *Service) TestMessage(ctx context.Context, tenantID, phoneNumberID, to string) (graph.SendResult, error) {
-	digits, ok := validRecipient(to)
-	if !ok {
+	digits, err := whatsapp.ParseRecipient(to)
+	if err != nil {
 		return graph.SendResult{}, ErrInvalidRecipient
 	}
-	if phoneNumberID != "" && !validID(phoneNumberID) {
+	if phoneNumberID != "" && whatsapp.CheckPhoneNumberID(phoneNumberID) != nil {
 		return graph.SendResult{}, account.ErrNotFound
 	}
 	a, err := s.repo.Get(ctx, tenantID, phoneNumberID)
@@ -79,7 +62,7 @@ func (s *Service) TestMessage(ctx context.Context, tenantID, phoneNumberID, to s
 	if err := a.Usable(time.Now()); err != nil {
 		return graph.SendResult{}, err
 	}
-	res, err := s.graph.SendMessage(ctx, a.PhoneNumberID, a.AccessToken.Reveal(), helloWorld(digits))
+	res, err := s.graph.SendMessage(ctx, a.PhoneNumberID, a.AccessToken.Reveal(), helloWorld(string(digits)))
 	if err == nil {
 		s.log.Info("test message sent", "tenant", tenantID, "phone_number_id", a.PhoneNumberID, "wamid", res.WAMID)
 		return res, nil

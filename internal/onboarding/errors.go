@@ -88,7 +88,7 @@ var (
 	ErrUnavailable = &Error{Status: http.StatusServiceUnavailable, Code: "unavailable",
 		Message: "the database is unavailable; nothing was changed, retry"}
 	ErrInvalidRecipient = &Error{Status: http.StatusBadRequest, Code: "invalid_to",
-		Message: "to must be the recipient's phone number: digits with an optional leading +"}
+		Message: "to must be the recipient's phone number with its country code: 7 to 15 digits, an optional leading +, spaces, hyphens and parentheses"}
 	ErrAccountTokenInvalid = &Error{Status: http.StatusConflict, Code: "account_token_invalid",
 		Message: "Meta refused the account's token (code 190); the account is marked invalid: reconnect it"}
 )

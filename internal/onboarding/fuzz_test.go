@@ -4,6 +4,8 @@ import (
 	"encoding/base64"
 	"strings"
 	"testing"
+
+	"github.com/aerostic/aerogate/internal/whatsapp"
 )
 
 func FuzzParseState(f *testing.F) {
@@ -32,13 +34,11 @@ func FuzzRequestFields(f *testing.F) {
 		if validCode(code) && (strings.ContainsAny(code, " \t\r\n\x00") || len(code) > 2048) {
 			t.Fatalf("validCode(%q)", code)
 		}
-		digits, ok := validRecipient(to)
-		if !ok {
+		r, err := whatsapp.ParseRecipient(to)
+		if err != nil {
 			return
 		}
-		if len(digits) < 5 || len(digits) > 20 || strings.Trim(digits, "0123456789") != "" {
-			t.Fatalf("validRecipient(%q) = %q", to, digits)
-		}
+		digits := string(r)
 		// The digits go into the hello_world body as they are.
 		if body := string(helloWorld(digits)); !strings.Contains(body, `"to":"`+digits+`"`) {
 			t.Fatalf("helloWorld body %s", body)

@@ -27,6 +27,7 @@ import (
 	"github.com/aerostic/aerogate/config"
 	"github.com/aerostic/aerogate/internal/account"
 	"github.com/aerostic/aerogate/internal/graph"
+	"github.com/aerostic/aerogate/internal/whatsapp"
 )
 
 // Defaults.
@@ -227,19 +228,6 @@ func validCode(code string) bool {
 	return true
 }
 
-// validID accepts a Graph object id: 1-32 digits.
-func validID(id string) bool {
-	if id == "" || len(id) > 32 {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		if id[i] < '0' || id[i] > '9' {
-			return false
-		}
-	}
-	return true
-}
-
 type stateRow struct {
 	tenantID, subject string
 	expiresAt         time.Time
@@ -302,8 +290,8 @@ func (s *Service) complete(ctx context.Context, req Request) (Result, error) {
 	if !ok {
 		return res, ErrInvalidState
 	}
-	if !validCode(req.Code) || (req.WABAID != "" && !validID(req.WABAID)) ||
-		(req.PhoneNumberID != "" && !validID(req.PhoneNumberID)) {
+	if !validCode(req.Code) || (req.WABAID != "" && whatsapp.CheckWABAID(req.WABAID) != nil) ||
+		(req.PhoneNumberID != "" && whatsapp.CheckPhoneNumberID(req.PhoneNumberID) != nil) {
 		return res, ErrInvalidRequest
 	}
 	hash := sha256.Sum256(raw[:])
@@ -385,7 +373,7 @@ func (s *Service) graphSteps(ctx context.Context, tenantID string, req Request) 
 	}
 	var wabas []string
 	for _, id := range info.Targets[graph.ScopeMessaging] {
-		if validID(id) && !slices.Contains(wabas, id) {
+		if whatsapp.CheckWABAID(id) == nil && !slices.Contains(wabas, id) {
 			wabas = append(wabas, id)
 		}
 	}

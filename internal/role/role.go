@@ -282,6 +282,8 @@ func NewGraphClient(c config.Graph, app config.Meta) (*graph.Client, error) {
 		MaxConnsPerHost: c.MaxConnsPerHost,
 		AppID:           app.AppID,
 		AppSecret:       app.AppSecret,
+		MediaTimeout:    c.MediaTimeout,
+		MediaHosts:      c.MediaHosts,
 	})
 	switch {
 	case errors.Is(err, graph.ErrBaseURL):
