@@ -68,7 +68,7 @@ func TestWatchWakesOnTheAccountsChange(t *testing.T) {
 		t.Error("two watchers of one account got different channels")
 	}
 	other := account.NewRepository(e.pool, e.keys)
-	if _, err := other.Upsert(context.Background(), account.UpsertInput{TenantID: "zeta", WABAID: "waba-zeta", PhoneNumberID: "5550012", AccessToken: "zeta-new"}); err != nil {
+	if _, err := other.Upsert(context.Background(), account.UpsertInput{TenantID: "zeta", WABAID: "102290129340399", PhoneNumberID: "5550012", AccessToken: "zeta-new"}); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -76,7 +76,7 @@ func TestWatchWakesOnTheAccountsChange(t *testing.T) {
 		t.Fatal("another account's change woke the watcher")
 	case <-time.After(300 * time.Millisecond):
 	}
-	if _, err := other.Upsert(context.Background(), account.UpsertInput{TenantID: "acme", WABAID: "waba-acme", PhoneNumberID: "5550011", AccessToken: "new-token"}); err != nil {
+	if _, err := other.Upsert(context.Background(), account.UpsertInput{TenantID: "acme", WABAID: "102290129340398", PhoneNumberID: "5550011", AccessToken: "new-token"}); err != nil {
 		t.Fatal(err)
 	}
 	select {
