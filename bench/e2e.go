@@ -154,25 +154,10 @@ func (r *e2eReport) analyse(received []fakemeta.Received, start time.Time) {
 			r.Refused++
 			continue
 		}
-		i := bytes.Index(m.Body, []byte(`"bench `))
-		if i < 0 {
+		sentAt, key, ok := parseBenchBody(m.Body)
+		if !ok || sentAt.Before(start) {
 			continue
 		}
-		rest := m.Body[i+len(`"bench `):]
-		sp := bytes.IndexByte(rest, ' ')
-		end := bytes.IndexByte(rest, '"')
-		if sp < 0 || end < sp {
-			continue
-		}
-		nanos, err := strconv.ParseInt(string(rest[:sp]), 10, 64)
-		if err != nil {
-			continue
-		}
-		sentAt := time.Unix(0, nanos)
-		if sentAt.Before(start) {
-			continue
-		}
-		key := string(rest[:end]) // send time and sequence number: unique per request
 		if seen[key] {
 			r.Duplicates++
 			continue
@@ -223,6 +208,26 @@ func (r *e2eReport) analyse(received []fakemeta.Received, start time.Time) {
 	for _, x := range rates {
 		r.MeanNumberRate += x / float64(len(rates))
 	}
+}
+
+// parseBenchBody reads a load generator's text body, "bench <send time in ns> <seq>":
+// when the client sent it, and a key unique per request (time and sequence number).
+func parseBenchBody(body []byte) (sentAt time.Time, key string, ok bool) {
+	i := bytes.Index(body, []byte(`"bench `))
+	if i < 0 {
+		return time.Time{}, "", false
+	}
+	rest := body[i+len(`"bench `):]
+	sp := bytes.IndexByte(rest, ' ')
+	end := bytes.IndexByte(rest, '"')
+	if sp < 0 || end < sp {
+		return time.Time{}, "", false
+	}
+	nanos, err := strconv.ParseInt(string(rest[:sp]), 10, 64)
+	if err != nil {
+		return time.Time{}, "", false
+	}
+	return time.Unix(0, nanos), string(rest[:end]), true
 }
 
 func (r *e2eReport) markdown() string {

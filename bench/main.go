@@ -3,7 +3,9 @@
 // accept to the fake Graph API's receipt; `go run ./bench webhooks` compares signed webhook
 // POSTs at the edge with a bare fasthttp handler and measures ingest's stored items per second;
 // `go run ./bench proxy` compares the /api/* proxy with its upstream hit directly, and measures
-// one tenant's latency under another's flood. Results go to bench/results/ as JSON and markdown.
+// one tenant's latency under another's flood; `go run ./bench fair` runs a campaign on one
+// number while other tenants of its partition send one message at a time. Results go to
+// bench/results/ as JSON and markdown.
 package main
 
 import (
@@ -41,11 +43,17 @@ type options struct {
 	baseline   bool    // gateway: run the bare handler in open loop too
 	// webhooks: bodies (an inbound message and a status each) in ingest's backlog
 	ingestBodies int
+
+	campaign      int           // fair: campaign size
+	campaignMPS   int           // fair: the campaign number's throughput_mps
+	campaignRate  float64       // fair: requests/s the campaign is submitted at
+	others        int           // fair: other tenants in the campaign's partition
+	otherInterval time.Duration // fair: how often each of them sends
 }
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: go run ./bench gateway|e2e|webhooks|proxy [flags]")
+		fmt.Fprintln(os.Stderr, "usage: go run ./bench gateway|e2e|webhooks|proxy|fair [flags]")
 		os.Exit(2)
 	}
 	scenario := os.Args[1]
@@ -69,6 +77,11 @@ func main() {
 	fs.StringVar(&o.allocs, "allocprofile", "", "gateway: write allocation profiles taken before (FILE.before) and after (FILE) the open-loop runs; compare with go tool pprof -diff_base")
 	fs.BoolVar(&o.baseline, "baseline", true, "gateway: also run the bare handler in open loop at the highest rate")
 	fs.IntVar(&o.ingestBodies, "ingest-bodies", 20000, "webhooks: webhook bodies in ingest's backlog (an inbound message and a status each)")
+	fs.IntVar(&o.campaign, "campaign", 20000, "fair: messages in the campaign")
+	fs.IntVar(&o.campaignMPS, "campaign-mps", 80, "fair: throughput_mps of the campaign's number (and the others')")
+	fs.Float64Var(&o.campaignRate, "campaign-rate", 2000, "fair: requests/s the campaign is submitted at")
+	fs.IntVar(&o.others, "others", 20, "fair: other tenants whose sends share the campaign's partition")
+	fs.DurationVar(&o.otherInterval, "other-interval", time.Second, "fair: each other tenant sends one message this often")
 	_ = fs.Parse(os.Args[2:])
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 
@@ -95,6 +108,8 @@ func main() {
 		rep, err = runWebhooks(ctx, o)
 	case "proxy":
 		rep, err = runProxy(ctx, o)
+	case "fair":
+		rep, err = runFair(ctx, o)
 	default:
 		err = fmt.Errorf("unknown scenario %q", scenario)
 	}

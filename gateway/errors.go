@@ -53,6 +53,7 @@ var (
 	errInvalidTextBody        = &apiError{http.StatusBadRequest, "invalid_text_body", "text.body must be a string of 1 to 4096 characters"}
 	errInvalidPhoneNumberID   = &apiError{http.StatusBadRequest, "invalid_phone_number_id", "phone_number_id must be Meta's numeric id: 1 to 32 digits"}
 	errPhoneNumberIDMismatch  = &apiError{http.StatusBadRequest, "phone_number_id_mismatch", "phone_number_id in the body differs from the one in the path"}
+	errInvalidPriority        = &apiError{http.StatusBadRequest, "invalid_priority", `priority (body field or X-Aerogate-Priority header) must be "urgent" or "normal"`}
 	errInvalidIdempotencyKey  = &apiError{http.StatusBadRequest, "invalid_idempotency_key", "Idempotency-Key must be 1 to 255 printable ASCII characters"}
 	errInvalidGraphAPIVersion = &apiError{http.StatusBadRequest, "invalid_version", "the Graph API version in the path must be vMAJOR.MINOR, such as v22.0"}
 )

@@ -557,6 +557,48 @@ func TestGateway(t *testing.T) {
 		}
 	})
 
+	t.Run("urgent sends", func(t *testing.T) {
+		tests := []struct {
+			name   string
+			path   string
+			body   []byte
+			header map[string]string
+			urgent bool
+		}{
+			{"body field", "/v1/messages", textBody(`,"priority":"urgent"`), nil, true},
+			{"header", "/v1/messages", textBody(""), map[string]string{"X-Aerogate-Priority": "urgent"}, true},
+			{"header on the cloud api path", "/v22.0/1001/messages", textBody(""), map[string]string{"X-Aerogate-Priority": "urgent"}, true},
+			{"normal", "/v1/messages", textBody(`,"priority":"normal"`), map[string]string{"X-Aerogate-Priority": "normal"}, false},
+			{"neither", "/v1/messages", textBody(""), nil, false},
+		}
+		for _, tc := range tests {
+			r := e.do(t, "POST", tc.path, tokA, tc.body, tc.header)
+			if r.status != 202 && r.status != 200 {
+				t.Fatalf("%s: %d %s", tc.name, r.status, r.body)
+			}
+			var v struct {
+				ID       string
+				Messages []struct{ ID string }
+			}
+			_ = json.Unmarshal(r.body, &v)
+			if v.ID == "" && len(v.Messages) == 1 {
+				v.ID = v.Messages[0].ID
+			}
+			env, err := queue.Decode(readEnvelope(t, e.brokers, v.ID).Value)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if env.Urgent() != tc.urgent {
+				t.Errorf("%s: envelope priority %q, want urgent %v", tc.name, env.Priority, tc.urgent)
+			}
+			if bytes.Contains(env.Payload, []byte("priority")) {
+				t.Errorf("%s: priority forwarded to Meta: %s", tc.name, env.Payload)
+			}
+		}
+		checkError(t, e.do(t, "POST", "/v1/messages", tokA, textBody(`,"priority":"high"`), nil), 400, "invalid_priority")
+		checkError(t, e.do(t, "POST", "/v1/messages", tokA, textBody(""), map[string]string{"X-Aerogate-Priority": "now"}), 400, "invalid_priority")
+	})
+
 	t.Run("graph compatible path", func(t *testing.T) {
 		r := e.do(t, "POST", "/v22.0/1001/messages", tokA, textBody(""), nil)
 		if r.status != 200 {
@@ -697,6 +739,26 @@ func TestGateway(t *testing.T) {
 		m = nil
 		if err := json.Unmarshal(sent.body, &m); err != nil || m["status"] != "sent" || m["wamid"] != "wamid.HBgL" || m["sent_at"] == nil {
 			t.Errorf("sent message = %s", sent.body)
+		}
+
+		// A message waiting in its number's queue is queued, with when it should go.
+		r = e.do(t, "POST", "/v1/messages", tokA, textBody(""), nil)
+		_ = json.Unmarshal(r.body, &v)
+		e.waitMessage(t, tenantA, v.ID)
+		if _, err := e.pool.Exec(context.Background(), `UPDATE messages SET status = 'queued',
+			expected_send_at = '2031-01-02T03:04:05Z' WHERE id = $1`, v.ID); err != nil {
+			t.Fatal(err)
+		}
+		queued := e.do(t, "GET", "/v1/messages/"+v.ID, tokA, nil, nil)
+		m = nil
+		if err := json.Unmarshal(queued.body, &m); err != nil || m["status"] != "queued" || m["expected_send_at"] != "2031-01-02T03:04:05Z" {
+			t.Errorf("queued message = %s", queued.body)
+		}
+		if _, err := e.pool.Exec(context.Background(), `UPDATE messages SET status = 'sending' WHERE id = $1`, v.ID); err != nil {
+			t.Fatal(err)
+		}
+		if m = nil; json.Unmarshal(e.do(t, "GET", "/v1/messages/"+v.ID, tokA, nil, nil).body, &m) != nil || m["expected_send_at"] != nil {
+			t.Errorf("a message no longer queued still shows an expected send time: %v", m)
 		}
 	})
 

@@ -14,6 +14,7 @@ import (
 type sendRequest struct {
 	to            []byte // as sent, e.g. "+91 98765 43210"
 	phoneNumberID []byte // from the body; nil when absent
+	urgent        bool   // the body's "priority" is "urgent"
 	msgType       string
 	// payload is the Cloud API body to forward: the body itself, or, when it held
 	// aerogate-only fields or a `to` that is not bare digits, the body re-marshalled once
@@ -205,6 +206,18 @@ func parseSendRequest(p *fastjson.Parser, a *fastjson.Arena, body []byte, tenant
 		strip = true
 	}
 
+	// "priority" is aerogate's, not Meta's: "urgent" or "normal", taken out of the payload.
+	if pr := obj.Get("priority"); pr != nil {
+		var ok bool
+		if pr.Type() == fastjson.TypeString {
+			req.urgent, ok = parsePriority(pr.GetStringBytes())
+		}
+		if !ok {
+			return req, payloadBuf, errInvalidPriority
+		}
+		strip = true
+	}
+
 	if !strip {
 		// Without surrounding whitespace, the payload starts with '{' as consumers expect.
 		req.payload = trimJSONSpace(body)
@@ -214,6 +227,7 @@ func parseSendRequest(p *fastjson.Parser, a *fastjson.Arena, body []byte, tenant
 	for _, name := range tenantFields {
 		obj.Del(name)
 	}
+	obj.Del("priority")
 	if normalizeTo {
 		a.Reset()
 		obj.Set("to", a.NewStringBytes(req.recipient()))
@@ -281,4 +295,16 @@ func trimJSONSpace(b []byte) []byte {
 		b = b[:len(b)-1]
 	}
 	return b
+}
+
+// parsePriority reads a send's priority: "urgent" (true) or "normal" (false); ok is
+// false for anything else.
+func parsePriority(b []byte) (urgent, ok bool) {
+	switch string(b) {
+	case "urgent":
+		return true, true
+	case "normal":
+		return false, true
+	}
+	return false, false
 }

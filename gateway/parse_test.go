@@ -24,6 +24,7 @@ func TestParseSendRequest(t *testing.T) {
 		pnid    string
 		typ     string
 		payload string // expected payload when fields were stripped; "" means the body
+		urgent  bool
 	}{
 		{name: "text", body: `{"messaging_product":"whatsapp","to":"15551234567","type":"text",` + text + `}`, to: "15551234567", typ: "text"},
 		{name: "plus prefix", body: `{"messaging_product":"whatsapp","to":"+15551234567","type":"text",` + text + `}`, to: "+15551234567", wa: "15551234567", typ: "text",
@@ -46,7 +47,13 @@ func TestParseSendRequest(t *testing.T) {
 			to: "15551234567", typ: "text", pnid: "106540352242922", payload: `{"messaging_product":"whatsapp","to":"15551234567","type":"text",` + text + `}`},
 		{name: "equal tenantId stripped", body: `{"tenantId":"t1","org":"t1","messaging_product":"whatsapp","to":"15551234567","type":"text",` + text + `}`,
 			to: "15551234567", typ: "text", payload: `{"messaging_product":"whatsapp","to":"15551234567","type":"text",` + text + `}`},
+		{name: "urgent priority stripped", body: `{"priority":"urgent","messaging_product":"whatsapp","to":"15551234567","type":"text",` + text + `}`,
+			to: "15551234567", typ: "text", urgent: true, payload: `{"messaging_product":"whatsapp","to":"15551234567","type":"text",` + text + `}`},
+		{name: "normal priority stripped", body: `{"messaging_product":"whatsapp","to":"15551234567","type":"text",` + text + `,"priority":"normal"}`,
+			to: "15551234567", typ: "text", payload: `{"messaging_product":"whatsapp","to":"15551234567","type":"text",` + text + `}`},
 
+		{name: "unknown priority", body: `{"priority":"high","messaging_product":"whatsapp","to":"15551234567","type":"text",` + text + `}`, want: errInvalidPriority},
+		{name: "numeric priority", body: `{"priority":1,"messaging_product":"whatsapp","to":"15551234567","type":"text",` + text + `}`, want: errInvalidPriority},
 		{name: "empty", body: ``, want: errInvalidJSON},
 		{name: "not json", body: `hello`, want: errInvalidJSON},
 		{name: "array", body: `[1,2]`, want: errInvalidJSON},
@@ -99,6 +106,9 @@ func TestParseSendRequest(t *testing.T) {
 			if tc.want != nil {
 				return
 			}
+			if req.urgent != tc.urgent {
+				t.Errorf("urgent = %v, want %v", req.urgent, tc.urgent)
+			}
 			if string(req.to) != tc.to || string(req.phoneNumberID) != tc.pnid || req.msgType != tc.typ {
 				t.Errorf("got to=%q pnid=%q type=%q, want %q %q %q", req.to, req.phoneNumberID, req.msgType, tc.to, tc.pnid, tc.typ)
 			}
@@ -116,7 +126,7 @@ func TestParseSendRequest(t *testing.T) {
 			if !jsonEqual(t, req.payload, []byte(want)) {
 				t.Errorf("payload = %s, want %s", req.payload, want)
 			}
-			for _, field := range append([]string{"phone_number_id"}, tenantFields...) {
+			for _, field := range append([]string{"phone_number_id", "priority"}, tenantFields...) {
 				if bytes.Contains(req.payload, []byte(`"`+field+`"`)) {
 					t.Errorf("payload still holds %s: %s", field, req.payload)
 				}

@@ -22,6 +22,10 @@ import (
 
 const headerIdempotencyKey = "Idempotency-Key"
 
+// headerPriority marks a send urgent ("urgent") or not ("normal"), like the body's
+// "priority" field; either one saying urgent makes the send urgent.
+const headerPriority = "X-Aerogate-Priority"
+
 // sendState is the per-request scratch memory of a send, pooled. It goes back to the
 // pool only when the publisher no longer holds its bytes (after a successful write, or
 // when nothing was written).
@@ -92,6 +96,15 @@ func (s *Server) send(ctx *fasthttp.RequestCtx, claims auth.Claims, pathPNID str
 		st.release()
 		writeError(ctx, apiErr)
 		return
+	}
+	if h := ctx.Request.Header.Peek(headerPriority); h != nil {
+		urgent, ok := parsePriority(h)
+		if !ok {
+			st.release()
+			writeError(ctx, errInvalidPriority)
+			return
+		}
+		req.urgent = req.urgent || urgent
 	}
 	pnid := pathPNID
 	if pathPNID != "" {
@@ -167,7 +180,7 @@ func (s *Server) send(ctx *fasthttp.RequestCtx, claims auth.Claims, pathPNID str
 	// partition) and the envelope.
 	b := append(st.msg[:0], claims.TenantID...)
 	keyLen := len(b)
-	b = appendEnvelope(b, id, claims.TenantID, acct, req.recipient(), key, req.payload, now)
+	b = appendEnvelope(b, id, claims.TenantID, acct, req.recipient(), key, req.payload, now, req.urgent)
 	st.msg = b
 	st.msgs[0] = kafka.Message{Key: b[:keyLen:keyLen], Value: b[keyLen:]}
 
@@ -325,7 +338,7 @@ func (s *Server) writeAccountError(ctx *fasthttp.RequestCtx, err error, defaultA
 // appendEnvelope appends the queue.Envelope JSON of a send. It is written by hand so
 // the payload is copied once, never re-encoded; queue.Envelope decodes it (a test
 // checks the two agree). It never holds an access token.
-func appendEnvelope(b []byte, id uuid.UUID, tenant string, acct *account.Account, recipient, key, payload []byte, at time.Time) []byte {
+func appendEnvelope(b []byte, id uuid.UUID, tenant string, acct *account.Account, recipient, key, payload []byte, at time.Time, urgent bool) []byte {
 	b = append(b, `{"id":"`...)
 	b = appendUUID(b, id)
 	b = append(b, `","tenant_id":`...)
@@ -344,5 +357,8 @@ func appendEnvelope(b []byte, id uuid.UUID, tenant string, acct *account.Account
 	b = append(b, payload...)
 	b = append(b, `,"accepted_at":"`...)
 	b = at.UTC().AppendFormat(b, time.RFC3339Nano)
+	if urgent {
+		b = append(b, `","priority":"`+queue.PriorityUrgent...)
+	}
 	return append(b, `"}`...)
 }

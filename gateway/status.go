@@ -55,6 +55,9 @@ type messageStatus struct {
 	DeliveredAt    *time.Time      `json:"delivered_at,omitempty"`
 	ReadAt         *time.Time      `json:"read_at,omitempty"`
 	UpdatedAt      time.Time       `json:"updated_at"`
+	// ExpectedSendAt: while queued, when the message is expected to be sent (absent
+	// while its account cannot send).
+	ExpectedSendAt *time.Time `json:"expected_send_at,omitempty"`
 }
 
 type messageFailure struct {
@@ -72,6 +75,9 @@ func statusOf(m *message.Message) messageStatus {
 		out.Error = &messageFailure{Code: m.ErrorCode, Title: m.ErrorTitle}
 	}
 	out.SentAt, out.DeliveredAt, out.ReadAt = utc(m.SentAt), utc(m.DeliveredAt), utc(m.ReadAt)
+	if m.Status == message.StatusQueued {
+		out.ExpectedSendAt = utc(m.ExpectedSendAt)
+	}
 	return out
 }
 

@@ -40,6 +40,8 @@ func (p *partition) finish(offset int64, finished bool) {
 type generation struct {
 	// ready: retry partition → closed once its backlog is scanned.
 	ready map[int]chan struct{}
+	// queues: wa.sends partition → the drains of the numbers parked from it.
+	queues map[int]*partQueues
 }
 
 // Run consumes until ctx is cancelled, then stops fetching, lets the Graph calls in
@@ -76,6 +78,9 @@ func (s *Sender) Run(ctx context.Context) error {
 	}()
 
 	s.log.Info("sender started", "group", s.cfg.GroupID, "max_in_flight", s.cfg.MaxInFlight)
+	rctx, stopReport := context.WithCancel(context.Background())
+	defer stopReport()
+	go s.reportOldest(rctx)
 	if err := s.consumer.Run(ctx); err != nil {
 		return fmt.Errorf("sender: %w", err)
 	}
@@ -103,9 +108,12 @@ func (s *Sender) checkPartitions(ctx context.Context) error {
 // rebuilt by the scans of its retry partitions.
 func (s *Sender) assigned(_ int32, assigned map[string][]int) {
 	s.parked.reset()
-	g := &generation{ready: map[int]chan struct{}{}}
+	g := &generation{ready: map[int]chan struct{}{}, queues: map[int]*partQueues{}}
 	for _, id := range assigned[queue.TopicSendsRetry] {
 		g.ready[id] = make(chan struct{})
+	}
+	for _, id := range assigned[queue.TopicSends] {
+		g.queues[id] = s.newPartQueues(id)
 	}
 	s.gen.Store(g)
 }
@@ -124,11 +132,15 @@ func (s *Sender) openPartition(qp *queue.Partition) queue.PartitionHandler {
 			case <-p.ctx.Done():
 			}
 		}
-		return sendsPartition{s, p}
+		// The numbers with sends parked from this partition drain from now on, and their
+		// new sends queue behind what is parked.
+		q := g.queues[p.ID]
+		q.load(p.ctx)
+		return sendsPartition{s, p, q}
 	}
 	s.scanParked(p)
 	close(g.ready[p.ID])
-	h := &retryPartition{s: s, p: p, dq: newDelayQueue[recipientKey, *job]()}
+	h := &retryPartition{s: s, p: p, q: g.queues[p.ID], dq: newDelayQueue[recipientKey, *job]()}
 	h.releaser.Add(1)
 	go func() {
 		defer h.releaser.Done()
@@ -137,36 +149,40 @@ func (s *Sender) openPartition(qp *queue.Partition) queue.PartitionHandler {
 	return h
 }
 
-func (s *Sender) newJob(p *partition, m kafka.Message) *job {
+func (s *Sender) newJob(p *partition, m kafka.Message, q *partQueues) *job {
 	env, bad := decodeSend(m.Value)
-	return &job{part: p, offset: m.Offset, env: env, bad: bad, key: keyOf(env), origin: originOf(m, p.retry)}
+	return &job{part: p, offset: m.Offset, env: env, bad: bad, key: keyOf(env), origin: originOf(m, p.retry), queues: q}
 }
 
 // sendsPartition puts each wa.sends message in its recipient's lane.
 type sendsPartition struct {
 	s *Sender
 	p *partition
+	q *partQueues
 }
 
 func (h sendsPartition) Handle(m kafka.Message) {
-	j := h.s.newJob(h.p, m)
+	j := h.s.newJob(h.p, m, h.q)
 	h.s.lanes.enqueue(j.key, j)
 }
 
-// Close has nothing to settle: the lanes finish or abandon every job they hold.
-func (sendsPartition) Close() {}
+// Close stops the partition's drains and waits for the sends they released to settle,
+// so the next owner's drains start only after these stopped (one drain per number).
+// The lanes finish or abandon every job they hold.
+func (h sendsPartition) Close() { h.q.close() }
 
 // retryPartition holds each wa.sends.retry message until its not_before, then puts it in
 // its recipient's lane.
 type retryPartition struct {
 	s        *Sender
 	p        *partition
+	q        *partQueues // of the wa.sends partition with the same index, if owned
 	dq       *delayQueue[recipientKey, *job]
 	releaser sync.WaitGroup
 }
 
 func (h *retryPartition) Handle(m kafka.Message) {
-	j := h.s.newJob(h.p, m)
+	j := h.s.newJob(h.p, m, h.q)
 	nb := time.Now()
 	if j.env.NotBefore != nil {
 		nb = *j.env.NotBefore

@@ -38,6 +38,10 @@ const (
 	crashNumbers      = 8
 	crashNumberMPS    = 250
 	crashRecipientsPN = 40
+	// A campaign on one more number, paced far below what arrives: it parks in the
+	// number's queue in Postgres and drains from there while the sender is killed.
+	crashCampaign    = 1200
+	crashCampaignMPS = 120
 )
 
 // TestSenderChildProcess is the sender process of TestSenderCrashLosesNothing. It does
@@ -114,11 +118,26 @@ func TestSenderCrashLosesNothing(t *testing.T) {
 		number := strconv.Itoa(70000 + i)
 		accts = append(accts, e.addAccount(fmt.Sprintf("tenant-crash-%d", i%4), number, "token-"+number, crashNumberMPS))
 	}
-	envs := make([]*queue.Envelope, crashMessages)
-	for i := range envs {
+	campaign := e.addAccount("tenant-crash-campaign", "79999", "token-79999", crashCampaignMPS)
+	envs := make([]*queue.Envelope, 0, crashMessages+crashCampaign)
+	for i := range crashMessages {
 		a := accts[i%len(accts)]
 		to := fmt.Sprintf("1558%03d%04d", i%len(accts), (i/len(accts))%crashRecipientsPN)
-		envs[i] = newEnvelope(a, to, fmt.Sprintf("crash-%05d", i))
+		envs = append(envs, newEnvelope(a, to, fmt.Sprintf("crash-%05d", i)))
+		if i%(crashMessages/crashCampaign) == 0 && i/(crashMessages/crashCampaign) < crashCampaign {
+			// Campaign sends arrive among the others, each to its own recipient.
+			c := len(envs)
+			envs = append(envs, newEnvelope(campaign, fmt.Sprintf("1559%07d", c), fmt.Sprintf("campaign-%05d", c)))
+		}
+	}
+	campaignReceived := func() int {
+		n := 0
+		for _, r := range e.fake.Received() {
+			if r.WAMID != "" && r.PhoneNumberID == "79999" {
+				n++
+			}
+		}
+		return n
 	}
 
 	// The gateway's side: sends keep arriving while the sender is killed and restarted.
@@ -134,28 +153,45 @@ func TestSenderCrashLosesNothing(t *testing.T) {
 
 	c := startChild(t, e)
 	var kills []time.Time
-	for kill := range 2 {
-		threshold := (kill*2 + 1) * crashMessages / 6 // about 1/6 and 1/2 of the stream
-		threshold += rand.IntN(crashMessages / 6)
-		eventually(t, 30*time.Second, fmt.Sprintf("%d sends before kill %d", threshold, kill+1), func() error {
-			if n := e.fake.Count(); n < threshold {
-				return fmt.Errorf("%d sent", n)
-			}
-			return nil
-		})
+	killAt := func(what string, ready func() error) {
+		eventually(t, 30*time.Second, fmt.Sprintf("%s before kill %d", what, len(kills)+1), ready)
 		time.Sleep(time.Duration(rand.IntN(50)) * time.Millisecond)
-		at := e.fake.Count()
+		at, parked := e.fake.Count(), e.parkedRows("79999")
 		kills = append(kills, time.Now())
 		c.kill(t)
-		t.Logf("kill %d at %s: SIGKILL after %d accepted sends", kill+1, kills[kill].Format(time.StampMicro), at)
+		t.Logf("kill %d at %s: SIGKILL after %d accepted sends, %d campaign sends parked", len(kills),
+			kills[len(kills)-1].Format(time.StampMicro), at, parked)
 		c = startChild(t, e)
 	}
+	// While the campaign parks (the gateway's side is still producing it)...
+	killAt("campaign sends parking", func() error {
+		if n := e.parkedRows("79999"); n < 100 {
+			return fmt.Errorf("%d parked", n)
+		}
+		return nil
+	})
+	// ...about halfway through the other numbers' sends...
+	threshold := crashMessages/2 + rand.IntN(crashMessages/6)
+	killAt(fmt.Sprintf("%d sends", threshold), func() error {
+		if n := e.fake.Count(); n < threshold {
+			return fmt.Errorf("%d sent", n)
+		}
+		return nil
+	})
+	// ...and while the campaign drains.
+	drained := crashCampaign/2 + rand.IntN(crashCampaign/4)
+	killAt(fmt.Sprintf("%d campaign sends", drained), func() error {
+		if n := campaignReceived(); n < drained {
+			return fmt.Errorf("%d campaign sends", n)
+		}
+		return nil
+	})
 	produced.Wait()
 	ids := make([]string, len(envs))
 	for i, env := range envs {
 		ids[i] = env.ID
 	}
-	eventually(t, 40*time.Second, "every message sent", func() error {
+	eventually(t, 60*time.Second, "every message sent", func() error {
 		st := e.statuses(ids)
 		n := 0
 		for _, id := range ids {
@@ -212,9 +248,13 @@ func TestSenderCrashLosesNothing(t *testing.T) {
 		}
 	}
 	// Each kill can repeat at most the sends in flight at that moment: at most
-	// MaxInFlight per partition the process owned.
-	bound := 2 * testPartitions * crashMaxInFlight
-	t.Logf("%d messages, %d Graph receipts, %d duplicates (bound %d)", len(envs), e.fake.Count(), duplicates, bound)
+	// MaxInFlight per partition the process owned, and the campaign's drain window.
+	bound := len(kills) * (testPartitions*crashMaxInFlight + 2*crashCampaignMPS)
+	t.Logf("%d messages (%d of a campaign), %d Graph receipts, %d duplicates (bound %d)", len(envs), crashCampaign,
+		e.fake.Count(), duplicates, bound)
+	if n := e.parkedRows(""); n != 0 {
+		t.Errorf("%d parked rows left after every message was sent", n)
+	}
 	if duplicates > bound {
 		t.Errorf("%d duplicate sends, more than the in-flight window %d", duplicates, bound)
 	}

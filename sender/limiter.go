@@ -22,26 +22,33 @@ const MaxThroughputMPS = int(whatsapp.MaxThroughput)
 // each topic, the consumer group gives each partition to exactly one sender instance at a
 // time (and the range assignor gives partition p of both topics to the same instance), so
 // every send of a phone number passes through a single bucket. After a rebalance the new
-// owner starts a fresh bucket, which admits at most one burst early.
+// owner starts a fresh bucket, empty, so the hand-over admits nothing early.
 type numberLimiters struct {
 	mu         sync.Mutex
 	byNumber   map[string]*rate.Limiter
 	defaultMPS int
+	burst      func(mps int) int
 }
 
 func newNumberLimiters(defaultMPS int) *numberLimiters {
-	return &numberLimiters{byNumber: make(map[string]*rate.Limiter), defaultMPS: defaultMPS}
+	return &numberLimiters{byNumber: make(map[string]*rate.Limiter), defaultMPS: defaultMPS, burst: burstFor}
 }
 
-// burstFor is the bucket depth for mps: small (1/20 s of sends) so that over any window of
-// a second or more the pace stays within a few percent of mps, yet above 1 so that sends
-// issued concurrently are not serialized to the microsecond.
+// newAdmissionLimiters are the buckets that admit a number's sends (a direct send's
+// turn, a drain's releases), in front of the Graph calls' own buckets
+// (newNumberLimiters): a tenth of a second deep, so that a drain held up for a moment
+// (a page read, a slow machine) catches up instead of losing the number's pace; the
+// calls' shallower buckets still keep every second within the rate.
+func newAdmissionLimiters(defaultMPS int) *numberLimiters {
+	return &numberLimiters{byNumber: make(map[string]*rate.Limiter), defaultMPS: defaultMPS,
+		burst: func(mps int) int { return max(mps/10, 1) }}
+}
+
+// burstFor is the depth of a Graph calls' bucket for mps: small (1/50 s of sends, at
+// least one) so that over any window of a second or more the calls stay within 2 % of
+// mps, which leaves room for the jitter between a call and Meta's reading it.
 func burstFor(mps int) int {
-	b := mps / 20
-	if b < 1 {
-		b = 1
-	}
-	return b
+	return max(mps/50, 1)
 }
 
 // get returns the bucket of phoneNumberID, created at or adjusted to mps (≤ 0: the
@@ -57,13 +64,16 @@ func (l *numberLimiters) get(phoneNumberID string, mps int) *rate.Limiter {
 	defer l.mu.Unlock()
 	lim, ok := l.byNumber[phoneNumberID]
 	if !ok {
-		lim = rate.NewLimiter(rate.Limit(mps), burstFor(mps))
+		lim = rate.NewLimiter(rate.Limit(mps), l.burst(mps))
+		// A new bucket starts empty: after a rebalance the previous owner's last second
+		// and this one's first add up to the rate, not the rate and a burst.
+		lim.AllowN(time.Now(), l.burst(mps))
 		l.byNumber[phoneNumberID] = lim
 		return lim
 	}
 	if lim.Limit() != rate.Limit(mps) {
 		lim.SetLimit(rate.Limit(mps))
-		lim.SetBurst(burstFor(mps))
+		lim.SetBurst(l.burst(mps))
 	}
 	return lim
 }

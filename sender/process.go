@@ -31,6 +31,28 @@ type job struct {
 	// origin is the message's offset in its wa.sends partition (carried on the retry
 	// topic in a header), which orders a recipient's messages; -1 if unknown.
 	origin int64
+	// queues are the per-number queues of the job's partition index in the job's
+	// generation (nil if this instance does not own that wa.sends partition).
+	queues *partQueues
+
+	// A job released from a per-number queue: drain is its number's drain, row its row
+	// (origin is the row's seq). It settles by deleting the row, not by an offset.
+	drain  *drain
+	row    message.ParkedKey
+	urgent bool
+	epoch  uint64 // the drain's epoch when it was released
+	// halt: the job stays in its row because the account cannot send (set by handle).
+	halt bool
+}
+
+// settle ends the job: its offset may be committed (finished) or is redelivered; a
+// released job's row is deleted (finished) or stays.
+func (j *job) settle(finished bool) {
+	if j.drain != nil {
+		j.drain.settle(j, finished, j.halt)
+		return
+	}
+	j.part.finish(j.offset, finished)
 }
 
 // OriginHeader is the Kafka header of a wa.sends.retry message that carries its origin:
@@ -89,16 +111,16 @@ const transientMaxDelay = 5 * time.Second
 func (s *Sender) process(j *job) {
 	if j.bad == nil {
 		if !s.inFlight.acquire(j.part.ctx, j.env.ID) {
-			j.part.finish(j.offset, false) // abandoned: redelivered
+			j.settle(false) // abandoned: redelivered
 			return
 		}
 		finished := s.handle(j)
 		s.inFlight.release(j.env.ID)
-		j.part.finish(j.offset, finished)
+		j.settle(finished)
 		return
 	}
 	finished := s.handle(j)
-	j.part.finish(j.offset, finished)
+	j.settle(finished)
 }
 
 // inFlight is the set of message ids being handled. Copies of one id reach the sender
@@ -168,6 +190,12 @@ func (s *Sender) handle(j *job) bool {
 	if j.bad != nil {
 		return s.failForGood(j, nil, &queue.EnvelopeError{Title: j.bad.Error()})
 	}
+	if j.drain != nil && j.drain.holds(j) {
+		// An earlier release of this number found its account stopped, or a send was
+		// parked since this one was read that may belong before it: it stays in its
+		// row, so nothing overtakes what waits.
+		return false
+	}
 	// Recipient order across the retry topic (the rule is at parkedSet).
 	if j.origin >= 0 {
 		if j.part.retry {
@@ -203,24 +231,20 @@ func (s *Sender) handle(j *job) bool {
 		}
 		now := time.Now()
 		if werr := acct.Usable(now); werr != nil {
-			s.stats.waiting.Add(1)
-			nb := now.Add(s.cfg.PausedRetryDelay)
-			return s.park(j, attempt, &nb, &queue.EnvelopeError{Title: werr.Error()}, "account cannot send")
+			return s.wait(j, acct, attempt, reasonStopped, nil, &queue.EnvelopeError{Title: werr.Error()})
 		}
 		if acct.PausedUntil != nil && acct.PausedUntil.After(now) {
-			s.stats.waiting.Add(1)
-			waitsPaused.Inc()
-			nb := now.Add(s.cfg.PausedRetryDelay)
-			if acct.PausedUntil.Before(nb) {
-				nb = *acct.PausedUntil
-			}
-			return s.park(j, attempt, &nb, &queue.EnvelopeError{Title: "number paused: " + acct.PausedReason}, "number paused")
+			return s.wait(j, acct, attempt, reasonPaused, acct.PausedUntil,
+				&queue.EnvelopeError{Title: "number paused: " + acct.PausedReason})
 		}
 
 		// The number's pace is waited out before the claim, so that a claim's lease covers
-		// only the Graph call and the recording of its outcome.
-		if err := s.limiters.wait(ctx, acct.PhoneNumberID, acct.ThroughputMPS); err != nil {
-			return false // abandoned: redelivery sends it once
+		// only the Graph call and the recording of its outcome. A released job's drain
+		// has waited for it already.
+		if j.drain == nil {
+			if done, finished := s.pace(j, acct, attempt); done {
+				return finished
+			}
 		}
 		claim, err := s.batcher.Claim(ctx, claimOf(env, acct))
 		if err != nil {
@@ -251,7 +275,10 @@ func (s *Sender) handle(j *job) bool {
 			return true
 		}
 		// From here the call runs to its end even if the partition is revoked: abandoning
-		// it would leave Meta's answer unrecorded and widen the duplicate window.
+		// it would leave Meta's answer unrecorded and widen the duplicate window. The wait
+		// is short: admission paced the number already; this evens out the clumps that
+		// batched claims make.
+		_ = s.calls.get(acct.PhoneNumberID, acct.ThroughputMPS).Wait(context.WithoutCancel(ctx))
 		s.stats.graphCalls.Add(1)
 		res, err := s.opts.Graph.SendMessage(context.WithoutCancel(ctx), acct.PhoneNumberID, acct.AccessToken.Reveal(), env.Payload)
 		if err == nil {
@@ -302,9 +329,7 @@ func (s *Sender) handle(j *job) bool {
 				log.Error("marking account invalid", "account_id", acct.ID, "err", err)
 			}
 			s.opts.Accounts.Invalidate(env.TenantID, env.PhoneNumberID)
-			s.stats.waiting.Add(1)
-			nb := time.Now().Add(s.cfg.PausedRetryDelay)
-			return s.park(j, attempt, &nb, gerr, "account stopped")
+			return s.wait(j, acct, attempt, reasonStopped, nil, gerr)
 		case graph.ActionPauseNumber:
 			until := time.Now().Add(s.cfg.PausedRetryDelay)
 			log.Warn("number restricted, pausing it", "until", until)
@@ -312,13 +337,95 @@ func (s *Sender) handle(j *job) bool {
 				log.Error("pausing number", "account_id", acct.ID, "err", err)
 			}
 			s.opts.Accounts.Invalidate(env.TenantID, env.PhoneNumberID)
-			s.stats.waiting.Add(1)
-			return s.park(j, attempt, &until, gerr, "number paused")
+			return s.wait(j, acct, attempt, reasonPaused, &until, gerr)
 		default:
 			log.Info("send failed for good")
 			return s.failForGood(j, acct, gerr)
 		}
 	}
+}
+
+// wait handles a send whose account cannot send now (reason stopped or paused, until
+// the pause's end if known): it waits in its number's queue in Postgres (a released
+// job stays in its row and halts its drain) until the account changes or the pause
+// ends. Without a queue for it (a retry message whose wa.sends partition this instance
+// does not own, or one without an origin) it goes to wa.sends.retry as before.
+func (s *Sender) wait(j *job, acct *account.Account, attempt int, reason string, until *time.Time, e *queue.EnvelopeError) bool {
+	s.stats.waiting.Add(1)
+	if reason == reasonPaused {
+		waitsPaused.Inc()
+	}
+	if j.drain != nil {
+		j.halt = true
+		return false
+	}
+	if d := s.queueOf(j); d != nil {
+		var expected *time.Time
+		if until != nil {
+			at := d.estimate(*until, acct.ThroughputMPS, j.env.Urgent())
+			expected = &at
+		}
+		return s.parkInQueue(j, d, acct, attempt, reason, expected)
+	}
+	nb := time.Now().Add(s.cfg.PausedRetryDelay)
+	if until != nil && until.Before(nb) {
+		nb = *until
+	}
+	return s.park(j, attempt, &nb, e, "account cannot send: "+reason)
+}
+
+// queueOf returns the drain state of j's number in j's partition, or nil when j cannot
+// be parked in Postgres (no queue for its partition, or no origin to order it by).
+func (s *Sender) queueOf(j *job) *drain {
+	if j.queues == nil || j.origin < 0 {
+		return nil
+	}
+	return j.queues.get(j.env.PhoneNumberID, j.env.TenantID)
+}
+
+// pace holds j to its number's rate. A send whose number already has sends parked
+// parks behind them (so nothing overtakes them); one whose number's bucket would make
+// it wait more than ParkAfter parks instead of holding its partition's slot. Otherwise
+// it waits its turn and goes on (done false). done true means j is settled with
+// finished.
+func (s *Sender) pace(j *job, acct *account.Account, attempt int) (done, finished bool) {
+	ctx := j.part.ctx
+	lim := s.limiters.get(acct.PhoneNumberID, acct.ThroughputMPS)
+	d := s.queueOf(j)
+	if d == nil {
+		if err := s.limiters.wait(ctx, acct.PhoneNumberID, acct.ThroughputMPS); err != nil {
+			return true, false // abandoned: redelivery sends it once
+		}
+		return false, false
+	}
+	// The number's direct sends decide one at a time (under d.mu), so each sees the
+	// bucket as the ones before it left it: none waits more than ParkAfter, and a send
+	// that parks takes nothing from the bucket.
+	d.mu.Lock()
+	if d.activeLocked() {
+		d.mu.Unlock()
+		at := d.estimate(time.Now(), acct.ThroughputMPS, j.env.Urgent())
+		return true, s.parkInQueue(j, d, acct, attempt, reasonBehind, &at)
+	}
+	now := time.Now()
+	if tokens := lim.TokensAt(now); tokens < 1 {
+		if wait := time.Duration((1 - tokens) / float64(lim.Limit()) * float64(time.Second)); wait > s.opts.ParkAfter {
+			d.mu.Unlock()
+			at := now.Add(wait)
+			return true, s.parkInQueue(j, d, acct, attempt, reasonPacing, &at)
+		}
+	}
+	r := lim.ReserveN(now, 1)
+	d.mu.Unlock()
+	if delay := r.DelayFrom(now); delay > 0 {
+		waitsNumber.Inc()
+		waitSecondsNumber.Observe(delay.Seconds())
+	}
+	if !retry.Sleep(ctx, r.DelayFrom(now)) {
+		r.Cancel()
+		return true, false
+	}
+	return false, false
 }
 
 func claimOf(env *queue.Envelope, acct *account.Account) message.Claim {

@@ -155,10 +155,10 @@ func TestNumberLimitersFollowTheAccountsThroughput(t *testing.T) {
 		wantLimit float64
 		wantBurst int
 	}{
-		{"p1", 0, 80, 4},
-		{"p1", 50, 50, 2}, // the account's throughput changed
-		{"p2", 1000, 1000, 50},
-		{"p3", 5000, 1000, 50}, // capped at Meta's maximum
+		{"p1", 0, 80, 1},
+		{"p1", 150, 150, 3}, // the account's throughput changed
+		{"p2", 1000, 1000, 20},
+		{"p3", 5000, 1000, 20}, // capped at Meta's maximum
 		{"p4", 10, 10, 1},
 	}
 	for _, tt := range tests {

@@ -13,11 +13,69 @@
 // different lanes run at once, and a partition has at most MaxInFlight messages fetched
 // but unfinished, so a slow partition applies back-pressure instead of buffering.
 //
-// Per message: resolve the account (never a token from the envelope), wait if it cannot
-// send, claim the row in Postgres, wait for the number's token bucket, call Graph,
-// record the outcome. A message is finished when it is sent, skipped (already final),
-// failed for good into wa.sends.dlq, or handed to wa.sends.retry with the write
-// acknowledged; only then may its offset be committed.
+// Per message: resolve the account (never a token from the envelope), queue it if it
+// cannot go soon (below), take the number's token, claim the row in Postgres, call Graph
+// (paced once more, see calls), record the outcome. A message is finished when it is
+// sent, skipped (already final), failed for good into wa.sends.dlq, handed to
+// wa.sends.retry with the write acknowledged, or written to its number's queue; only then
+// may its offset be committed.
+//
+// # Fair sending: a per-number queue off the partition's path
+//
+// Sends are keyed by tenant, so many tenants share a partition and its MaxInFlight
+// window. A send that must wait for its number would hold a slot that other tenants'
+// sends need: a campaign of thousands on an 80 mps number would fill the window and hold
+// the partition for minutes. So a send waits in the partition only while its number's
+// bucket frees a token within ParkAfter (250 ms). Otherwise — and when its account
+// cannot send (token expired or refused with 190, needs reconnecting) or its number is
+// paused — it is parked: written to its number's queue in Postgres (message.Park: a row
+// of parked_sends keyed by partition, phone number id and seq, the send's offset in its
+// wa.sends partition, so a number's rows are in order of arrival and a send parked twice
+// after a redelivery lands on its own row; urgent sends have priority 0). Parks from many
+// lanes share multi-row inserts (message.Batcher), the message moves to queued with an
+// expected send time in the same transaction, and the send's offset is committed only
+// after that write. Once a number has anything parked, or a park in flight, its new
+// sends park behind it, whatever the bucket says: that is what keeps a recipient's later
+// messages behind its parked earlier ones (the simple, safe rule: per number rather than
+// per recipient).
+//
+// # Who drains a number: the owner of the tenant's partition
+//
+// A number's sends all arrive on one wa.sends partition (its tenant's), so the instance
+// the consumer group gives that partition runs the number's drain (drain.go), as it
+// already paces the number's bucket in memory. No lease in Postgres is needed, and none
+// could be cheaper: the group already makes one instance the owner, and a rebalance ends
+// the old owner's generation — its drains stopped and their Graph calls finished
+// (sendsPartition.Close waits for them) — before the new owner's partitions start and
+// read their queues (partQueues.load, before the partition's first message). One drain
+// per number at a time follows, across instances and rebalances. A crashed owner's
+// sends in flight are covered by their claims' leases as for any send. (A number moved
+// to another tenant in another partition would have a queue per partition: not
+// supported.)
+//
+// A drain releases its number's rows in order at the number's rate: it reads a page of
+// about a quarter second of sends (urgent rows first, then the others, each by seq),
+// takes the number's token for each and hands it to its recipient's lane, so the send
+// goes the same way as any (claim, call, record); a finished send's row is deleted
+// (a crash before the delete releases it again, and its claim skips it). Rules that keep
+// the order: a released send whose account turns out stopped or paused stays in its row
+// and halts the drain (the sends released after it stay too) until every release has
+// settled and the account can send; a send parked below what the drain already read (one
+// back from the retry topic) starts a new epoch: the older releases not yet started stay
+// in their rows, and the drain reads again from the top once they settled. An urgent
+// send whose recipient already has sends parked is parked behind them, not urgent
+// (message.parkSQL). The Graph calls are paced again right before the call (calls):
+// batched claims make released sends reach Graph in clumps, and the second bucket keeps
+// every second within the number's rate plus its 1/50 s burst. Admission's buckets are
+// deeper (1/10 s) so that a drain held up for a moment catches up rather than losing
+// pace; every new bucket starts empty, so a hand-over admits nothing early.
+//
+// A stopped account's drain waits for the account-change notification every instance
+// receives (account.Resolver.Watch, fed by LISTEN/NOTIFY), checking again every
+// paused_retry_delay in case one was missed; a paused number's until the pause ends.
+// Nothing cycles through wa.sends.retry meanwhile. wa.sends.retry is left to Graph
+// errors retried later than InProcessRetryMax, and to sends whose wa.sends partition
+// this instance does not own.
 //
 // # Exactly one Graph call per message, and the window where it is two
 //
@@ -30,7 +88,9 @@
 // in flight, or answered but not yet recorded as sent, when the process died is claimed
 // again once its lease lapsed, and sent again. That is at most the Graph calls in
 // flight at the moment of the crash: at most MaxInFlight per partition the process
-// owned, and in practice the calls of the lanes that were at their Graph step. A call that
+// owned plus, per number it was draining, the drain's window of released sends
+// (twice the number's rate, at most 1000), and in practice the calls of the lanes that
+// were at their Graph step. A call that
 // times out without an answer is retried too (Meta may have taken it): that is Meta's
 // at-least-once, not the sender's.
 //
@@ -53,13 +113,18 @@
 // Per partition: at most MaxInFlight fetched-but-unfinished messages (the fetch loop
 // blocks on a slot), plus kafka-go's prefetch queue (min(MaxInFlight, 1000) messages,
 // one fetch of at most 10 MiB). Lanes, the parked set and the delay queue hold only
-// those messages.
+// those messages, and the drains' released sends. Per number with a queue: its drain's
+// state and at most its window of released sends and one page read (whatever the
+// backlog in Postgres: the drain reads pages). The drain states of a partition's numbers
+// are kept until the partition moves (one small struct per number that was ever
+// parked in this generation).
 package sender
 
 import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -106,6 +171,10 @@ type Options struct {
 	// 500 rows, 5ms).
 	DBBatchMax   int
 	DBBatchDelay time.Duration
+	// ParkAfter is the longest a send waits for its number's pace while holding its
+	// partition's slot (default 250ms); a send that would wait longer parks in its
+	// number's queue in Postgres.
+	ParkAfter time.Duration
 	// ClaimLease is how long a claim stays this sender's alone (default
 	// message.DefaultLeaseTTL; Run uses graph.timeout + 15s): it must outlast a Graph
 	// call and the recording of its outcome. Another sender takes a claim over only once
@@ -113,6 +182,9 @@ type Options struct {
 	// up to ClaimLease later.
 	ClaimLease time.Duration
 }
+
+// DefaultParkAfter is Options.ParkAfter's default.
+const DefaultParkAfter = 250 * time.Millisecond
 
 // Stats are counters since New, for tests, the bench and logs.
 type Stats struct {
@@ -127,10 +199,13 @@ type Stats struct {
 	Held       int64 // claims found held by another live sender (waited for, then looked at again)
 	GraphCalls int64
 	Committed  int64 // offsets committed (sum of advances)
+	Queued     int64 // parked in a number's queue in Postgres (pacing, behind, stopped, paused)
+	Drained    int64 // released from a number's queue and finished
 }
 
 type counters struct {
 	sent, failed, dlq, retried, parked, waiting, followed, skipped, held, graphCalls atomic.Int64
+	queued, drained                                                                  atomic.Int64
 }
 
 // Sender is the send pipeline. Build it with New and run it once with Run.
@@ -145,12 +220,20 @@ type Sender struct {
 	dlqPub   *queue.Producer
 	batcher  *message.Batcher
 
+	// limiters pace admission (a direct send's turn, a drain's releases); calls pace the
+	// Graph calls themselves, after the claim, at the same rate: the claims' batching
+	// makes released sends reach Graph in clumps, and calls evens them out so that no
+	// second sees more than the number's rate plus its small burst.
 	limiters *numberLimiters
+	calls    *numberLimiters
 	lanes    *lanes[recipientKey, *job]
 	parked   *parkedSet
 	inFlight *inFlight
 	holder   string // this sender's claims' holder (message.Lease)
 	stats    counters
+
+	seriesMu sync.Mutex
+	series   int // numbers with a series of their own in metrics.ParkedMessages
 
 	started atomic.Bool
 }
@@ -177,6 +260,9 @@ func New(opts Options) (*Sender, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.ParkAfter <= 0 {
+		opts.ParkAfter = DefaultParkAfter
+	}
 	if opts.ClaimLease <= 0 {
 		opts.ClaimLease = message.DefaultLeaseTTL
 	}
@@ -184,7 +270,8 @@ func New(opts Options) (*Sender, error) {
 		opts:     opts,
 		cfg:      cfg,
 		log:      opts.Logger.With("component", "sender"),
-		limiters: newNumberLimiters(cfg.DefaultThroughputMPS),
+		limiters: newAdmissionLimiters(cfg.DefaultThroughputMPS),
+		calls:    newNumberLimiters(cfg.DefaultThroughputMPS),
 		parked:   newParkedSet(),
 		inFlight: newInFlight(),
 		holder:   message.NewHolder(),
@@ -250,5 +337,6 @@ func (s *Sender) Stats() Stats {
 		Sent: c.sent.Load(), Failed: c.failed.Load(), DLQ: c.dlq.Load(), Retried: c.retried.Load(),
 		Parked: c.parked.Load(), Waiting: c.waiting.Load(), Followed: c.followed.Load(),
 		Skipped: c.skipped.Load(), Held: c.held.Load(), GraphCalls: c.graphCalls.Load(), Committed: s.consumer.Committed(),
+		Queued: c.queued.Load(), Drained: c.drained.Load(),
 	}
 }

@@ -77,6 +77,10 @@ type Resolver struct {
 
 	listening atomic.Bool
 	closeOnce sync.Once
+
+	// watchers: cache key → a channel closed at the key's next invalidation (Watch).
+	watchMu  sync.Mutex
+	watchers map[string]chan struct{}
 }
 
 // NewResolver builds a resolver over repo.
@@ -112,7 +116,8 @@ func NewResolver(repo *Repository, opts ResolverOptions) (*Resolver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("account resolver cache: %w", err)
 	}
-	r := &Resolver{repo: repo, opts: opts, log: log, cache: cache, seed: maphash.MakeSeed()}
+	r := &Resolver{repo: repo, opts: opts, log: log, cache: cache, seed: maphash.MakeSeed(),
+		watchers: make(map[string]chan struct{})}
 	r.group.Store(new(singleflight.Group))
 	return r, nil
 }
@@ -230,6 +235,43 @@ func (r *Resolver) Invalidate(tenantID, phoneNumberID string) {
 	}
 	r.mu.Unlock()
 	invalidatedAccount.Inc()
+	r.notify(keys[:n]...)
+}
+
+// Watch returns a channel closed the next time the account of that tenant and phone
+// number id is invalidated: a change notification (Listen), an Invalidate, or an
+// InvalidateAll. The sender's drain of a stopped account waits on it to resume as soon
+// as the account can send again. Watchers of one key share one channel; it is dropped
+// once closed.
+func (r *Resolver) Watch(tenantID, phoneNumberID string) <-chan struct{} {
+	k := cacheKey(tenantID, phoneNumberID)
+	r.watchMu.Lock()
+	defer r.watchMu.Unlock()
+	ch, ok := r.watchers[k]
+	if !ok {
+		ch = make(chan struct{})
+		r.watchers[k] = ch
+	}
+	return ch
+}
+
+// notify closes the watchers of keys (none: every watcher).
+func (r *Resolver) notify(keys ...string) {
+	r.watchMu.Lock()
+	defer r.watchMu.Unlock()
+	if len(keys) == 0 {
+		for k, ch := range r.watchers {
+			close(ch)
+			delete(r.watchers, k)
+		}
+		return
+	}
+	for _, k := range keys {
+		if ch, ok := r.watchers[k]; ok {
+			close(ch)
+			delete(r.watchers, k)
+		}
+	}
 }
 
 // InvalidateAll drops every cached entry (after a missed notification, for instance).
@@ -244,6 +286,7 @@ func (r *Resolver) InvalidateAll() {
 	r.group.Store(new(singleflight.Group))
 	r.mu.Unlock()
 	invalidatedAll.Inc()
+	r.notify()
 }
 
 // Loads counts the repository loads the resolver has made (cache misses that were not

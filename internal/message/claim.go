@@ -117,7 +117,7 @@ SELECT t.id::uuid, t.tenant_id, t.account_id::uuid, t.phone_number_id, t.recipie
 ON CONFLICT (id) DO UPDATE
    SET status = 'sending', attempts = m.attempts + 1, updated_at = now(),
        claim_holder = excluded.claim_holder, claim_expires_at = excluded.claim_expires_at
- WHERE m.status IN ('unknown', 'accepted')
+ WHERE m.status IN ('unknown', 'accepted', 'queued')
     OR (m.status = 'sending' AND (m.claim_holder IS NULL OR m.claim_holder = excluded.claim_holder
                                   OR m.claim_expires_at <= now()))
 RETURNING m.id::text, m.attempts`
@@ -146,7 +146,7 @@ SELECT t.id::uuid, t.tenant_id, t.account_id::uuid, t.phone_number_id, t.recipie
        AS t(id, tenant_id, account_id, phone_number_id, recipient, idempotency_key, accepted_at,
             wamid, sent_at)
 ON CONFLICT (id) DO UPDATE
-   SET status = CASE WHEN m.status IN ('unknown', 'accepted', 'sending') THEN 'sent' ELSE m.status END,
+   SET status = CASE WHEN m.status IN ('unknown', 'accepted', 'queued', 'sending') THEN 'sent' ELSE m.status END,
        wamid = coalesce(m.wamid, excluded.wamid),
        sent_at = coalesce(m.sent_at, excluded.sent_at),
        updated_at = now()
@@ -164,7 +164,7 @@ SELECT t.id::uuid, t.tenant_id, t.account_id::uuid, t.phone_number_id, t.recipie
 ON CONFLICT (id) DO UPDATE
    SET status = 'failed', error_code = excluded.error_code, error_title = excluded.error_title,
        updated_at = now()
- WHERE m.status IN ('unknown', 'accepted', 'sending')`
+ WHERE m.status IN ('unknown', 'accepted', 'queued', 'sending')`
 
 // ClaimMany claims msgs under lease in one statement and returns one result per
 // message, in order. An id may appear once per call.
@@ -453,6 +453,8 @@ const (
 	kindClaim requestKind = iota
 	kindSent
 	kindFailed
+	kindPark
+	kindUnpark
 )
 
 type request struct {
@@ -461,11 +463,14 @@ type request struct {
 	claim   Claim
 	sent    Sent
 	failure Failure
+	park    Park
+	unpark  ParkedKey
 	result  chan response // buffered, 1
 }
 
 type response struct {
 	claim ClaimResult
+	park  ParkResult
 	err   error
 }
 
@@ -657,6 +662,25 @@ func (b *Batcher) flushLoop() {
 // otherwise fail every message that shared its batch), each request is retried on its
 // own so that only the bad one gets the error.
 func (b *Batcher) flush(batch []request) {
+	// Parks are written in a transaction of their own (see write): split them off, so
+	// that each part is answered once, whatever happens to the other.
+	var parks, rest []request
+	for _, r := range batch {
+		if r.kind == kindPark {
+			parks = append(parks, r)
+		} else {
+			rest = append(rest, r)
+		}
+	}
+	if len(parks) > 0 && len(rest) > 0 {
+		b.flushPart(parks)
+		b.flushPart(rest)
+		return
+	}
+	b.flushPart(batch)
+}
+
+func (b *Batcher) flushPart(batch []request) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	err := b.write(ctx, batch)
@@ -680,8 +704,16 @@ func (b *Batcher) write(ctx context.Context, batch []request) error {
 	var claimReqs []request
 	var sent []Sent
 	var failed []Failure
+	var parks []Park
+	var parkReqs []request
+	var unparks []ParkedKey
 	for _, r := range batch {
 		switch r.kind {
+		case kindPark:
+			parks = append(parks, r.park)
+			parkReqs = append(parkReqs, r)
+		case kindUnpark:
+			unparks = append(unparks, r.unpark)
 		case kindClaim:
 			claims = append(claims, r.claim)
 			claimReqs = append(claimReqs, r)
@@ -704,8 +736,20 @@ func (b *Batcher) write(ctx context.Context, batch []request) error {
 	if len(failed) > 0 {
 		pb.Queue(markFailedSQL, failedColumns(failed)...)
 	}
+	if len(unparks) > 0 {
+		queueUnparks(pb, unparks)
+	}
+	// A pipeline is one implicit transaction. Every statement takes its message rows'
+	// locks in id order, but two statements of one transaction take two rounds of
+	// them, which can deadlock with the gateway's accepted insert of the same rows:
+	// parks (a parked row and its queued status, written together or not at all) come
+	// right after their accept, so flush gives them a write, and a transaction, of
+	// their own.
+	parkRes := make([]ParkResult, len(parks))
+	queueParks(pb, parks, parkRes)
 	if err := b.repo.pool.SendBatch(ctx, pb).Close(); err != nil {
-		return fmt.Errorf("writing %d claims, %d sent, %d failed: %w", len(claims), len(sent), len(failed), err)
+		return fmt.Errorf("writing %d claims, %d sent, %d failed, %d parked, %d unparked: %w",
+			len(claims), len(sent), len(failed), len(parks), len(unparks), err)
 	}
 	if err := b.repo.readHeld(ctx, claims, claimRes); err != nil {
 		return err
@@ -713,8 +757,11 @@ func (b *Batcher) write(ctx context.Context, batch []request) error {
 	for i, r := range claimReqs {
 		r.result <- response{claim: claimRes[i]}
 	}
+	for i, r := range parkReqs {
+		r.result <- response{park: parkRes[i]}
+	}
 	for _, r := range batch {
-		if r.kind != kindClaim {
+		if r.kind != kindClaim && r.kind != kindPark {
 			r.result <- response{}
 		}
 	}

@@ -1,6 +1,7 @@
 // Package message stores the life of every send in Postgres: its status only moves
-// forward (unknown → accepted → sending → sent → delivered → read), and failed is final;
-// and binds each Idempotency-Key to the request that first used it (keys.go).
+// forward (unknown → accepted → queued → sending → sent → delivered → read), and failed is
+// final; binds each Idempotency-Key to the request that first used it (keys.go); and
+// keeps the sender's per-number queue of parked sends (parked.go).
 package message
 
 import (
@@ -14,7 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// Status of a message.
+// Status of a message (StatusQueued is in parked.go).
 type Status string
 
 const (
@@ -51,6 +52,9 @@ type Message struct {
 	DeliveredAt    *time.Time // Meta's time of the delivered status
 	ReadAt         *time.Time // Meta's time of the read status
 	UpdatedAt      time.Time
+	// ExpectedSendAt is when a queued message is expected to be sent (estimated when it
+	// was parked); nil when not queued or while its account cannot send.
+	ExpectedSendAt *time.Time
 }
 
 // Repository reads and writes messages, batching writes. The gateway's side (Get,
@@ -66,7 +70,7 @@ const getSQL = `
 SELECT id::text, tenant_id, account_id::text, phone_number_id, recipient,
        coalesce(idempotency_key, ''), status, coalesce(wamid, ''), attempts,
        coalesce(error_code, 0), coalesce(error_title, ''), accepted_at, sent_at, updated_at,
-       delivered_at, read_at
+       delivered_at, read_at, CASE WHEN status = 'queued' THEN expected_send_at END
   FROM messages
  WHERE id = $1 AND tenant_id = $2`
 
@@ -83,7 +87,7 @@ func (r *Repository) Get(ctx context.Context, tenantID, id string) (*Message, er
 		&m.ID, &m.TenantID, &m.AccountID, &m.PhoneNumberID, &m.Recipient,
 		&m.IdempotencyKey, &status, &m.WAMID, &m.Attempts,
 		&m.ErrorCode, &m.ErrorTitle, &m.AcceptedAt, &m.SentAt, &m.UpdatedAt,
-		&m.DeliveredAt, &m.ReadAt)
+		&m.DeliveredAt, &m.ReadAt, &m.ExpectedSendAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, ErrNotFound
 	}

@@ -20,6 +20,9 @@ import (
 
 const namespace = "aerogate"
 
+// ParkedSeriesMax is the most numbers with a series of their own in ParkedMessages.
+const ParkedSeriesMax = 100
+
 // Registry holds every aerogate family plus the Go runtime and process collectors.
 var Registry = prometheus.NewRegistry()
 
@@ -160,6 +163,32 @@ var (
 		Namespace: namespace, Name: "events_published_total",
 		Help: "Events published to wa.events, by type.",
 	}, []string{"type"})
+	// ParkedMessages is the sends waiting in the sender's per-number queue (Postgres),
+	// per number with a backlog on this instance: a number's series exists only while it
+	// has one, and at most ParkedSeriesMax numbers get their own series (the others add
+	// up under phone_number_id="other"), so the cardinality stays bounded.
+	ParkedMessages = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "parked_messages",
+		Help: "Sends waiting in the per-number queue, by phone number id (numbers with a backlog only; \"other\" past the cap).",
+	}, []string{"phone_number_id"})
+	// ParkedOldestAge is the age of the oldest send at the head of a per-number queue on
+	// this instance (0 when nothing waits).
+	ParkedOldestAge = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "parked_oldest_age_seconds",
+		Help: "Age of the oldest parked send at the head of a per-number queue on this instance.",
+	})
+	// Parked counts sends parked in the per-number queue, by reason (pacing, behind,
+	// stopped, paused).
+	Parked = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "parked_total",
+		Help: "Sends parked in the per-number queue, by reason (pacing, behind, stopped, paused).",
+	}, []string{"reason"})
+	// ParkedReleased counts parked sends the drains released and finished (its rate is
+	// the drain rate).
+	ParkedReleased = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: namespace, Name: "parked_released_total",
+		Help: "Parked sends released by the drains and finished (sent, failed or retried).",
+	})
 
 	// RetentionDeleted counts rows removed past their retention, by table.
 	RetentionDeleted = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -226,6 +255,7 @@ func init() {
 		ProxyRequests, ProxyDuration, ProxyUpstreamUp,
 		RateLimitRejections, RateLimitRedisUp, RateLimitLocalFallbacks,
 		RetentionDeleted,
+		ParkedMessages, ParkedOldestAge, Parked, ParkedReleased,
 	)
 }
 

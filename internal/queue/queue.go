@@ -55,10 +55,20 @@ type Envelope struct {
 	IdempotencyKey string          `json:"idempotency_key,omitempty"`
 	Payload        json.RawMessage `json:"payload"` // the Cloud API message body
 	AcceptedAt     time.Time       `json:"accepted_at"`
-	Attempt        int             `json:"attempt,omitempty"`
-	NotBefore      *time.Time      `json:"not_before,omitempty"`
-	Error          *EnvelopeError  `json:"error,omitempty"` // the final error, on the DLQ
+	// Priority is PriorityUrgent for a send marked urgent (X-Aerogate-Priority or the
+	// body's "priority"); empty for every other send.
+	Priority  string         `json:"priority,omitempty"`
+	Attempt   int            `json:"attempt,omitempty"`
+	NotBefore *time.Time     `json:"not_before,omitempty"`
+	Error     *EnvelopeError `json:"error,omitempty"` // the final error, on the DLQ
 }
+
+// PriorityUrgent marks an urgent send (one-time passwords, order updates): within its
+// number it goes ahead of queued campaign sends, still within the number's rate.
+const PriorityUrgent = "urgent"
+
+// Urgent reports whether the send is marked urgent.
+func (e *Envelope) Urgent() bool { return e.Priority == PriorityUrgent }
 
 // EnvelopeError is Meta's error (or a transport error) carried on the retry/DLQ topics.
 type EnvelopeError struct {
