@@ -124,27 +124,13 @@ func parseGraphPath(path []byte) (graphPath, bool) {
 		return graphPath{}, false
 	}
 	id, edge, hasEdge := bytes.Cut(rest, []byte("/"))
-	if !validGraphID(id) {
+	if !whatsapp.ValidObjectID(id) {
 		return graphPath{}, false
 	}
 	if hasEdge && !validEdge(edge) {
 		return graphPath{}, false
 	}
 	return graphPath{version: string(version), object: string(id), edge: string(edge)}, true
-}
-
-// validGraphID accepts Meta's object ids (phone numbers, WABAs, media): 1 to
-// whatsapp.MaxIDDigits digits.
-func validGraphID(b []byte) bool {
-	if len(b) == 0 || len(b) > whatsapp.MaxIDDigits {
-		return false
-	}
-	for _, c := range b {
-		if c < '0' || c > '9' {
-			return false
-		}
-	}
-	return true
 }
 
 func validEdge(b []byte) bool {
@@ -176,7 +162,7 @@ func isMediaContent(path []byte) bool {
 		return false
 	}
 	id, tail, ok := bytes.Cut(rest, []byte("/"))
-	return ok && validGraphID(id) && string(tail) == "content"
+	return ok && whatsapp.ValidObjectID(id) && string(tail) == "content"
 }
 
 // graphRoute serves a passthrough path no route matched: it reports false, answering
@@ -548,7 +534,7 @@ func mediaIDOf(body []byte) string {
 		return ""
 	}
 	id := v.GetStringBytes("id")
-	if !validGraphID(id) {
+	if !whatsapp.ValidObjectID(id) {
 		return ""
 	}
 	return string(id)
@@ -641,7 +627,7 @@ func (s *Server) mediaContent(ctx *fasthttp.RequestCtx, claims auth.Claims) {
 		return
 	}
 	id, _ := ctx.UserValue("media_id").(string)
-	if !validGraphID([]byte(id)) {
+	if !whatsapp.ValidObjectID([]byte(id)) {
 		writeError(ctx, errMediaNotFound)
 		return
 	}

@@ -59,7 +59,7 @@ func FuzzGraphPath(f *testing.F) {
 			if p.edge != "" {
 				rebuilt += "/" + p.edge
 			}
-			if rebuilt != path || whatsapp.CheckGraphVersion(p.version) != nil || !validGraphID([]byte(p.object)) {
+			if rebuilt != path || whatsapp.CheckGraphVersion(p.version) != nil || !whatsapp.ValidObjectID([]byte(p.object)) {
 				t.Fatalf("accepted %q as %+v", path, p)
 			}
 		}

@@ -65,6 +65,15 @@ func checkID[T string | []byte](s T, empty, long, notDigits error) error {
 	return nil
 }
 
+// ValidObjectID reports whether b is a Graph object id of the kind WhatsApp uses (phone
+// numbers, WABAs, media): 1 to MaxIDDigits ASCII digits, the rule every id parse here
+// applies.
+func ValidObjectID(b []byte) bool {
+	return checkID(b, errAny, errAny, errAny) == nil
+}
+
+var errAny = errors.New("not a graph object id")
+
 // PhoneNumberID is a WhatsApp business phone number's Graph object id, such as
 // 106540352242922: the {phone_number_id} of /{version}/{phone_number_id}/messages.
 type PhoneNumberID string

@@ -329,3 +329,22 @@ func FuzzCheckTextBody(f *testing.F) {
 		}
 	})
 }
+
+func TestValidObjectID(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want bool
+	}{
+		{"106540352242922", true},
+		{"1", true},
+		{strings.Repeat("9", whatsapp.MaxIDDigits), true},
+		{strings.Repeat("9", whatsapp.MaxIDDigits+1), false},
+		{"", false},
+		{"dev-1", false},
+		{"12a", false},
+	} {
+		if got := whatsapp.ValidObjectID([]byte(tc.in)); got != tc.want {
+			t.Errorf("ValidObjectID(%q) = %v, want %v", tc.in, got, tc.want)
+		}
+	}
+}
